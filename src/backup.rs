@@ -1,0 +1,367 @@
+//! Taking a backup of one source: source → pipeline → repository, with the
+//! manifest written last.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::pipeline::{self, EncodeSettings, PipelineError};
+use crate::policy::{Policy, PolicyError, Source, SourceKind};
+use crate::process::{self, ProcessError};
+use crate::repository::{self, Artifact, Manifest, Repository, RepositoryError};
+use crate::source::postgres::{self, PgConn, PgError, PgTools};
+use crate::storage::StorageError;
+
+/// Errors of a backup run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("stopped by a shutdown request before it finished")]
+    Interrupted,
+    #[error("pg_dump and the row count inventory of database '{database}' on {host}:{port} both failed; inventory: {inventory}; pg_dump: {dump}")]
+    DumpAndInventory {
+        database: String,
+        host: String,
+        port: u16,
+        inventory: PgError,
+        dump: ProcessError,
+    },
+    #[error("{what} of database '{database}' on {host}:{port} failed: {source}")]
+    Dump {
+        what: &'static str,
+        database: String,
+        host: String,
+        port: u16,
+        source: ProcessError,
+    },
+}
+
+/// Makes a name safe inside an object key: other bytes become `%XX`.
+pub fn key_safe(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One backup in progress: what is needed to write its artifacts, and what
+/// was written so far (deleted again if the backup fails).
+struct Run<'a> {
+    policy: &'a Policy,
+    source: &'a Source,
+    repo: &'a Repository,
+    settings: EncodeSettings,
+    id: String,
+    artifacts: Vec<Artifact>,
+    recipients: Vec<String>,
+}
+
+impl Run<'_> {
+    fn key(&self, file: &str) -> String {
+        Repository::artifact_key(
+            self.policy.name.as_str(),
+            self.source.name.as_str(),
+            &self.id,
+            &format!(
+                "{file}.{}.age",
+                self.policy.compression.algorithm.extension()
+            ),
+        )
+    }
+
+    fn record(
+        &mut self,
+        name: String,
+        kind: &str,
+        database: Option<&str>,
+        key: String,
+        enc: pipeline::Encoded,
+    ) {
+        self.artifacts.push(Artifact {
+            name,
+            kind: kind.to_string(),
+            database: database.map(str::to_string),
+            key,
+            stored: enc.stored,
+            plaintext: enc.plaintext,
+            compression: self.policy.compression.algorithm,
+            compression_level: self.policy.compression.effective_level(),
+            encryption: "age-x25519".into(),
+            recipients: self.recipients.clone(),
+        });
+    }
+
+    /// Streams a child's stdout into a new artifact, not yet visible, and
+    /// waits for the child. The caller commits the artifact only if the
+    /// child's exit status (returned alongside) is a success: a dump tool
+    /// can close its output cleanly and still fail.
+    async fn child_artifact(
+        &self,
+        cmd: tokio::process::Command,
+        program: &std::path::Path,
+        file: &str,
+        progress: Arc<AtomicU64>,
+    ) -> Result<(String, pipeline::Pending, Result<(), ProcessError>), BackupError> {
+        let key = self.key(file);
+        let writer = self.repo.store().create(&key).await?;
+        let (child, _, stdout) = match process::spawn(cmd, program, false, true) {
+            Ok(c) => c,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e.into());
+            }
+        };
+        let stdout = stdout.expect("stdout is piped");
+        match pipeline::encode(stdout, &self.settings, &key, writer, Some(progress)).await {
+            Ok(pending) => Ok((key, pending, child.wait().await.map(|_| ()))),
+            Err(e) => {
+                child.kill().await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Backs up one source and returns its manifest. On failure, artifacts
+/// already written are deleted and no manifest is written, so nothing is
+/// listed.
+pub async fn backup_source(
+    policy: &Policy,
+    source: &Source,
+    repo: &Repository,
+) -> Result<Manifest, BackupError> {
+    let recipients = policy.encryption.all_recipients()?;
+    let settings = EncodeSettings {
+        compression: policy.compression,
+        recipients: Arc::new(recipients.clone()),
+    };
+    let started_at = Utc::now();
+    let mut run = Run {
+        policy,
+        source,
+        repo,
+        settings,
+        id: repository::new_backup_id(started_at),
+        artifacts: Vec::new(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+    };
+    // On SIGTERM the current step is dropped (its upload aborted, its child
+    // killed) and the error path below deletes what was already written.
+    let result = {
+        let work = async {
+            match source.kind() {
+                SourceKind::Postgres(pg) => backup_postgres(&mut run, pg, started_at).await,
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            _ = crate::shutdown::requested() => Err(BackupError::Interrupted),
+        }
+    };
+    let written = match &result {
+        Ok(manifest) => manifest.artifacts.clone(),
+        Err(_) => std::mem::take(&mut run.artifacts),
+    };
+    // The commit point: only once the manifest is stored does the backup exist.
+    let result = match result {
+        Ok(manifest) => match repo.write_manifest(&manifest).await {
+            Ok(()) => Ok(manifest),
+            Err(e) => {
+                // The store may have kept the manifest although the call
+                // failed (a timeout after the write): then the backup is
+                // listed and its artifacts must stay.
+                let key =
+                    Repository::manifest_key(&manifest.policy, &manifest.source, &manifest.id);
+                if matches!(repo.store().head(&key).await, Ok(Some(_))) {
+                    tracing::warn!(backup = %manifest.id, error = %e, "writing the manifest reported an error, but it is stored; the backup is complete");
+                    return Ok(manifest);
+                }
+                Err(e.into())
+            }
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(manifest) => Ok(manifest),
+        Err(e) => {
+            // Everything under this backup's own prefix goes, including an
+            // object committed just before an interruption.
+            let prefix =
+                Repository::artifact_key(policy.name.as_str(), source.name.as_str(), &run.id, "");
+            let mut keys: Vec<String> = written.iter().map(|a| a.key.clone()).collect();
+            match repo.store().list(&prefix).await {
+                Ok(objects) => keys.extend(objects.into_iter().map(|o| o.key)),
+                Err(list) => {
+                    tracing::warn!(prefix = %prefix, error = %list, "cannot list the failed backup's objects")
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            for key in &keys {
+                if let Err(del) = repo.store().delete(key).await {
+                    tracing::warn!(key = %key, error = %del, "could not delete an artifact of the failed backup; it is not listed, delete it by hand");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn backup_postgres(
+    run: &mut Run<'_>,
+    pg: &crate::policy::PostgresSource,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Manifest, BackupError> {
+    let conn = PgConn::from_source(pg)?;
+    let admin = conn.connect("postgres").await?;
+    let server = postgres::server_info(&conn, &admin).await?;
+    let tools = PgTools::find(pg.bin_dir.as_deref(), "pg_dump", server.major).await?;
+    let databases = postgres::databases(&conn, &admin, &pg.databases).await?;
+    // Only a superuser may read role passwords (pg_authid); other roles
+    // (least-privilege backup users, managed services) dump roles without them.
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| conn.query_error("postgres", "check for superuser", e))?
+        .get(0);
+    drop(admin);
+    let source_name = run.source.name.to_string();
+    tracing::info!(source = %source_name, backup = %run.id, server = %server.version, tool = %tools.version, databases = databases.len(), "backup started");
+
+    let dump_err = |what: &'static str, database: &str, source: ProcessError| BackupError::Dump {
+        what,
+        database: database.to_string(),
+        host: conn.host.clone(),
+        port: conn.port,
+        source,
+    };
+
+    if pg.globals {
+        let program = tools.tool("pg_dumpall");
+        let mut cmd = conn.command(&program, "postgres");
+        cmd.args(["--globals-only", "--no-password"]);
+        if !superuser {
+            tracing::warn!(source = %source_name, user = %conn.user, "not a superuser: roles are dumped without their passwords (pg_dumpall --no-role-passwords)");
+            cmd.arg("--no-role-passwords");
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        let (key, pending, status) = run
+            .child_artifact(cmd, &program, "globals.sql", counter)
+            .await?;
+        match status {
+            Ok(()) => {
+                let enc = pending.commit().await?;
+                run.record("globals".into(), "pg-globals-sql", None, key, enc);
+            }
+            Err(e) => {
+                pending.abort().await;
+                return Err(dump_err("pg_dumpall --globals-only", "(globals)", e));
+            }
+        }
+    }
+
+    for db in &databases {
+        // The snapshot transaction stays open until pg_dump has finished, so
+        // the inventory counted here is exactly what the dump contains.
+        let snap_client = conn.connect(db).await?;
+        let snapshot = postgres::export_snapshot(&conn, &snap_client, db).await?;
+        let program = tools.tool("pg_dump");
+        let mut cmd = conn.command(&program, db);
+        cmd.args([
+            "--format=custom",
+            "--compress=0",
+            "--no-password",
+            &format!("--snapshot={snapshot}"),
+        ]);
+        let safe = key_safe(db);
+        let ticker =
+            crate::progress::ProgressTicker::start(source_name.clone(), format!("db/{db}"), "read");
+        let counter = ticker.counter();
+        let file = format!("db-{safe}.pgdump");
+        let dump = run.child_artifact(cmd, &program, &file, counter);
+        let inventory = postgres::take_inventory(&conn, &snap_client, db, Some(snapshot.clone()));
+        let (dump, inventory) = tokio::join!(dump, inventory);
+        let (key, pending, status) = dump?;
+        let inventory = match (status, inventory) {
+            (Ok(()), Ok(inv)) => inv,
+            (Ok(()), Err(e)) => {
+                pending.abort().await;
+                return Err(e.into());
+            }
+            (Err(e), Ok(_)) => {
+                pending.abort().await;
+                return Err(dump_err("pg_dump", db, e));
+            }
+            // Both: the inventory's error is often the cause (it aborts the
+            // snapshot's transaction), so both are reported.
+            (Err(dump), Err(inventory)) => {
+                pending.abort().await;
+                return Err(BackupError::DumpAndInventory {
+                    database: db.clone(),
+                    host: conn.host.clone(),
+                    port: conn.port,
+                    inventory,
+                    dump,
+                });
+            }
+        };
+        let enc = pending.commit().await?;
+        tracing::info!(source = %source_name, database = %db, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), tables = inventory.tables.len(), "database dumped");
+        run.record(format!("db/{db}"), "pg-dump-custom", Some(db), key, enc);
+        let _ = snap_client.batch_execute("COMMIT").await;
+
+        let inv_key = run.key(&format!("inventory-{safe}.json"));
+        let body = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
+        let writer = run.repo.store().create(&inv_key).await?;
+        let pending = pipeline::encode(
+            std::io::Cursor::new(body),
+            &run.settings,
+            &inv_key,
+            writer,
+            None,
+        )
+        .await?;
+        let enc = pending.commit().await?;
+        run.record(
+            format!("inventory/{db}"),
+            "inventory-json",
+            Some(db),
+            inv_key,
+            enc,
+        );
+    }
+
+    Ok(Manifest {
+        format: repository::FORMAT_VERSION,
+        id: run.id.clone(),
+        policy: run.policy.name.to_string(),
+        source: source_name,
+        kind: "postgres-dump".into(),
+        started_at,
+        finished_at: Utc::now(),
+        server_version: server.version,
+        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        dump_tool_version: tools.version,
+        artifacts: std::mem::take(&mut run.artifacts),
+    })
+}

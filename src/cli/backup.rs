@@ -1,0 +1,81 @@
+//! `lifeboat backup`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Outcome;
+use crate::progress::human_bytes;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  lifeboat backup --policy policies/app.yaml --source main-db\n\n\
+Artifacts are written first and the manifest last: a backup that fails leaves nothing listed."
+)]
+pub struct Args {
+    /// The policy file.
+    #[arg(long, env = "LIFEBOAT_POLICY")]
+    policy: PathBuf,
+    /// Back up only this source (repeatable). Default: every source.
+    #[arg(long)]
+    source: Vec<String>,
+    /// Print the manifests of the new backups as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = crate::policy::Policy::load(&args.policy)?;
+    let sources: Vec<&crate::policy::Source> = if args.source.is_empty() {
+        policy.sources.iter().collect()
+    } else {
+        args.source
+            .iter()
+            .map(|s| policy.source(s))
+            .collect::<Result<_, _>>()?
+    };
+    let repo = super::open(&policy, true).await?;
+    let mut done = Vec::new();
+    let mut failed: Vec<anyhow::Error> = Vec::new();
+    // One failing source does not stop the others.
+    for source in sources {
+        if crate::shutdown::is_requested() {
+            break;
+        }
+        let m = match crate::backup::backup_source(&policy, source, &repo).await {
+            Ok(m) => m,
+            Err(e) => {
+                failed.push(anyhow::Error::new(e).context(format!(
+                    "backup of source '{}' failed; nothing was listed",
+                    source.name
+                )));
+                continue;
+            }
+        };
+        let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
+        if !args.json {
+            println!(
+                "{}: backup {} complete: {} artifacts, {} read, {} stored, {:.1}s",
+                m.source,
+                m.id,
+                m.artifacts.len(),
+                human_bytes(m.plaintext_size()),
+                human_bytes(m.stored_size()),
+                secs
+            );
+        }
+        done.push(m);
+    }
+    if args.json {
+        super::print_json(&done);
+    }
+    let mut failed = failed.into_iter();
+    match failed.next() {
+        None => Ok(Outcome::Ok.into()),
+        Some(first) => {
+            for other in failed {
+                eprintln!("error: {other:#}");
+            }
+            Err(first)
+        }
+    }
+}

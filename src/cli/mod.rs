@@ -1,0 +1,313 @@
+//! The command line: argument parsing and output only. Each subcommand has
+//! its own file; the work happens in the library modules.
+
+mod backup;
+mod keygen;
+mod list;
+mod policy;
+mod restore;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::repository::Repository;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (server, storage or tool error; the message says which)
+  2  invalid usage or policy (the message names the file and line)
+  3  integrity problem: an object is corrupt or a restored table's row count differs from the inventory
+  4  not found: a backup or object is missing
+  5  refused: the restore target is not empty (see --clean)
+  6  wrong key: the identity cannot decrypt the backup
+  130/143  interrupted by SIGINT/SIGTERM (cleaned up: nothing half-written is listed)
+
+Logs go to stderr (RUST_LOG=debug for more), results to stdout.";
+
+/// Backups of PostgreSQL you can trust during an incident: streamed,
+/// compressed, age-encrypted, verified.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log format on stderr: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LIFEBOAT_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Only log warnings and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an age identity (private key) and print its recipient
+    /// (public key) for the policy's encryption.recipients.
+    Keygen(keygen::Args),
+    /// Back up every source of a policy (or the ones named with --source).
+    Backup(backup::Args),
+    /// List the complete backups in a policy's repository.
+    List(list::Args),
+    /// Check stored backups: sizes and hashes without a key; with
+    /// --read-data --identity, decrypt and check the plaintext too.
+    Verify(verify::Args),
+    /// Restore a PostgreSQL database from a backup. Shows the plan first;
+    /// --dry-run stops there.
+    Restore(restore::Args),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let work = async {
+            match cli.command {
+                Command::Keygen(a) => keygen::run(a).await,
+                Command::Backup(a) => backup::run(a).await,
+                Command::List(a) => list::run(a).await,
+                Command::Verify(a) => verify::run(a).await,
+                Command::Restore(a) => restore::run(a).await,
+                Command::Policy(c) => policy::run(c).await,
+            }
+        };
+        // On SIGINT/SIGTERM running work is asked to stop and given time
+        // to clean up (a backup deletes what it wrote); then it is dropped,
+        // which kills child processes (pg_restore's transaction rolls back),
+        // removes scratch files and aborts multipart uploads.
+        let mut work = Box::pin(work);
+        let interrupted = tokio::select! {
+            r = &mut work => return r,
+            signal = shutdown_signal() => signal,
+        };
+        tracing::warn!("{interrupted} received: stopping (a second signal exits at once)");
+        crate::shutdown::request();
+        let finished = tokio::select! {
+            r = tokio::time::timeout(std::time::Duration::from_secs(30), &mut work) => r.ok(),
+            second = shutdown_signal() => {
+                eprintln!("error: {second} again: exiting without cleanup");
+                std::process::exit(if second == "SIGINT" { 130 } else { 143 });
+            }
+        };
+        drop(work);
+        crate::storage::s3::finish_background_aborts(std::time::Duration::from_secs(10)).await;
+        match finished {
+            // It finished within the grace period: its own outcome stands.
+            Some(Ok(code)) => Ok(code),
+            Some(Err(e)) => Err(e.context(Interrupted(interrupted))),
+            None => Err(Interrupted(interrupted).into()),
+        }
+    });
+    // Blocking pipeline threads finish once their child and channel close.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Exit status of a user-visible outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+    Integrity = 3,
+    NotFound = 4,
+    Refused = 5,
+    WrongKey = 6,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        ExitCode::from(o as u8)
+    }
+}
+
+/// Maps an error to its exit code by what kind of problem it is.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use crate::backup::BackupError;
+    use crate::pipeline::PipelineError;
+    use crate::policy::PolicyError;
+    use crate::repository::RepositoryError;
+    use crate::restore::postgres::RestoreError;
+    use crate::storage::StorageError;
+
+    fn storage(e: &StorageError) -> Outcome {
+        match e {
+            StorageError::NotFound { .. } => Outcome::NotFound,
+            _ => Outcome::Failure,
+        }
+    }
+    fn pipeline(e: &PipelineError) -> Outcome {
+        match e {
+            PipelineError::Corrupt { .. } => Outcome::Integrity,
+            PipelineError::WrongKey { .. } => Outcome::WrongKey,
+            PipelineError::Storage(s) => storage(s),
+            _ => Outcome::Failure,
+        }
+    }
+    fn repository(e: &RepositoryError) -> Outcome {
+        match e {
+            RepositoryError::Storage(s) => storage(s),
+            RepositoryError::NoBackups { .. } | RepositoryError::NoSuchBackup { .. } => {
+                Outcome::NotFound
+            }
+            RepositoryError::BadManifest { .. }
+            | RepositoryError::NewestUnreadable { .. }
+            | RepositoryError::BadMarker { .. } => Outcome::Integrity,
+            _ => Outcome::Failure,
+        }
+    }
+    fn policy(e: &PolicyError) -> Outcome {
+        match e {
+            // The policy is fine; the environment lacks a mounted secret.
+            PolicyError::SecretEnvMissing { .. } | PolicyError::SecretFile { .. } => {
+                Outcome::Failure
+            }
+            _ => Outcome::Usage,
+        }
+    }
+    if let Some(Interrupted(name)) = err.downcast_ref::<Interrupted>() {
+        // The shell convention: 128 + signal number.
+        return if *name == "SIGINT" { 130 } else { 143 };
+    }
+    for cause in err.chain() {
+        let o = if let Some(e) = cause.downcast_ref::<PolicyError>() {
+            policy(e)
+        } else if cause.downcast_ref::<crate::keys::KeyError>().is_some() {
+            Outcome::Usage
+        } else if let Some(e) = cause.downcast_ref::<PipelineError>() {
+            pipeline(e)
+        } else if let Some(e) = cause.downcast_ref::<RepositoryError>() {
+            repository(e)
+        } else if let Some(e) = cause.downcast_ref::<StorageError>() {
+            storage(e)
+        } else if let Some(e) = cause.downcast_ref::<BackupError>() {
+            match e {
+                BackupError::Policy(p) => policy(p),
+                BackupError::Pipeline(p) => pipeline(p),
+                BackupError::Repository(r) => repository(r),
+                BackupError::Storage(s) => storage(s),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            match e {
+                RestoreError::TargetNotEmpty { .. } => Outcome::Refused,
+                RestoreError::ChooseDatabase { .. } => Outcome::Usage,
+                RestoreError::NoSuchDatabase { .. } | RestoreError::MissingArtifact { .. } => {
+                    Outcome::NotFound
+                }
+                RestoreError::BadInventory { .. } => Outcome::Integrity,
+                RestoreError::Pipeline(p) => pipeline(p),
+                _ => Outcome::Failure,
+            }
+        } else if cause.downcast_ref::<UsageError>().is_some() {
+            Outcome::Usage
+        } else {
+            continue;
+        };
+        return o as u8;
+    }
+    Outcome::Failure as u8
+}
+
+/// The run was stopped by a signal.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}: uploads in progress were aborted and child processes stopped; nothing half-written is listed as a backup")]
+pub struct Interrupted(&'static str);
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// A command-line mistake the parser cannot see (e.g. a missing identity).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Opens a policy's repository after the storage healthcheck; `create`
+/// (for backups) makes a new repository where there is none.
+pub(crate) async fn open(
+    policy: &crate::policy::Policy,
+    create: bool,
+) -> anyhow::Result<Repository> {
+    let store = crate::storage::open(&policy.repository).await?;
+    store.healthcheck(create).await?;
+    let repo = Repository::new(Arc::clone(&store));
+    repo.open(create).await?;
+    Ok(repo)
+}
+
+/// Loads an identity file named on the command line.
+pub(crate) fn identities(
+    path: &Option<PathBuf>,
+    why: &str,
+) -> anyhow::Result<Arc<crate::keys::Identities>> {
+    match path {
+        Some(p) => Ok(Arc::new(crate::keys::Identities::load(p)?)),
+        None => Err(UsageError(format!(
+            "{why} needs the age identity: pass --identity FILE (the private key from `lifeboat keygen`)"
+        ))
+        .into()),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    );
+}

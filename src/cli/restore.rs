@@ -1,0 +1,196 @@
+//! `lifeboat restore`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Outcome;
+use crate::progress::human_bytes;
+use crate::repository::BackupSelector;
+use crate::restore::postgres::{self, Options, Plan, TargetState};
+use crate::source::postgres::PgConn;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example (incident):\n  \
+lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n      \
+--to postgres://postgres@10.0.0.9:5432/shop_restored --dry-run\n\n\
+The target's password comes from PGPASSWORD (a password inside --to works but shows in `ps`).\n\
+With --jobs 1 (default) the dump streams into pg_restore in one transaction: all or nothing.\n\
+With --jobs N the dump is first decoded into --scratch-dir (needs its plaintext size in free space).\n\
+After the restore, every table's row count is compared with the inventory taken at backup time.")]
+pub struct Args {
+    /// The policy file.
+    #[arg(long, env = "LIFEBOAT_POLICY")]
+    policy: PathBuf,
+    /// The source whose backup to restore.
+    #[arg(long)]
+    source: String,
+    /// Backup id (see `lifeboat list`) or `latest`.
+    #[arg(long, default_value = "latest")]
+    backup: BackupSelector,
+    /// The age identity file (private key).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// Target: postgres://user@host:port/dbname. Without a database name,
+    /// the original name is used.
+    #[arg(long)]
+    to: String,
+    /// Which database of the backup (needed when it holds several).
+    #[arg(long)]
+    database: Option<String>,
+    /// pg_restore parallel jobs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+    /// Replace objects that exist in a non-empty target (pg_restore --clean --if-exists).
+    #[arg(long)]
+    clean: bool,
+    /// Also restore roles and tablespaces (pg_dumpall --globals-only) first.
+    #[arg(long)]
+    globals: bool,
+    /// Do not restore ownership and privileges (for a target without the original roles).
+    #[arg(long)]
+    no_owner: bool,
+    /// Folder for the decoded dump when --jobs > 1.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    scratch_dir: PathBuf,
+    /// Show the plan and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan and the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_plan(plan: &Plan) {
+    println!("Restore plan");
+    println!(
+        "  backup     {} of source {} (started {})",
+        plan.backup,
+        plan.source,
+        plan.backup_started_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    println!("  database   {}", plan.database);
+    println!(
+        "  artifacts  {} ({} stored, {} plaintext)",
+        plan.dump.key,
+        human_bytes(plan.dump.stored.size),
+        human_bytes(plan.dump.plaintext.size)
+    );
+    println!("             {}", plan.inventory.key);
+    if let Some(g) = &plan.globals {
+        println!("             {}", g.key);
+    }
+    let state = match &plan.target_state {
+        TargetState::Missing => "does not exist, will be created".to_string(),
+        TargetState::Empty => "exists and is empty".to_string(),
+        TargetState::NotEmpty { objects } => format!("exists with {objects} objects"),
+    };
+    println!("  target     {} ({state})", plan.target);
+    println!("  steps");
+    for (i, s) in plan.steps.iter().enumerate() {
+        println!("    {}. {s}", i + 1);
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = crate::policy::Policy::load(&args.policy)?;
+    let source = policy.source(&args.source)?;
+    let bin_dir = match source.kind() {
+        crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
+    };
+    let (target, target_database, password_in_url) =
+        PgConn::from_url(&args.to).map_err(super::UsageError)?;
+    if password_in_url {
+        tracing::warn!("the --to URL contains a password, which other users can see in `ps`; prefer PGPASSWORD");
+    }
+    let identities = if args.dry_run {
+        None
+    } else {
+        Some(super::identities(&args.identity, "restore")?)
+    };
+    let repo = super::open(&policy, false).await?;
+    let manifest = repo
+        .find_backup(policy.name.as_str(), &args.source, &args.backup)
+        .await?;
+    let opts = Options {
+        database: args.database.clone(),
+        target,
+        target_database,
+        jobs: args.jobs,
+        clean: args.clean,
+        globals: args.globals,
+        no_owner: args.no_owner,
+        scratch_dir: args.scratch_dir.clone(),
+        bin_dir,
+    };
+    let plan = postgres::plan(&manifest, &opts).await?;
+    if args.dry_run {
+        if args.json {
+            super::print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
+        } else {
+            print_plan(&plan);
+            println!("dry run: nothing was changed");
+        }
+        return Ok(Outcome::Ok.into());
+    }
+    if !args.json {
+        print_plan(&plan);
+    }
+    let identities = identities.expect("loaded unless dry run");
+    // On SIGINT/SIGTERM the restore is dropped at once, which kills
+    // pg_restore; say what that leaves behind.
+    let report = tokio::select! {
+        r = postgres::execute(&repo, plan, &opts, identities) => r?,
+        _ = crate::shutdown::requested() => {
+            return Err(anyhow::anyhow!(if opts.jobs > 1 {
+                "restore stopped: a parallel restore is not atomic; drop the target database and restore again"
+            } else {
+                "restore stopped: pg_restore's single transaction was rolled back; the target holds none of the dump"
+            }));
+        }
+    };
+    let inv = &report.inventory;
+    if args.json {
+        super::print_json(&report);
+    } else {
+        println!(
+            "restored {} into {} in {:.1}s",
+            report.plan.database, report.plan.target, report.seconds
+        );
+        if report.globals_warnings > 0 {
+            println!(
+                "globals: {} statements failed (usually roles that already exist; see the log)",
+                report.globals_warnings
+            );
+        }
+        if inv.passed() {
+            println!(
+                "inventory: {} tables, {} rows and {} large objects, all match the backup",
+                inv.tables_checked, inv.rows_expected, inv.large_objects_expected
+            );
+        } else {
+            println!(
+                "inventory: MISMATCH in {} of {} tables",
+                inv.mismatches.len(),
+                inv.tables_checked
+            );
+            for m in &inv.mismatches {
+                match m.found {
+                    Some(f) => println!("  {}: expected {} rows, found {f}", m.table, m.expected),
+                    None => println!("  {}: expected {} rows, table missing", m.table, m.expected),
+                }
+            }
+            if inv.large_objects_expected != inv.large_objects_found {
+                println!(
+                    "  large objects: expected {}, found {}",
+                    inv.large_objects_expected, inv.large_objects_found
+                );
+            }
+        }
+    }
+    if inv.passed() {
+        Ok(Outcome::Ok.into())
+    } else {
+        eprintln!("error: the restored database differs from the backup's inventory");
+        Ok(Outcome::Integrity.into())
+    }
+}

@@ -1,0 +1,42 @@
+//! lifeboat: backup and disaster recovery for PostgreSQL (and, as it grows,
+//! MySQL/MariaDB and Kubernetes configuration), streamed through compression
+//! and age encryption into S3 or a local folder, restorable with one command
+//! and verifiable without the key.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | argument parsing and output only; one file per subcommand |
+//! | [`policy`] | policy files → typed, validated [`policy::Policy`]; errors carry file:line |
+//! | [`storage`] | the [`storage::ObjectStore`] trait; `s3` and `local` backends |
+//! | [`pipeline`] | encode: plaintext → sha256 → zstd/gzip → age → store; decode: the reverse, verifying hashes |
+//! | [`repository`] | object key layout, manifests, listing backups |
+//! | [`source`] | producing plaintext streams and their consistency points (`postgres`) |
+//! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
+//! | [`restore`] | turning artifacts back into running state |
+//! | [`verify`] | checking stored objects, with or without the key |
+//! | [`keys`] | age identities and recipients |
+//! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
+//! | [`progress`] | progress reports on long steps |
+//! | [`shutdown`] | cooperative stop on SIGINT/SIGTERM |
+//!
+//! Data flow of a backup: `policy` → `source::postgres` starts `pg_dump`
+//! on an exported snapshot → `pipeline::encode` → `storage` writer →
+//! `repository::Repository::write_manifest` (the commit point).
+
+#![forbid(unsafe_code)]
+
+pub mod backup;
+pub mod cli;
+pub mod keys;
+pub mod pipeline;
+pub mod policy;
+pub mod process;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod shutdown;
+pub mod source;
+pub mod storage;
+pub mod verify;

@@ -1,0 +1,578 @@
+//! S3 and S3-compatible servers (AWS, Garage, MinIO, Ceph RGW).
+//!
+//! - Custom endpoint and path-style addressing for non-AWS servers.
+//! - Checksums are calculated and validated only "when required", because
+//!   many third-party servers reject or mangle the newer flexible checksums.
+//! - Throttling, 5xx and connection errors are retried with exponential
+//!   backoff by the SDK's standard retry mode.
+//! - Large objects go up as multipart uploads with a fixed number of parts
+//!   in flight; a failed or abandoned upload is aborted so no orphan parts
+//!   are billed or left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StorageError};
+use crate::policy::Secret;
+
+/// Aborts started from `Drop` (a cancelled backup): awaited by
+/// [`finish_background_aborts`] before the process exits.
+static BACKGROUND_ABORTS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits (up to `limit`) for the multipart aborts that dropped writers
+/// started, so an interrupted run leaves no pending upload behind.
+pub async fn finish_background_aborts(limit: Duration) {
+    let handles = std::mem::take(&mut *BACKGROUND_ABORTS.lock().expect("poisoned"));
+    if !handles.is_empty() {
+        let _ = tokio::time::timeout(limit, futures::future::join_all(handles)).await;
+    }
+}
+
+/// S3 allows at most this many parts in one multipart upload.
+const MAX_PARTS: i32 = 10_000;
+
+/// How to reach a bucket.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`.
+    pub prefix: String,
+    /// Custom endpoint (`http://garage:3900`); `None` for AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Access key id and secret; `None` uses the standard AWS chain.
+    pub credentials: Option<(String, Secret)>,
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+}
+
+/// A repository in an S3 bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+    part_size: usize,
+    parts_in_flight: usize,
+}
+
+/// An unfinished multipart upload, as listed by the server.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+impl S3Store {
+    /// Builds a client. Makes no request: call `healthcheck` to test the bucket.
+    pub async fn connect(cfg: &S3Config) -> S3Store {
+        let region = match &cfg.region {
+            Some(r) => Region::new(r.clone()),
+            None => aws_config::meta::region::RegionProviderChain::default_provider()
+                .or_else(Region::new("us-east-1"))
+                .region()
+                .await
+                .unwrap_or_else(|| Region::new("us-east-1")),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(10)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    // Only the connection gets a deadline: a read or attempt
+                    // timeout would also bound the upload of a whole part,
+                    // which on a slow link legitimately takes long.
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            );
+        if let Some((id, secret)) = &cfg.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id.clone(),
+                secret.expose().to_string(),
+                None,
+                None,
+                "lifeboat-policy",
+            ));
+        }
+        let sdk = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ep) = &cfg.endpoint {
+            b = b.endpoint_url(ep.clone());
+        }
+        S3Store {
+            client: Client::from_conf(b.build()),
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+            endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string()),
+            part_size: cfg.part_size as usize,
+            parts_in_flight: cfg.parts_in_flight.max(1),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{}", self.prefix, key)
+        }
+    }
+
+    fn rel_key<'a>(&self, full: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(&self.endpoint, &self.bucket, operation, key, err)
+    }
+
+    /// Multipart uploads started under this repository and never completed
+    /// or aborted.
+    pub async fn list_pending_uploads(&self) -> Result<Vec<PendingUpload>, StorageError> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(""))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", "", e))?;
+            for u in resp.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push(PendingUpload {
+                        key: self.rel_key(k).to_string(),
+                        upload_id: id.to_string(),
+                    });
+                }
+            }
+            if resp.is_truncated() == Some(true) {
+                key_marker = resp.next_key_marker().map(str::to_string);
+                id_marker = resp.next_upload_id_marker().map(str::to_string);
+            } else {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Aborts one pending multipart upload.
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), StorageError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(&upload.key))
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", &upload.key, e))?;
+        Ok(())
+    }
+}
+
+fn classify<E>(
+    endpoint: &str,
+    bucket: &str,
+    operation: &'static str,
+    key: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail,
+        },
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().map(str::to_string);
+            match (status, code.as_deref()) {
+                (_, Some("NoSuchBucket")) => StorageError::NoSuchBucket {
+                    endpoint: endpoint.to_string(),
+                    bucket: bucket.to_string(),
+                },
+                (404, _) if operation == "HeadBucket" => StorageError::NoSuchBucket {
+                    endpoint: endpoint.to_string(),
+                    bucket: bucket.to_string(),
+                },
+                (_, Some("NoSuchKey")) | (404, _) => StorageError::NotFound {
+                    store: format!("s3://{bucket}"),
+                    key: key.to_string(),
+                },
+                (401 | 403, _)
+                | (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")) => {
+                    StorageError::Credentials {
+                        endpoint: endpoint.to_string(),
+                        bucket: bucket.to_string(),
+                        detail: code.unwrap_or_else(|| format!("HTTP {status}")),
+                    }
+                }
+                _ => StorageError::S3 {
+                    operation,
+                    endpoint: endpoint.to_string(),
+                    key: key.to_string(),
+                    detail,
+                },
+            }
+        }
+        _ => StorageError::S3 {
+            operation,
+            endpoint: endpoint.to_string(),
+            key: key.to_string(),
+            detail,
+        },
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        let url = if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        };
+        format!("{url} at {}", self.endpoint)
+    }
+
+    async fn healthcheck(&self, _write: bool) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| self.error("HeadBucket", "", e))?;
+        Ok(())
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        if self.head(key).await?.is_some() {
+            return Err(StorageError::AlreadyExists {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        }
+        Ok(Box::new(S3Writer {
+            store: self.clone(),
+            key: key.to_string(),
+            full_key: self.full_key(key),
+            buf: BytesMut::with_capacity(self.part_size),
+            upload_id: None,
+            in_flight: JoinSet::new(),
+            slots: Arc::new(Semaphore::new(self.parts_in_flight)),
+            next_part: 1,
+            done: Vec::new(),
+            size: 0,
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.error("HeadObject", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push(ObjectMeta {
+                        key: self.rel_key(k).to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteObject", key, e))?;
+        Ok(())
+    }
+}
+
+/// Buffers one part at a time and uploads full parts concurrently, at most
+/// `parts_in_flight` at once: memory stays near `part_size * (in_flight + 1)`
+/// whatever the object's size.
+struct S3Writer {
+    store: S3Store,
+    key: String,
+    full_key: String,
+    buf: BytesMut,
+    upload_id: Option<String>,
+    in_flight: JoinSet<Result<CompletedPart, StorageError>>,
+    slots: Arc<Semaphore>,
+    next_part: i32,
+    done: Vec<CompletedPart>,
+    size: u64,
+}
+
+impl S3Writer {
+    async fn start_upload(&mut self) -> Result<String, StorageError> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let out = self
+            .store
+            .client
+            .create_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.full_key)
+            .send()
+            .await
+            .map_err(|e| self.store.error("CreateMultipartUpload", &self.key, e))?;
+        let id = out.upload_id().unwrap_or_default().to_string();
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
+    fn collect_finished(&mut self) -> Result<(), StorageError> {
+        while let Some(res) = self.in_flight.try_join_next() {
+            self.done.push(res.expect("part upload task panicked")?);
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, part: Bytes) -> Result<(), StorageError> {
+        if self.next_part > MAX_PARTS {
+            return Err(StorageError::TooLarge {
+                key: self.key.clone(),
+                parts: MAX_PARTS as u32,
+                part_size: self.store.part_size as u64,
+            });
+        }
+        let upload_id = self.start_upload().await?;
+        self.collect_finished()?;
+        // Backpressure: wait for a free slot before taking more input.
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        let number = self.next_part;
+        self.next_part += 1;
+        let store = self.store.clone();
+        let full_key = self.full_key.clone();
+        let key = self.key.clone();
+        self.in_flight.spawn(async move {
+            let _permit = permit;
+            let len = part.len() as i64;
+            let out = store
+                .client
+                .upload_part()
+                .bucket(&store.bucket)
+                .key(&full_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(part))
+                .send()
+                .await
+                .map_err(|e| store.error("UploadPart", &key, e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build())
+        });
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<u64, StorageError> {
+        if self.upload_id.is_none() {
+            let body = std::mem::take(&mut self.buf).freeze();
+            self.store
+                .client
+                .put_object()
+                .bucket(&self.store.bucket)
+                .key(&self.full_key)
+                .content_length(body.len() as i64)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| self.store.error("PutObject", &self.key, e))?;
+            return Ok(self.size);
+        }
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf).freeze();
+            self.send_part(last).await?;
+        }
+        while let Some(res) = self.in_flight.join_next().await {
+            self.done.push(res.expect("part upload task panicked")?);
+        }
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number());
+        self.store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.full_key)
+            .upload_id(self.upload_id.clone().unwrap_or_default())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.store.error("CompleteMultipartUpload", &self.key, e))?;
+        self.upload_id = None;
+        Ok(self.size)
+    }
+
+    async fn abort_upload(&mut self) {
+        // Stop part uploads first, so none lands after the abort.
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        if let Some(id) = self.upload_id.take() {
+            let pending = PendingUpload {
+                key: self.key.clone(),
+                upload_id: id,
+            };
+            if let Err(e) = self.store.abort_upload(&pending).await {
+                tracing::warn!(key = %self.key, error = %e, "could not abort the multipart upload; it stays pending in the bucket until aborted (S3 lifecycle rule AbortIncompleteMultipartUpload, or by hand)");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for S3Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        self.size += chunk.len() as u64;
+        self.buf.extend_from_slice(&chunk);
+        let part_size = self.store.part_size;
+        while self.buf.len() >= part_size {
+            let mut full = std::mem::replace(&mut self.buf, BytesMut::with_capacity(part_size));
+            let rest = full.split_off(part_size);
+            self.buf.extend_from_slice(&rest);
+            self.send_part(full.freeze()).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        match self.complete().await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.abort_upload().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Dropped mid-upload (a cancelled task): abort in the background so
+        // no orphan multipart upload is left.
+        if let Some(id) = self.upload_id.take() {
+            self.in_flight.abort_all();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let store = self.store.clone();
+                let pending = PendingUpload {
+                    key: self.key.clone(),
+                    upload_id: id,
+                };
+                let mut parts = std::mem::take(&mut self.in_flight);
+                let task = handle.spawn(async move {
+                    // No part may land after the abort.
+                    while parts.join_next().await.is_some() {}
+                    if let Err(e) = store.abort_upload(&pending).await {
+                        tracing::warn!(key = %pending.key, error = %e, "could not abort a multipart upload");
+                    }
+                });
+                BACKGROUND_ABORTS.lock().expect("poisoned").push(task);
+            }
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! Test harness: throwaway PostgreSQL clusters and Garage S3 servers on free
+//! loopback ports in temp dirs, stopped on drop (also when a test panics),
+//! and a runner for the lifeboat binary.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True when the tests run as root (CI): PostgreSQL refuses to run as root,
+/// so the cluster runs as the `postgres` system user.
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// The newest PostgreSQL server bin folder (Debian layout), or PATH.
+pub fn pg_bin() -> PathBuf {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    for v in versions.iter().rev() {
+        let dir = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    PathBuf::new()
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A command run as the cluster's owner.
+fn as_pg_owner(program: &Path) -> Command {
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A throwaway PostgreSQL cluster with password authentication.
+pub struct PgCluster {
+    dir: TempDir,
+    pub port: u16,
+    pub password: String,
+    pub bin: PathBuf,
+    stopped: bool,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        Self::start_with_password("lifeboat-test-pw")
+    }
+
+    pub fn start_with_password(password: &str) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-pg-")
+            .tempdir()
+            .unwrap();
+        if running_as_root() {
+            run_checked(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(dir.path()),
+                "chown cluster dir",
+            );
+        }
+        let bin = pg_bin();
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+        if running_as_root() {
+            run_checked(
+                Command::new("chown").arg("postgres").arg(&pwfile),
+                "chown pwfile",
+            );
+        }
+        let data = dir.path().join("data");
+        run_checked(
+            as_pg_owner(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "scram-sha-256",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        std::fs::remove_file(&pwfile).unwrap();
+        let port = free_port();
+        let mut cluster = PgCluster {
+            dir,
+            port,
+            password: password.to_string(),
+            bin,
+            stopped: true,
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    /// Starts the server; a port taken between choosing and binding it (by
+    /// a test running in parallel) is retried with another port.
+    fn start_server(&mut self) {
+        for attempt in 1..=3 {
+            match self.try_start_server() {
+                Ok(()) => return,
+                Err(e) if attempt < 3 => {
+                    eprintln!("pg_ctl start on port {} failed, retrying: {e}", self.port);
+                    self.port = free_port();
+                }
+                Err(e) => panic!("pg_ctl start failed: {e}\n{}", self.log()),
+            }
+        }
+    }
+
+    fn try_start_server(&mut self) -> Result<(), String> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_pg_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-o")
+            .arg(opts)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        self.stopped = false;
+        Ok(())
+    }
+
+    /// Stops the server at once, like a crash (`pg_ctl stop -m immediate`).
+    pub fn kill(&mut self) {
+        if !self.stopped {
+            let _ = as_pg_owner(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.stopped = true;
+        }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn client_cmd(&self, program: &str, db: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.env("PGPASSWORD", &self.password)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", db);
+        c
+    }
+
+    /// Runs SQL with psql (stop on first error) and returns unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = run_checked(
+            self.client_cmd("psql", db).args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]),
+            &format!("psql on {db}: {}", &sql[..sql.len().min(200)]),
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs an SQL file with psql.
+    pub fn psql_file(&self, db: &str, file: &Path) {
+        run_checked(
+            self.client_cmd("psql", db)
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(file),
+            &format!("psql -f {}", file.display()),
+        );
+    }
+
+    /// A schema-only dump, for comparing structure.
+    pub fn schema_dump(&self, db: &str) -> String {
+        let out = run_checked(
+            self.client_cmd("pg_dump", db)
+                .args(["--schema-only", "--no-owner"]),
+            "pg_dump --schema-only",
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            // Newer minor releases print a random per-dump key here.
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Per-table checksums (md5 of all rows in a stable order) and one for
+    /// the large objects: two databases with equal sums hold equal data.
+    pub fn checksums(&self, db: &str) -> Vec<(String, String)> {
+        let tables = self.psql(
+            db,
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' \
+             AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' ORDER BY 1",
+        );
+        let mut out = Vec::new();
+        for t in tables.lines() {
+            let sum = self.psql(
+                db,
+                &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '') FROM {t} x"),
+            );
+            out.push((t.to_string(), sum));
+        }
+        let lo = self.psql(
+            db,
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(oid::text || md5(lo_get(oid)), ',' ORDER BY oid)), '') FROM pg_largeobject_metadata",
+        );
+        out.push(("large objects".into(), lo));
+        out
+    }
+
+    /// The server log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A single-node Garage S3 server with one key and one bucket.
+pub struct Garage {
+    dir: TempDir,
+    child: Child,
+    pub s3_port: u16,
+    pub key_id: String,
+    pub secret: String,
+    pub bucket: String,
+    config: PathBuf,
+}
+
+/// The garage binary: $GARAGE_BIN, PATH, or ~/.cargo/bin.
+pub fn garage_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GARAGE_BIN") {
+        return p.into();
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for d in std::env::split_paths(&path) {
+            if d.join("garage").exists() {
+                return d.join("garage");
+            }
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cargo/bin/garage")
+}
+
+impl Garage {
+    /// Starts Garage; ports taken by a parallel test are retried.
+    pub fn start() -> Garage {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(g) => return g,
+                Err(e) => last = e,
+            }
+        }
+        panic!("garage did not start: {last}");
+    }
+
+    fn try_start() -> Result<Garage, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-garage-")
+            .tempdir()
+            .unwrap();
+        let rpc_port = free_port();
+        let mut s3_port = free_port();
+        while s3_port == rpc_port {
+            s3_port = free_port();
+        }
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        let config = dir.path().join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&config)
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start garage ({}): {e}; run .ci/run or `cargo install garage --locked`",
+                    garage_bin().display()
+                )
+            });
+        let mut g = Garage {
+            dir,
+            child,
+            s3_port,
+            key_id: format!(
+                "GK{}",
+                (0..12)
+                    .map(|_| format!("{:02x}", rand_byte()))
+                    .collect::<String>()
+            ),
+            secret: (0..32).map(|_| format!("{:02x}", rand_byte())).collect(),
+            bucket: "lifeboat-test".into(),
+            config,
+        };
+        let node = g.wait_for_node()?;
+        // Every setup step can fail if a parallel test took one of our ports
+        // between `free_port` and bind; `start` then retries on new ports.
+        g.try_admin(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        g.try_admin(&["layout", "apply", "--version", "1"])?;
+        let (id, secret) = (g.key_id.clone(), g.secret.clone());
+        g.try_admin(&["key", "import", "--yes", "-n", "test", &id, &secret])?;
+        let bucket = g.bucket.clone();
+        g.try_admin(&["bucket", "create", &bucket])?;
+        g.try_admin(&[
+            "bucket", "allow", "--read", "--write", "--owner", &bucket, "--key", "test",
+        ])?;
+        Ok(g)
+    }
+
+    /// The node id, once the server answers over RPC: `node id` alone reads
+    /// the key from disk and succeeds before the server listens.
+    fn wait_for_node(&mut self) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "garage exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+                ));
+            }
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(&self.config)
+                .args(["node", "id", "-q"])
+                .output()
+                .unwrap();
+            if out.status.success() && self.try_admin(&["status"]).is_ok() {
+                let s = String::from_utf8_lossy(&out.stdout);
+                return Ok(s.trim().split('@').next().unwrap().to_string());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no node id after 30 s: {}",
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn try_admin(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .map_err(|e| format!("garage {}: cannot start: {e}", args.join(" ")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "garage {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = run_checked(
+            Command::new(garage_bin())
+                .arg("-c")
+                .arg(&self.config)
+                .args(args),
+            &format!("garage {}", args.join(" ")),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        self.admin(&["bucket", "create", name]);
+        self.admin(&[
+            "bucket", "allow", "--read", "--write", "--owner", name, "--key", "test",
+        ]);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// A store for direct inspection from tests.
+    pub async fn store(&self, prefix: &str) -> lifeboat::storage::S3Store {
+        lifeboat::storage::S3Store::connect(&lifeboat::storage::s3::S3Config {
+            bucket: self.bucket.clone(),
+            prefix: prefix.to_string(),
+            endpoint: Some(self.endpoint()),
+            region: Some("garage".into()),
+            path_style: true,
+            credentials: Some((
+                self.key_id.clone(),
+                lifeboat::policy::Secret::new(self.secret.clone()),
+            )),
+            part_size: 8 << 20,
+            parts_in_flight: 4,
+        })
+        .await
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_byte() -> u8 {
+    rand::random()
+}
+
+/// Where a test's repository lives.
+pub enum Repo<'a> {
+    Local(PathBuf),
+    Garage(&'a Garage, &'a str),
+}
+
+/// A working folder with a key pair, a policy and the environment lifeboat
+/// needs; runs the lifeboat binary.
+pub struct Lifeboat {
+    pub dir: TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+    pub policy: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Lifeboat {
+    /// A policy with one PostgreSQL source `main-db` on `pg`.
+    pub fn new(repo: Repo<'_>, pg: &PgCluster, databases: &str) -> Lifeboat {
+        Self::with_source(
+            repo,
+            &pg_source_yaml(pg, databases, None),
+            &[("TEST_PGPASSWORD", &pg.password)],
+        )
+    }
+
+    /// A policy with the given `sources:` items.
+    pub fn with_source(repo: Repo<'_>, sources: &str, env: &[(&str, &str)]) -> Lifeboat {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-run-")
+            .tempdir()
+            .unwrap();
+        let identity = dir.path().join("lifeboat.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("keygen")
+            .arg("--out")
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let mut envs: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let repo_yaml = match repo {
+            Repo::Local(path) => format!("  url: {}\n", path.display()),
+            Repo::Garage(g, prefix) => {
+                envs.push(("TEST_S3_KEY".into(), g.key_id.clone()));
+                envs.push(("TEST_S3_SECRET".into(), g.secret.clone()));
+                format!(
+                    "  url: s3://{}/{prefix}\n  endpoint: {}\n  region: garage\n  path_style: true\n  \
+                     access_key_id: {{ env: TEST_S3_KEY }}\n  secret_access_key: {{ env: TEST_S3_SECRET }}\n",
+                    g.bucket,
+                    g.endpoint()
+                )
+            }
+        };
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            format!(
+                "name: test\nrepository:\n{repo_yaml}encryption:\n  recipients: [{recipient}]\nsources:\n{sources}"
+            ),
+        )
+        .unwrap();
+        Lifeboat {
+            dir,
+            identity,
+            recipient,
+            policy,
+            env: envs,
+        }
+    }
+
+    /// Runs lifeboat with these arguments (`--policy` added when `policy`).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.args(args);
+        if args
+            .first()
+            .is_some_and(|a| *a != "keygen" && *a != "policy")
+        {
+            cmd.arg("--policy").arg(&self.policy);
+        }
+        cmd.env_remove("PGPASSWORD").env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run lifeboat");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.join(" "),
+        }
+    }
+
+    /// `lifeboat restore` of source `main-db` into database `db` on `pg`,
+    /// with this folder's identity and the cluster's password.
+    pub fn restore(&self, pg: &PgCluster, db: &str, extra: &[&str]) -> Run {
+        let identity = self.identity.display().to_string();
+        let url = pg.url(db);
+        let mut args = vec![
+            "restore",
+            "--source",
+            "main-db",
+            "--identity",
+            &identity,
+            "--to",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        self.run_env(&args, &[("PGPASSWORD", &pg.password)])
+    }
+
+    /// `lifeboat verify --read-data` with this folder's identity.
+    pub fn verify_read_data(&self) -> Run {
+        let identity = self.identity.display().to_string();
+        self.run(&["verify", "--read-data", "--identity", &identity])
+    }
+
+    /// The ids of listed backups.
+    pub fn backup_ids(&self) -> Vec<String> {
+        let r = self.run(&["list", "--json"]);
+        r.ok();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A `sources:` item for a PostgreSQL cluster.
+pub fn pg_source_yaml(pg: &PgCluster, databases: &str, bin_dir: Option<&Path>) -> String {
+    let mut s = format!(
+        "  - name: main-db\n    postgres:\n      host: 127.0.0.1\n      port: {}\n      user: postgres\n      \
+         password: {{ env: TEST_PGPASSWORD }}\n      databases: {databases}\n",
+        pg.port
+    );
+    if let Some(b) = bin_dir {
+        s.push_str(&format!("      bin_dir: {}\n", b.display()));
+    }
+    s
+}
+
+/// The outcome of one lifeboat run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub args: String,
+}
+
+impl Run {
+    /// Asserts success and returns self.
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "lifeboat {} failed:\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts this exit code and that stderr contains every fragment.
+    pub fn fails_with(&self, code: i32, fragments: &[&str]) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "lifeboat {}: expected exit {code}\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
+        let all = format!("{}{}", self.stdout, self.stderr);
+        for f in fragments {
+            assert!(
+                all.contains(f),
+                "lifeboat {}: expected '{f}' in output:\n{all}",
+                self.args
+            );
+        }
+        self
+    }
+}
+
+/// The repository's rich test schema: several schemas, many tables,
+/// indexes, sequences, views, functions, triggers, enums, partitions,
+/// binary data, unicode and large objects.
+pub fn rich_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/rich.sql")
+}

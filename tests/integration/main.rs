@@ -1,0 +1,10 @@
+//! Integration tests against real servers: PostgreSQL clusters and a Garage
+//! S3 server that the harness starts on free loopback ports.
+
+mod harness;
+
+mod failures;
+mod pipeline;
+mod policies;
+mod roundtrip;
+mod secrets;
