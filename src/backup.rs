@@ -30,6 +30,26 @@ pub enum BackupError {
     Process(#[from] ProcessError),
     #[error("stopped by a shutdown request before it finished")]
     Interrupted,
+    #[error("{host}:{port} has tablespaces outside the data directory ({names}); lifeboat's base backups do not support them yet: use dump backups for this server, or move the objects to pg_default")]
+    Tablespaces {
+        host: String,
+        port: u16,
+        names: String,
+    },
+    #[error("archive_mode is off on {host}:{port}: a base backup cannot be restored without the WAL written during and after it. Set archive_mode = on and archive_command = 'lifeboat wal-push --policy POLICY %p' in postgresql.conf and restart the server")]
+    NoArchiving { host: String, port: u16 },
+    #[error("pg_basebackup's output from {host}:{port} has no {member}; {hint}")]
+    BaseMember {
+        host: String,
+        port: u16,
+        member: &'static str,
+        hint: &'static str,
+    },
+    #[error("{kind} backups are for PostgreSQL sources; source '{source_name}' is not one")]
+    KindNotSupported {
+        kind: &'static str,
+        source_name: String,
+    },
     #[error("pg_dump and the row count inventory of database '{database}' on {host}:{port} both failed; inventory: {inventory}; pg_dump: {dump}")]
     DumpAndInventory {
         database: String,
@@ -46,6 +66,17 @@ pub enum BackupError {
         port: u16,
         source: ProcessError,
     },
+}
+
+/// What `lifeboat backup --kind` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BackupKind {
+    /// Logical dumps (pg_dump) of each database, with row-count inventories.
+    #[default]
+    Dump,
+    /// A physical base backup of the whole cluster (pg_basebackup), for
+    /// point-in-time recovery with the WAL archive.
+    Base,
 }
 
 /// Makes a name safe inside an object key: other bytes become `%XX`.
@@ -146,6 +177,7 @@ pub async fn backup_source(
     policy: &Policy,
     source: &Source,
     repo: &Repository,
+    kind: BackupKind,
 ) -> Result<Manifest, BackupError> {
     let recipients = policy.encryption.all_recipients()?;
     let settings = EncodeSettings {
@@ -166,8 +198,13 @@ pub async fn backup_source(
     // killed) and the error path below deletes what was already written.
     let result = {
         let work = async {
-            match source.kind() {
-                SourceKind::Postgres(pg) => backup_postgres(&mut run, pg, started_at).await,
+            match (source.kind(), kind) {
+                (SourceKind::Postgres(pg), BackupKind::Dump) => {
+                    backup_postgres(&mut run, pg, started_at).await
+                }
+                (SourceKind::Postgres(pg), BackupKind::Base) => {
+                    backup_postgres_base(&mut run, pg, started_at).await
+                }
             }
         };
         tokio::select! {
@@ -363,5 +400,231 @@ async fn backup_postgres(
         tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         dump_tool_version: tools.version,
         artifacts: std::mem::take(&mut run.artifacts),
+        physical: None,
     })
+}
+
+/// A physical base backup: `pg_basebackup` as one tar on its stdout,
+/// without WAL (the archive has it), streamed into the pipeline while its
+/// `backup_label` and `backup_manifest` are read on the way through.
+async fn backup_postgres_base(
+    run: &mut Run<'_>,
+    pg: &crate::policy::PostgresSource,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Manifest, BackupError> {
+    use crate::wal;
+    let conn = PgConn::from_source(pg)?;
+    let admin = conn.connect("postgres").await?;
+    let server = postgres::server_info(&conn, &admin).await?;
+    let tools = PgTools::find(pg.bin_dir.as_deref(), "pg_basebackup", server.major).await?;
+    let q = |what: &'static str| {
+        let conn = &conn;
+        move |e| conn.query_error("postgres", what, e)
+    };
+    let spaces: Vec<String> = admin
+        .query(
+            "SELECT spcname::text FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(q("list tablespaces"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !spaces.is_empty() {
+        return Err(BackupError::Tablespaces {
+            host: conn.host.clone(),
+            port: conn.port,
+            names: spaces.join(", "),
+        });
+    }
+    let archive_mode: String = admin
+        .query_one("SELECT current_setting('archive_mode')", &[])
+        .await
+        .map_err(q("read archive_mode"))?
+        .get(0);
+    if archive_mode == "off" {
+        return Err(BackupError::NoArchiving {
+            host: conn.host.clone(),
+            port: conn.port,
+        });
+    }
+    let row = admin
+        .query_one(
+            "SELECT system_identifier::text, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .map_err(q("read the system identifier"))?;
+    let system_identifier: String = row.get(0);
+    let segment_size = row.get::<_, i64>(1) as u64;
+    drop(admin);
+
+    let source_name = run.source.name.to_string();
+    tracing::info!(source = %source_name, backup = %run.id, server = %server.version, tool = %tools.version, "base backup started");
+    let program = tools.tool("pg_basebackup");
+    let mut cmd = conn.command(&program, "postgres");
+    cmd.args([
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=none",
+        "--checkpoint=fast",
+        "--no-password",
+    ])
+    .arg(format!("--label=lifeboat {}", run.id));
+    let key = run.key("base.tar");
+    let writer = run.repo.store().create(&key).await?;
+    let (child, _, stdout) = match process::spawn(cmd, &program, false, true) {
+        Ok(c) => c,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    };
+    let (watched, members) = crate::source::tar::TarWatch::new(
+        stdout.expect("stdout is piped"),
+        &["backup_label", "backup_manifest"],
+    );
+    let ticker =
+        crate::progress::ProgressTicker::start(source_name.clone(), "base.tar".into(), "read");
+    let pending = match pipeline::encode(
+        watched,
+        &run.settings,
+        &key,
+        writer,
+        Some(ticker.counter()),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            child.kill().await;
+            return Err(e.into());
+        }
+    };
+    drop(ticker);
+    if let Err(e) = child.wait().await {
+        pending.abort().await;
+        return Err(BackupError::Dump {
+            what: "pg_basebackup",
+            database: "(cluster)".into(),
+            host: conn.host.clone(),
+            port: conn.port,
+            source: e,
+        });
+    }
+    let (label, backup_manifest) = {
+        let mut m = members.lock().expect("poisoned");
+        (
+            m.files.remove("backup_label"),
+            m.files.remove("backup_manifest"),
+        )
+    };
+    let member_err = |member, hint| BackupError::BaseMember {
+        host: conn.host.clone(),
+        port: conn.port,
+        member,
+        hint,
+    };
+    let Some(label) = label else {
+        pending.abort().await;
+        return Err(member_err(
+            "backup_label",
+            "the tar stream is not a base backup; check pg_basebackup's version",
+        ));
+    };
+    let Some(backup_manifest) = backup_manifest else {
+        pending.abort().await;
+        return Err(member_err(
+            "backup_manifest",
+            "PostgreSQL 13 or newer writes one; older servers are not supported for base backups",
+        ));
+    };
+    let label = String::from_utf8_lossy(&label).into_owned();
+    let ranges = parse_wal_ranges(&backup_manifest);
+    let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+        pending.abort().await;
+        return Err(member_err(
+            "WAL-Ranges in backup_manifest",
+            "the manifest cannot be read; check pg_basebackup's version",
+        ));
+    };
+    let (timeline, start_lsn, stop_lsn) = (last.0, first.1, last.2);
+    let enc = pending.commit().await?;
+    tracing::info!(source = %source_name, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), start = %start_lsn, stop = %stop_lsn, timeline, "base backup streamed");
+    run.record("base".into(), "pg-base-tar", None, key, enc);
+
+    let manifest_key = run.key("backup_manifest");
+    let writer = run.repo.store().create(&manifest_key).await?;
+    let pending = pipeline::encode(
+        std::io::Cursor::new(backup_manifest),
+        &run.settings,
+        &manifest_key,
+        writer,
+        None,
+    )
+    .await?;
+    let enc = pending.commit().await?;
+    run.record(
+        "backup_manifest".into(),
+        "pg-backup-manifest",
+        None,
+        manifest_key,
+        enc,
+    );
+
+    Ok(Manifest {
+        format: repository::FORMAT_VERSION,
+        id: run.id.clone(),
+        policy: run.policy.name.to_string(),
+        source: source_name,
+        kind: "postgres-base".into(),
+        started_at,
+        finished_at: Utc::now(),
+        server_version: server.version,
+        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        dump_tool_version: tools.version,
+        artifacts: std::mem::take(&mut run.artifacts),
+        physical: Some(repository::Physical {
+            timeline,
+            start_lsn,
+            stop_lsn,
+            system_identifier,
+            wal_segment_size: segment_size,
+            start_segment: wal::segment_name(
+                timeline,
+                start_lsn.segment(segment_size),
+                segment_size,
+            ),
+            stop_segment: wal::segment_name(timeline, stop_lsn.segment(segment_size), segment_size),
+            backup_label: label,
+        }),
+    })
+}
+
+/// `WAL-Ranges` of a `backup_manifest`: (timeline, start, end), oldest first.
+fn parse_wal_ranges(manifest: &[u8]) -> Vec<(u32, crate::wal::Lsn, crate::wal::Lsn)> {
+    #[derive(serde::Deserialize)]
+    struct Range {
+        #[serde(rename = "Timeline")]
+        timeline: u32,
+        #[serde(rename = "Start-LSN")]
+        start: crate::wal::Lsn,
+        #[serde(rename = "End-LSN")]
+        end: crate::wal::Lsn,
+    }
+    #[derive(serde::Deserialize)]
+    struct M {
+        #[serde(rename = "WAL-Ranges")]
+        ranges: Vec<Range>,
+    }
+    let mut ranges: Vec<_> = serde_json::from_slice::<M>(manifest)
+        .map(|m| m.ranges)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.timeline, r.start, r.end))
+        .collect();
+    // The manifest lists the newest timeline first.
+    ranges.sort_by_key(|r| r.1);
+    ranges
 }

@@ -14,7 +14,8 @@
 //! | [`repository`] | object key layout, manifests, listing backups |
 //! | [`source`] | producing plaintext streams and their consistency points (`postgres`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
-//! | [`restore`] | turning artifacts back into running state |
+//! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
+//! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
@@ -40,3 +41,4 @@ pub mod shutdown;
 pub mod source;
 pub mod storage;
 pub mod verify;
+pub mod wal;

@@ -212,6 +212,56 @@ fn encode_blocking(
     })
 }
 
+/// Encodes a small, bounded input (a WAL segment: 16 MiB) in memory, for
+/// a single PUT whose key can carry the digests. Blocking: call it from a
+/// blocking thread.
+pub fn encode_bytes(
+    data: &[u8],
+    settings: &EncodeSettings,
+    key: &str,
+) -> Result<(Vec<u8>, Encoded), PipelineError> {
+    let out_err = |source: io::Error| PipelineError::Output {
+        key: key.to_string(),
+        target: "memory".into(),
+        source,
+    };
+    let encryptor = age::Encryptor::with_recipients(
+        settings.recipients.iter().map(|r| r as &dyn age::Recipient),
+    )
+    .map_err(|e| PipelineError::Encrypt(e.to_string()))?;
+    let sink = Vec::with_capacity(data.len() / 2 + 4096);
+    let encrypted = encryptor.wrap_output(sink).map_err(out_err)?;
+    let mut compressor = Compressor::new(encrypted, settings.compression).map_err(out_err)?;
+    compressor.write_all(data).map_err(out_err)?;
+    let stored = compressor
+        .finish()
+        .map_err(out_err)?
+        .finish()
+        .map_err(out_err)?;
+    let encoded = Encoded {
+        plaintext: Digest {
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        },
+        stored: Digest {
+            size: stored.len() as u64,
+            sha256: hex::encode(Sha256::digest(&stored)),
+        },
+    };
+    Ok((stored, encoded))
+}
+
+/// Decodes an object already in memory and checks both digests. Blocking.
+pub fn decode_bytes(
+    stored: &[u8],
+    expected: &Expected,
+    identities: &Identities,
+) -> Result<Vec<u8>, PipelineError> {
+    let mut out = Vec::with_capacity(expected.plaintext.size.min(1 << 30) as usize);
+    decode_blocking(stored, &mut out, expected, identities, "memory", None)?;
+    Ok(out)
+}
+
 /// The end of the CPU stages: hashes the stored bytes and sends them on in
 /// chunks of about [`CHUNK`] bytes.
 struct ChannelWriter {

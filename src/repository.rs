@@ -76,7 +76,7 @@ pub struct Manifest {
     pub id: String,
     pub policy: String,
     pub source: String,
-    /// What kind of backup: `postgres-dump`.
+    /// What kind of backup: `postgres-dump`, `postgres-base`.
     pub kind: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -86,9 +86,31 @@ pub struct Manifest {
     pub tool_version: String,
     pub dump_tool_version: String,
     pub artifacts: Vec<Artifact>,
+    /// For physical base backups: where in the WAL it starts and ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<Physical>,
 }
 
-/// One stored object of a backup.
+/// What a physical base backup needs from the WAL archive to be restored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Physical {
+    /// The timeline the backup was taken on.
+    pub timeline: u32,
+    /// Replay starts here (the backup's checkpoint redo point)...
+    pub start_lsn: crate::wal::Lsn,
+    /// ...and the copy is consistent once replay passes this point.
+    pub stop_lsn: crate::wal::Lsn,
+    /// `pg_control_system().system_identifier`: WAL of another cluster
+    /// does not fit.
+    pub system_identifier: String,
+    pub wal_segment_size: u64,
+    /// The first and the last WAL segment the backup needs.
+    pub start_segment: String,
+    pub stop_segment: String,
+    /// The server's `backup_label`, verbatim.
+    pub backup_label: String,
+}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
@@ -338,9 +360,24 @@ impl Repository {
         source: &str,
         selector: &BackupSelector,
     ) -> Result<Manifest, RepositoryError> {
+        self.find_backup_of_kind(policy, source, selector, None)
+            .await
+    }
+
+    /// Like [`Self::find_backup`]; `latest` means the newest of `kind`.
+    pub async fn find_backup_of_kind(
+        &self,
+        policy: &str,
+        source: &str,
+        selector: &BackupSelector,
+        kind: Option<&str>,
+    ) -> Result<Manifest, RepositoryError> {
         match selector {
             BackupSelector::Latest => {
                 let mut listing = self.list_backups(policy, Some(source)).await?;
+                if let Some(kind) = kind {
+                    listing.backups.retain(|m| m.kind == kind);
+                }
                 let latest = listing.backups.pop();
                 // Ids start with their UTC second: a backup that cannot be
                 // read and may be newer must not be passed over in silence

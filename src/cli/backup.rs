@@ -8,7 +8,8 @@ use crate::progress::human_bytes;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  lifeboat backup --policy policies/app.yaml --source main-db\n\n\
+    after_help = "Examples:\n  lifeboat backup --policy policies/app.yaml --source main-db\n  \
+lifeboat backup --policy policies/app.yaml --source main-db --kind base\n\n\
 Artifacts are written first and the manifest last: a backup that fails leaves nothing listed."
 )]
 pub struct Args {
@@ -18,6 +19,11 @@ pub struct Args {
     /// Back up only this source (repeatable). Default: every source.
     #[arg(long)]
     source: Vec<String>,
+    /// What to take: `dump` (pg_dump per database, restorable anywhere) or
+    /// `base` (pg_basebackup of the cluster; with the WAL archive it
+    /// restores to any point in time).
+    #[arg(long, value_enum, default_value_t = crate::backup::BackupKind::Dump)]
+    kind: crate::backup::BackupKind,
     /// Print the manifests of the new backups as JSON.
     #[arg(long)]
     json: bool,
@@ -41,7 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if crate::shutdown::is_requested() {
             break;
         }
-        let m = match crate::backup::backup_source(&policy, source, &repo).await {
+        let m = match crate::backup::backup_source(&policy, source, &repo, args.kind).await {
             Ok(m) => m,
             Err(e) => {
                 failed.push(anyhow::Error::new(e).context(format!(

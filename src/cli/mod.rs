@@ -4,9 +4,11 @@
 mod backup;
 mod keygen;
 mod list;
+mod pitr;
 mod policy;
 mod restore;
 mod verify;
+mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,15 +24,17 @@ Exit codes:
   1  failure (server, storage or tool error; the message says which)
   2  invalid usage or policy (the message names the file and line)
   3  integrity problem: an object is corrupt or a restored table's row count differs from the inventory
-  4  not found: a backup or object is missing
+  4  not found: a backup or object is missing, or the WAL archive cannot reach the recovery target
   5  refused: the restore target is not empty (see --clean)
   6  wrong key: the identity cannot decrypt the backup
+  255  wal-fetch only: a failure other than 'not archived', so PostgreSQL stops recovery
   130/143  interrupted by SIGINT/SIGTERM (cleaned up: nothing half-written is listed)
 
 Logs go to stderr (RUST_LOG=debug for more), results to stdout.";
 
 /// Backups of PostgreSQL you can trust during an incident: streamed,
-/// compressed, age-encrypted, verified.
+/// compressed, age-encrypted, verified; dumps, or base backups with a
+/// continuous WAL archive for point-in-time recovery.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -65,6 +69,13 @@ enum Command {
     /// Restore a PostgreSQL database from a backup. Shows the plan first;
     /// --dry-run stops there.
     Restore(restore::Args),
+    /// Archive one WAL file (PostgreSQL's archive_command).
+    WalPush(wal::PushArgs),
+    /// Fetch one WAL file from the archive (PostgreSQL's restore_command).
+    WalFetch(wal::FetchArgs),
+    /// Check the WAL archive: gaps, timelines, and what point-in-time
+    /// recovery can reach from each base backup.
+    WalVerify(wal::VerifyArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -93,6 +104,9 @@ pub fn main() -> ExitCode {
                 Command::Verify(a) => verify::run(a).await,
                 Command::Restore(a) => restore::run(a).await,
                 Command::Policy(c) => policy::run(c).await,
+                Command::WalPush(a) => wal::push(a).await,
+                Command::WalFetch(a) => wal::fetch(a).await,
+                Command::WalVerify(a) => wal::verify(a).await,
             }
         };
         // On SIGINT/SIGTERM running work is asked to stop and given time
@@ -242,6 +256,31 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 }
                 RestoreError::BadInventory { .. } => Outcome::Integrity,
                 RestoreError::Pipeline(p) => pipeline(p),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::restore::pitr::PitrError>() {
+            use crate::restore::pitr::PitrError as P;
+            match e {
+                P::NoBaseBackups { .. }
+                | P::BeforeFirstBase { .. }
+                | P::BaseIncomplete { .. }
+                | P::Gap { .. }
+                | P::AfterLastWal { .. } => Outcome::NotFound,
+                P::DatadirNotEmpty { .. } => Outcome::Refused,
+                P::RunningAsRoot | P::NotABaseBackup { .. } => Outcome::Usage,
+                P::VerifyBackup(_) => Outcome::Integrity,
+                P::Pipeline(p) => pipeline(p),
+                P::Repository(r) => repository(r),
+                P::Storage(s) => storage(s),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::wal::archive::WalError>() {
+            use crate::wal::archive::WalError as W;
+            match e {
+                W::NotWalFile { .. } => Outcome::Usage,
+                W::Conflict { .. } | W::Ambiguous { .. } => Outcome::Integrity,
+                W::Pipeline(p) => pipeline(p),
+                W::Storage(s) => storage(s),
                 _ => Outcome::Failure,
             }
         } else if cause.downcast_ref::<UsageError>().is_some() {

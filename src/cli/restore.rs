@@ -16,48 +16,94 @@ lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n
 The target's password comes from PGPASSWORD (a password inside --to works but shows in `ps`).\n\
 With --jobs 1 (default) the dump streams into pg_restore in one transaction: all or nothing.\n\
 With --jobs N the dump is first decoded into --scratch-dir (needs its plaintext size in free space).\n\
-After the restore, every table's row count is compared with the inventory taken at backup time.")]
+After the restore, every table's row count is compared with the inventory taken at backup time.\n\n\
+Point-in-time recovery (base backups + the WAL archive):\n  \
+lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n      \
+--to-datadir /var/lib/postgresql/restore --until '2026-11-21 14:03:00+00' --start --port 5433\n  \
+(also --until latest, --until-lsn 0/5000060, --until-xid N, --until-name NAME)\n\
+The newest base backup consistent before the target is unpacked and checked with pg_verifybackup;\n\
+recovery fetches WAL with `lifeboat wal-fetch`. Run it as the data directory's owner (postgres).")]
 pub struct Args {
+    // Fields are read by the dump restore here and by `super::pitr`.
     /// The policy file.
     #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    pub(super) policy: PathBuf,
     /// The source whose backup to restore.
     #[arg(long)]
-    source: String,
+    pub(super) source: String,
     /// Backup id (see `lifeboat list`) or `latest`.
     #[arg(long, default_value = "latest")]
-    backup: BackupSelector,
+    pub(super) backup: BackupSelector,
     /// The age identity file (private key).
     #[arg(long)]
-    identity: Option<PathBuf>,
+    pub(super) identity: Option<PathBuf>,
     /// Target: postgres://user@host:port/dbname. Without a database name,
     /// the original name is used.
-    #[arg(long)]
-    to: String,
+    #[arg(
+        long,
+        required_unless_present = "to_datadir",
+        conflicts_with = "to_datadir"
+    )]
+    pub(super) to: Option<String>,
+    /// Point-in-time recovery: unpack a base backup into this new (or
+    /// empty) data directory and set it up to replay the WAL archive.
+    #[arg(long, value_name = "DIR")]
+    pub(super) to_datadir: Option<PathBuf>,
+    /// With --to-datadir: recover to this time ('2026-11-21 14:03:00+00',
+    /// RFC 3339, or `latest`, the default: every archived change).
+    #[arg(long, requires = "to_datadir", group = "until_target")]
+    pub(super) until: Option<String>,
+    /// With --to-datadir: recover up to this WAL position (e.g. 0/5000060).
+    #[arg(long, requires = "to_datadir", group = "until_target")]
+    pub(super) until_lsn: Option<String>,
+    /// With --to-datadir: recover up to this transaction id's commit.
+    #[arg(long, requires = "to_datadir", group = "until_target")]
+    pub(super) until_xid: Option<u64>,
+    /// With --to-datadir: recover to a restore point (pg_create_restore_point).
+    #[arg(long, requires = "to_datadir", group = "until_target")]
+    pub(super) until_name: Option<String>,
+    /// With --to-datadir: start the server, wait until recovery has
+    /// finished and it has promoted, and report the point reached.
+    #[arg(long, requires = "to_datadir")]
+    pub(super) start: bool,
+    /// With --to-datadir: the port the restored server listens on
+    /// (written to postgresql.auto.conf).
+    #[arg(long, requires = "to_datadir")]
+    pub(super) port: Option<u16>,
+    /// With --to-datadir: turn WAL archiving off in the restored server
+    /// (archive_mode = off). By default it keeps the original's settings
+    /// and, once promoted, archives a new timeline into the same source,
+    /// which later `--until latest` restores then follow: use this for
+    /// copies and drills that must not do that.
+    #[arg(long, requires = "to_datadir")]
+    pub(super) no_archive: bool,
+    /// With --start: how long recovery may take.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub(super) timeout: std::time::Duration,
     /// Which database of the backup (needed when it holds several).
     #[arg(long)]
-    database: Option<String>,
+    pub(super) database: Option<String>,
     /// pg_restore parallel jobs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    jobs: u32,
+    pub(super) jobs: u32,
     /// Replace objects that exist in a non-empty target (pg_restore --clean --if-exists).
     #[arg(long)]
-    clean: bool,
+    pub(super) clean: bool,
     /// Also restore roles and tablespaces (pg_dumpall --globals-only) first.
     #[arg(long)]
-    globals: bool,
+    pub(super) globals: bool,
     /// Do not restore ownership and privileges (for a target without the original roles).
     #[arg(long)]
-    no_owner: bool,
+    pub(super) no_owner: bool,
     /// Folder for the decoded dump when --jobs > 1.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
-    scratch_dir: PathBuf,
+    pub(super) scratch_dir: PathBuf,
     /// Show the plan and stop.
     #[arg(long)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     /// Print the plan and the report as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 fn print_plan(plan: &Plan) {
@@ -92,13 +138,17 @@ fn print_plan(plan: &Plan) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.to_datadir.is_some() {
+        return super::pitr::run(args).await;
+    }
     let policy = crate::policy::Policy::load(&args.policy)?;
     let source = policy.source(&args.source)?;
     let bin_dir = match source.kind() {
         crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
     };
     let (target, target_database, password_in_url) =
-        PgConn::from_url(&args.to).map_err(super::UsageError)?;
+        PgConn::from_url(args.to.as_deref().expect("clap requires --to"))
+            .map_err(super::UsageError)?;
     if password_in_url {
         tracing::warn!("the --to URL contains a password, which other users can see in `ps`; prefer PGPASSWORD");
     }
@@ -109,8 +159,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let repo = super::open(&policy, false).await?;
     let manifest = repo
-        .find_backup(policy.name.as_str(), &args.source, &args.backup)
+        .find_backup_of_kind(
+            policy.name.as_str(),
+            &args.source,
+            &args.backup,
+            Some("postgres-dump"),
+        )
         .await?;
+    if manifest.physical.is_some() {
+        return Err(super::UsageError(format!(
+            "backup {} is a physical base backup; restore it with --to-datadir DIR (point-in-time recovery)",
+            manifest.id
+        ))
+        .into());
+    }
     let opts = Options {
         database: args.database.clone(),
         target,

@@ -2,3 +2,4 @@
 //! consistency points they were taken at.
 
 pub mod postgres;
+pub mod tar;

@@ -170,6 +170,10 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StorageEr
                 out.push(ObjectMeta {
                     key: rel,
                     size: meta.len(),
+                    modified: meta
+                        .modified()
+                        .ok()
+                        .map(chrono::DateTime::<chrono::Utc>::from),
                 });
             }
         }

@@ -25,6 +25,8 @@ pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+    /// When the object was stored, where the backend says.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Errors from a storage backend. Each names the object or bucket involved.

@@ -356,6 +356,9 @@ impl ObjectStore for S3Store {
                     out.push(ObjectMeta {
                         key: self.rel_key(k).to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
                     });
                 }
             }

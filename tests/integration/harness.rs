@@ -86,6 +86,12 @@ impl PgCluster {
     }
 
     pub fn start_with_password(password: &str) -> PgCluster {
+        Self::start_with(password, "")
+    }
+
+    /// A cluster whose postgresql.conf ends with `extra_conf` (WAL
+    /// archiving settings for point-in-time tests).
+    pub fn start_with(password: &str, extra_conf: &str) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-pg-")
             .tempdir()
@@ -126,6 +132,14 @@ impl PgCluster {
             "initdb",
         );
         std::fs::remove_file(&pwfile).unwrap();
+        if !extra_conf.is_empty() {
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("\n");
+            text.push_str(extra_conf);
+            text.push_str("\n");
+            std::fs::write(&conf, text).unwrap();
+        }
         let port = free_port();
         let mut cluster = PgCluster {
             dir,
@@ -188,6 +202,42 @@ impl PgCluster {
                 .status();
             self.stopped = true;
         }
+    }
+
+    /// Stops the server cleanly (a shutdown checkpoint, and the archiver
+    /// gets to push what is ready).
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            run_checked(
+                as_pg_owner(&self.bin.join("pg_ctl"))
+                    .arg("-D")
+                    .arg(self.dir.path().join("data"))
+                    .args(["-m", "fast", "-w", "stop"]),
+                "pg_ctl stop",
+            );
+            self.stopped = true;
+        }
+    }
+
+    /// Runs SQL against another server (a restored copy) with this
+    /// cluster's password.
+    pub fn psql_at(&self, port: u16, db: &str, sql: &str) -> String {
+        let out = run_checked(
+            self.client_cmd("psql", db)
+                .env("PGPORT", port.to_string())
+                .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]),
+            &format!("psql on port {port} {db}: {}", &sql[..sql.len().min(200)]),
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs a client program (pgbench) against this cluster.
+    pub fn client(&self, program: &str, db: &str, args: &[&str]) -> String {
+        let out = run_checked(
+            self.client_cmd(program, db).args(args),
+            &format!("{program} {}", args.join(" ")),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn url(&self, db: &str) -> String {
@@ -281,6 +331,74 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A data directory a test restored into, and the server lifeboat may have
+/// started there: stopped and removed when dropped.
+pub struct RestoredDir {
+    pub path: PathBuf,
+    _parent: TempDir,
+}
+
+impl RestoredDir {
+    /// A not-yet-existing data directory path in a folder the postgres
+    /// user owns.
+    pub fn new() -> RestoredDir {
+        let parent = tempfile::Builder::new()
+            .prefix("lifeboat-restored-")
+            .tempdir()
+            .unwrap();
+        chown_to_postgres(parent.path());
+        RestoredDir {
+            path: parent.path().join("data"),
+            _parent: parent,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path.join("lifeboat-recovery.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (a clean shutdown, so it archives what is ready).
+    pub fn stop(&self) {
+        if self.path.join("postmaster.pid").exists() {
+            let _ = as_pg_owner(&pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.path)
+                .args(["-m", "fast", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for RestoredDir {
+    fn drop(&mut self) {
+        if self.path.join("postmaster.pid").exists() {
+            let _ = as_pg_owner(&pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.path)
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Gives a folder tree to the postgres user (tests run as root; the server,
+/// its archive_command and lifeboat restore --start run as postgres).
+pub fn chown_to_postgres(path: &Path) {
+    if running_as_root() {
+        run_checked(
+            Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(path),
+            "chown -R postgres",
+        );
     }
 }
 
@@ -464,6 +582,34 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    /// Stops the server (an outage); `resume` brings it back with its data
+    /// on the same ports.
+    pub fn pause(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        self.child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart garage");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_err() {
+            assert!(Instant::now() < deadline, "garage did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A store for direct inspection from tests.
     pub async fn store(&self, prefix: &str) -> lifeboat::storage::S3Store {
         lifeboat::storage::S3Store::connect(&lifeboat::storage::s3::S3Config {
@@ -508,6 +654,8 @@ pub struct Lifeboat {
     pub recipient: String,
     pub policy: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Run lifeboat as the postgres user (see `for_postgres_user`).
+    pub as_postgres: bool,
 }
 
 impl Lifeboat {
@@ -570,7 +718,40 @@ impl Lifeboat {
             recipient,
             policy,
             env: envs,
+            as_postgres: false,
         }
+    }
+
+    /// Makes this folder usable by the postgres user: S3 credentials move
+    /// from environment variables to files (a server's archive_command does
+    /// not see the test's environment), and the folder is given to postgres.
+    /// Runs with `as_postgres` then go through `runuser`.
+    pub fn for_postgres_user(mut self) -> Lifeboat {
+        let mut policy = std::fs::read_to_string(&self.policy).unwrap();
+        for (var, file) in [("TEST_S3_KEY", "s3-key"), ("TEST_S3_SECRET", "s3-secret")] {
+            if let Some((_, v)) = self.env.iter().find(|(k, _)| k == var) {
+                let path = self.dir.path().join(file);
+                std::fs::write(&path, v).unwrap();
+                policy = policy.replace(
+                    &format!("{{ env: {var} }}"),
+                    &format!("{{ file: {} }}", path.display()),
+                );
+            }
+        }
+        std::fs::write(&self.policy, policy).unwrap();
+        self.env.retain(|(k, _)| !k.starts_with("TEST_S3_"));
+        chown_to_postgres(self.dir.path());
+        self.as_postgres = true;
+        self
+    }
+
+    /// The archive_command for this policy.
+    pub fn archive_command(&self) -> String {
+        format!(
+            "{} wal-push --policy {} %p",
+            env!("CARGO_BIN_EXE_lifeboat"),
+            self.policy.display()
+        )
     }
 
     /// Runs lifeboat with these arguments (`--policy` added when `policy`).
@@ -579,7 +760,13 @@ impl Lifeboat {
     }
 
     pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        let mut cmd = if self.as_postgres && running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", env!("CARGO_BIN_EXE_lifeboat")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        };
         cmd.args(args);
         if args
             .first()

@@ -5,6 +5,7 @@ mod harness;
 
 mod failures;
 mod pipeline;
+mod pitr;
 mod policies;
 mod roundtrip;
 mod secrets;
