@@ -6,6 +6,7 @@
 //! lifeboat.json                                   repository marker: {"format": 1}
 //! data/<policy>/<source>/<backup-id>/<artifact>   artifacts: standard format → zstd|gzip → age
 //! manifests/<policy>/<source>/<backup-id>.json    one per complete backup, written last
+//! wal/<policy>/<source>/<wal file>/<digests>...   the WAL archive (`crate::wal::archive`)
 //! ```
 //!
 //! The manifest is the commit point: artifacts are written first, the

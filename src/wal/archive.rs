@@ -229,22 +229,14 @@ pub async fn push(
     let (data, existing) = tokio::join!(tokio::fs::read(path), find(store, policy, source, &name));
     let data = data.map_err(read_err)?;
     let existing = existing?;
-    let settings = settings.clone();
-    let alg = settings.compression.algorithm;
-    let key_name = name.clone();
-    let encoded = tokio::task::spawn_blocking(move || {
-        // The plaintext digest decides a repeated push; encoding costs the
-        // same as hashing twice, so it is done once, up front.
-        pipeline::encode_bytes(&data, &settings, &key_name)
-    })
-    .await
-    .expect("encode thread panicked")?;
-    let (stored, encoded) = encoded;
     if let Some(first) = existing.first() {
-        return match existing
-            .iter()
-            .find(|e| e.plaintext.sha256 == encoded.plaintext.sha256)
-        {
+        let sha = tokio::task::spawn_blocking(move || {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&data))
+        })
+        .await
+        .expect("hash thread panicked");
+        return match existing.iter().find(|e| e.plaintext.sha256 == sha) {
             Some(same) => Ok(Pushed::AlreadyArchived {
                 key: same.key.clone(),
             }),
@@ -252,10 +244,17 @@ pub async fn push(
                 name,
                 existing: first.key.clone(),
                 existing_sha: first.plaintext.sha256.clone(),
-                new_sha: encoded.plaintext.sha256,
+                new_sha: sha,
             }),
         };
     }
+    let settings = settings.clone();
+    let alg = settings.compression.algorithm;
+    let key_name = name.clone();
+    let (stored, encoded) =
+        tokio::task::spawn_blocking(move || pipeline::encode_bytes(&data, &settings, &key_name))
+            .await
+            .expect("encode thread panicked")?;
     let key = object_key(policy, source, &name, &encoded, alg);
     match store.put(&key, stored.into()).await {
         Ok(()) => Ok(Pushed::Stored { key, encoded }),
@@ -339,9 +338,12 @@ pub async fn fetch(
                 source,
             })?;
         tracing::debug!(name, "served from the prefetch spool");
-        clean_spool(&spool, name).await;
-        // Keep the window ahead filled.
-        prefetch_after(store, policy, source, &identities, file, &spool, prefetch).await;
+        let left = clean_spool(&spool, name).await;
+        // Refill in parallel batches once half the window is used, so most
+        // calls return at once instead of waiting for one download each.
+        if left < (prefetch as usize).div_ceil(2) {
+            prefetch_after(store, policy, source, &identities, file, &spool, prefetch).await;
+        }
         return Ok(true);
     }
     let wanted = async {
@@ -355,7 +357,7 @@ pub async fn fetch(
     let ahead = prefetch_after(store, policy, source, &identities, file, &spool, prefetch);
     let (found, ()) = tokio::join!(wanted, ahead);
     if found? {
-        clean_spool(&spool, name).await;
+        let _ = clean_spool(&spool, name).await;
         Ok(true)
     } else {
         Ok(false)
@@ -418,15 +420,20 @@ async fn prefetch_after(
 }
 
 /// Removes spooled segments at or before `name`: recovery has passed them.
-async fn clean_spool(spool: &Path, name: &str) {
+/// Returns how many are left.
+async fn clean_spool(spool: &Path, name: &str) -> usize {
     let Ok(mut entries) = tokio::fs::read_dir(spool).await else {
-        return;
+        return 0;
     };
+    let mut left = 0;
     while let Ok(Some(e)) = entries.next_entry().await {
         let n = e.file_name();
         let n = n.to_string_lossy();
         if (n.as_ref() <= name && n.len() == name.len()) || n.ends_with(".lifeboat-tmp") {
             let _ = tokio::fs::remove_file(e.path()).await;
+        } else {
+            left += 1;
         }
     }
+    left
 }

@@ -486,3 +486,30 @@ fn unreachable_targets_missing_segments_and_wrong_keys_are_refused() {
     ]);
     latest_is_base.fails_with(2, &["is a physical base backup", "--to-datadir"]);
 }
+
+#[test]
+fn base_backups_refuse_tablespaces_and_servers_without_archiving() {
+    let repo = local_repo();
+    let (pg, lb) = archiving(Repo::Local(repo.path().join("repo")));
+    let space = tempfile::Builder::new()
+        .prefix("lifeboat-tablespace-")
+        .tempdir()
+        .unwrap();
+    chown_to_postgres(space.path());
+    pg.psql(
+        "postgres",
+        &format!("CREATE TABLESPACE far LOCATION '{}'", space.path().display()),
+    );
+    lb.run(&["backup", "--source", "main-db", "--kind", "base"])
+        .fails_with(1, &["tablespaces outside the data directory (far)"]);
+    pg.psql("postgres", "DROP TABLESPACE far");
+    lb.run(&["backup", "--source", "main-db", "--kind", "base"])
+        .ok();
+
+    let plain = PgCluster::start();
+    let repo2 = local_repo();
+    let lb2 = Lifeboat::new(Repo::Local(repo2.path().join("repo")), &plain, "[postgres]");
+    lb2.run(&["backup", "--source", "main-db", "--kind", "base"])
+        .fails_with(1, &["archive_mode is off", "archive_command"]);
+    assert!(lb2.backup_ids().is_empty());
+}
