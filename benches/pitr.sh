@@ -11,7 +11,9 @@
 #   3. archive-push, one process per segment as PostgreSQL calls it, of the
 #      same 30 WAL segments of pgbench traffic into fresh repositories
 #   4. sustained archiving with archive_command = lifeboat wal-push under
-#      pgbench -N -c 8 -j 2: .ready files and pg_stat_archiver every 2 s
+#      pgbench -N -c 8 -j 2, then under pgbench bulk inserts (both with
+#      synchronous_commit=off and checkpoint_timeout=30s, to make as much WAL
+#      as the machine can): .ready files and pg_stat_archiver every 2 s
 #   5. if `garage` is installed: base backup and restore of both tools into the
 #      same Garage bucket through one TLS endpoint (stunnel), since
 #      pgBackRest's S3 repositories require TLS
@@ -53,7 +55,7 @@ cleanup() {
   [ -n "$stunnel_pid" ] && kill "$stunnel_pid" 2>/dev/null || true
   [ -n "$garage_pid" ] && kill "$garage_pid" 2>/dev/null || true
   [ -n "$garage_pid" ] && wait "$garage_pid" 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "pitr.sh: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 log() { echo "== $(date +%T) $*" >&2; }
@@ -233,9 +235,12 @@ done
 log "3. collecting 30 WAL segments of pgbench traffic"
 nseg=30
 set_archive "cp %p $work/seg/%f"
-for _ in $(seq 20); do
+# TPC-B-like pgbench, asynchronous commit and a checkpoint every 5 s so that
+# it makes WAL fast, full-page images included, as after every checkpoint.
+for _ in $(seq 40); do
   [ "$(ls "$work/seg" | wc -l)" -gt "$nseg" ] && break
-  "$bin/pgbench" -c 4 -j 2 -T 5 >/dev/null 2>&1
+  sql "CHECKPOINT" >/dev/null
+  PGOPTIONS="-c synchronous_commit=off" "$bin/pgbench" -c 4 -j 2 -T 5 >/dev/null 2>&1
 done
 wait_archived
 mapfile -t segs < <(ls "$work/seg" | grep -E '^[0-9A-F]{24}$' | sort | head -n "$nseg")
@@ -265,52 +270,67 @@ size[push_pgbr]=$(du -sb "$work/pgbr-push-repo/archive" | cut -f1)
 size[push_pgbr_enc]=$(du -sb "$work/pgbr-push-repo-enc/archive" | cut -f1)
 
 # ---------------------------------------------------------------- 4. sustained archiving
-log "4. sustained archiving: pgbench -N -c 8 -j 2 -T $sustain, archive_command = lifeboat wal-push"
-set_archive "$lb -q wal-push --policy $work/lb.yaml %p"
-wait_archived
-sql "CHECKPOINT" >/dev/null
-read -r a0 f0 lsn0 < <(psql -X -At -F ' ' -c "SELECT archived_count, failed_count, pg_current_wal_lsn() FROM pg_stat_archiver")
-sampler() {
-  while :; do
-    psql -X -At -F ' ' -c "SELECT extract(epoch FROM now())::numeric(12,1),
-      (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),
-      archived_count, failed_count, pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint FROM pg_stat_archiver" \
-      >> "$work/samples" 2>/dev/null || true
-    sleep 2
+# sustained LABEL PGBENCH_ARGS...: runs the load for $sustain s with
+# archive_command = lifeboat wal-push, samples .ready files and
+# pg_stat_archiver every 2 s, then waits for the backlog to drain; appends a
+# report paragraph to $work/sustained.
+sustained() {
+  local label=$1 a0 f0 lsn0 a1 f1 lsn1 t0 t1 tps drain secs gen gen_rate arch_rate max_ready series fails0 fails1; shift
+  log "4. sustained archiving, $label: pgbench $*"
+  wait_archived
+  sql "CHECKPOINT" >/dev/null
+  fails0=$(grep -c 'archive command failed' "$work/pg/log" || true)
+  read -r a0 f0 lsn0 < <(psql -X -At -F ' ' -c "SELECT archived_count, failed_count, pg_current_wal_lsn() FROM pg_stat_archiver")
+  : > "$work/samples"
+  ( while :; do
+      psql -X -At -F ' ' -c "SELECT extract(epoch FROM clock_timestamp())::numeric(12,1),
+        (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),
+        archived_count, failed_count, pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint FROM pg_stat_archiver" \
+        >> "$work/samples" 2>/dev/null || true
+      sleep 2
+    done ) &
+  sampler_pid=$!
+  t0=$(date +%s%N)
+  tps=$(PGOPTIONS="-c synchronous_commit=off" "$bin/pgbench" "$@" -T "$sustain" 2>/dev/null | awk '/^tps/ {print $3; exit}')
+  t1=$(date +%s%N)
+  read -r a1 lsn1 < <(psql -X -At -F ' ' -c "SELECT archived_count, pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint FROM pg_stat_archiver")
+  # After the load: how long until every finished segment is archived.
+  drain=-1
+  for i in $(seq 1200); do
+    if [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ]; then
+      drain=$(py "round(($i - 1) * 0.1, 1)"); break
+    fi
+    sleep 0.1
   done
+  kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=
+  f1=$(sql "SELECT failed_count FROM pg_stat_archiver")
+  fails1=$(grep -c 'archive command failed' "$work/pg/log" || true)
+  secs=$(py "($t1 - $t0) / 1e9")
+  gen=$(py "round($lsn1 / $segsize, 1)")
+  gen_rate=$(py "round($lsn1 / $segsize / $secs, 2)")
+  arch_rate=$(py "round(($a1 - $a0) / $secs, 2)")
+  max_ready=$(awk 'BEGIN{m=0} NF==5 && $2>m {m=$2} END{print m}' "$work/samples")
+  series=$(awk 'NF==5 {printf "%s%s", sep, $2; sep=" "}' "$work/samples")
+  cat >> "$work/sustained" <<TXT
+$label: pgbench $* -T $sustain, synchronous_commit=off ($(py "round($tps)") tps):
+- WAL generated: $gen segments in $(py "round($secs, 1)") s = $gen_rate segments/s
+- archived while the load ran: $((a1 - a0)) = $arch_rate segments/s; failed attempts: $((f1 - f0)) (server log: $((fails1 - fails0)))
+- .ready files every 2 s: max $max_ready; series: $series
+- backlog drained $drain s after the load ended (-1: not within 120 s)
+
+TXT
 }
-: > "$work/samples"
-sampler & sampler_pid=$!
-t0=$(date +%s%N)
-tps=$("$bin/pgbench" -N -c 8 -j 2 -T "$sustain" 2>/dev/null | awk '/^tps/ {print $3; exit}')
-t1=$(date +%s%N)
-# After the load: how long until every finished segment is archived.
-drain=-1
-for i in $(seq 600); do
-  if [ "$(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ]; then
-    drain=$(py "round($i * 0.1 - 0.1, 1)"); break
-  fi
-  sleep 0.1
-done
-kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=
-read -r a1 f1 lsn1 < <(psql -X -At -F ' ' -c "SELECT archived_count, failed_count, pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint FROM pg_stat_archiver")
-secs=$(py "($t1 - $t0) / 1e9")
 segsize=$(sql "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
-gen=$(py "round($lsn1 / $segsize, 1)")
-gen_rate=$(py "round($lsn1 / $segsize / $secs, 2)")
-arch=$((a1 - a0)); failed=$((f1 - f0))
-# archived during the load window only (samples inside it)
-arch_rate=$(python3 - "$work/samples" "$a0" <<'PY'
-import sys
-rows=[l.split() for l in open(sys.argv[1]) if len(l.split())==5]
-if len(rows) < 2: print("n/a"); sys.exit()
-t0,t1=float(rows[0][0]),float(rows[-1][0]); a=int(rows[-1][2])-int(rows[0][2])
-print(round(a/(t1-t0),2) if t1>t0 else "n/a")
-PY
-)
-max_ready=$(awk 'BEGIN{m=0} NF==5 && $2>m {m=$2} END{print m}' "$work/samples")
-ready_series=$(awk 'NF==5 {printf "%s%s", sep, $2; sep=" "}' "$work/samples")
-sustain_failed_log=$(grep -c 'archive command failed' "$work/pg/log" || true)
+set_archive "$lb -q wal-push --policy $work/lb.yaml %p"
+# Frequent checkpoints: full-page images after each make the most WAL.
+sql "ALTER SYSTEM SET checkpoint_timeout = '30s'" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+: > "$work/sustained"
+sustained "OLTP (pgbench simple-update)" -N -c 8 -j 2
+sql "CREATE TABLE bulk (id int, payload text)" >/dev/null
+echo "INSERT INTO bulk SELECT g, md5(random()::text) || md5(g::text) FROM generate_series(1, 20000) g;" > "$work/bulk.sql"
+sustained "bulk inserts (20,000 rows per transaction)" -n -c 2 -j 2 -f "$work/bulk.sql"
+sql "ALTER SYSTEM RESET checkpoint_timeout" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+sql "DROP TABLE bulk" >/dev/null
 
 # ---------------------------------------------------------------- 5. S3 through TLS
 s3_done=0
@@ -465,11 +485,8 @@ Archive-push of the same $nseg segments of pgbench traffic, one process per segm
 
 Per segment, pgBackRest / lifeboat: $(py "round(${push_ms[pgbr]} / ${push_ms[lb]}, 2)") (plain), $(py "round(${push_ms[pgbr_enc]} / ${push_ms[lb]}, 2)") (encrypted).
 
-Sustained archiving, archive_command = lifeboat wal-push, pgbench -N -c 8 -j 2 -T $sustain ($tps tps):
-- WAL generated: $gen segments in $(py "round($secs, 1)") s = $gen_rate segments/s
-- archived during the load: $arch_rate segments/s; archived in total $arch, failed $failed (server log lines 'archive command failed': $sustain_failed_log)
-- .ready files, every 2 s: max $max_ready; series: $ready_series
-- backlog drained $drain s after the load ended (-1: not within 60 s)
+Sustained archiving, archive_command = lifeboat wal-push:
 
+$(cat "$work/sustained")
 Total run time of this script: $(( $(date +%s) - began )) s.
 REPORT

@@ -264,7 +264,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 P::NoBaseBackups { .. }
                 | P::BeforeFirstBase { .. }
                 | P::BaseIncomplete { .. }
-                | P::Gap { .. }
+                | P::Gap(_)
                 | P::AfterLastWal { .. } => Outcome::NotFound,
                 P::DatadirNotEmpty { .. } => Outcome::Refused,
                 P::RunningAsRoot | P::NotABaseBackup { .. } => Outcome::Usage,

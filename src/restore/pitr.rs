@@ -68,15 +68,8 @@ pub enum PitrError {
         from: String,
         to: String,
     },
-    #[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at {reach_lsn} (segment {last}, archived {last_at}). Restore to a point before it (--until-lsn {reach_lsn}), or put the segment back")]
-    Gap {
-        target: String,
-        missing: String,
-        backup: String,
-        reach_lsn: Lsn,
-        last: String,
-        last_at: String,
-    },
+    #[error(transparent)]
+    Gap(Box<GapError>),
     #[error("{target} is after the newest archived WAL (segment {last}, archived {last_at}); later changes are not in the archive yet. Use --until latest, or check that archive_command runs (pg_stat_archiver)")]
     AfterLastWal {
         target: String,
@@ -111,6 +104,18 @@ pub enum PitrError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Postgres(#[from] PgError),
+}
+
+/// A target behind a hole in the archive.
+#[derive(Debug, thiserror::Error)]
+#[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at {reach_lsn} (segment {last}, archived {last_at}). Restore to a point before it (--until-lsn {reach_lsn}), or put the segment back")]
+pub struct GapError {
+    pub target: String,
+    pub missing: String,
+    pub backup: String,
+    pub reach_lsn: Lsn,
+    pub last: String,
+    pub last_at: String,
 }
 
 /// What a point-in-time restore will do.
@@ -247,14 +252,14 @@ pub async fn plan(
     if unreachable {
         let last = reach.last_segment.clone().unwrap_or_default();
         return Err(match &reach.gap_at {
-            Some(missing) => PitrError::Gap {
+            Some(missing) => PitrError::Gap(Box::new(GapError {
                 target: target.to_string(),
                 missing: missing.clone(),
                 backup: manifest.id.clone(),
                 reach_lsn: reach.end_lsn,
                 last,
                 last_at: when(reach.last_archived_at),
-            },
+            })),
             None => PitrError::AfterLastWal {
                 target: target.to_string(),
                 last,

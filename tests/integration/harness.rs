@@ -135,9 +135,9 @@ impl PgCluster {
         if !extra_conf.is_empty() {
             let conf = data.join("postgresql.conf");
             let mut text = std::fs::read_to_string(&conf).unwrap();
-            text.push_str("\n");
+            text.push('\n');
             text.push_str(extra_conf);
-            text.push_str("\n");
+            text.push('\n');
             std::fs::write(&conf, text).unwrap();
         }
         let port = free_port();

@@ -498,7 +498,10 @@ fn base_backups_refuse_tablespaces_and_servers_without_archiving() {
     chown_to_postgres(space.path());
     pg.psql(
         "postgres",
-        &format!("CREATE TABLESPACE far LOCATION '{}'", space.path().display()),
+        &format!(
+            "CREATE TABLESPACE far LOCATION '{}'",
+            space.path().display()
+        ),
     );
     lb.run(&["backup", "--source", "main-db", "--kind", "base"])
         .fails_with(1, &["tablespaces outside the data directory (far)"]);
