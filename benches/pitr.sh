@@ -276,7 +276,7 @@ size[push_pgbr_enc]=$(du -sb "$work/pgbr-push-repo-enc/archive" | cut -f1)
 # report paragraph to $work/sustained.
 sustained() {
   local label=$1 a0 f0 lsn0 a1 f1 lsn1 t0 t1 tps drain secs gen gen_rate arch_rate max_ready series fails0 fails1; shift
-  log "4. sustained archiving, $label: pgbench $*"
+  log "4. sustained archiving, $label: pgbench ${*//$work\//}"
   wait_archived
   sql "CHECKPOINT" >/dev/null
   fails0=$(grep -c 'archive command failed' "$work/pg/log" || true)
@@ -312,7 +312,7 @@ sustained() {
   max_ready=$(awk 'BEGIN{m=0} NF==5 && $2>m {m=$2} END{print m}' "$work/samples")
   series=$(awk 'NF==5 {printf "%s%s", sep, $2; sep=" "}' "$work/samples")
   cat >> "$work/sustained" <<TXT
-$label: pgbench $* -T $sustain, synchronous_commit=off ($(py "round($tps)") tps):
+$label: pgbench ${*//$work\//} -T $sustain, synchronous_commit=off ($(py "round($tps)") tps):
 - WAL generated: $gen segments in $(py "round($secs, 1)") s = $gen_rate segments/s
 - archived while the load ran: $((a1 - a0)) = $arch_rate segments/s; failed attempts: $((f1 - f0)) (server log: $((fails1 - fails0)))
 - .ready files every 2 s: max $max_ready; series: $series
@@ -371,6 +371,7 @@ TOML
     -days 2 -extfile "$work/tls/ext" -out "$work/tls/server.pem" 2>/dev/null
   cat > "$work/tls/stunnel.conf" <<CONF
 foreground = yes
+debug = 4
 pid =
 [s3]
 accept = 127.0.0.1:$tlsport

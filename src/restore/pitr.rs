@@ -445,6 +445,8 @@ pub async fn execute(
         }
         let log = datadir.join("lifeboat-recovery.log");
         run_recovery(&tools, datadir, &log, opts.timeout, plan.physical.timeline).await?;
+        // Segments prefetched past the recovery target are not needed.
+        let _ = std::fs::remove_dir_all(datadir.join("pg_wal").join(archive::SPOOL_DIR));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         report.started = true;
         report.log = Some(log);
