@@ -77,7 +77,7 @@ pub struct Manifest {
     pub id: String,
     pub policy: String,
     pub source: String,
-    /// What kind of backup: `postgres-dump`, `postgres-base`.
+    /// What kind of backup: `postgres-dump`, `postgres-base`, `mysql-dump`.
     pub kind: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -90,6 +90,10 @@ pub struct Manifest {
     /// For physical base backups: where in the WAL it starts and ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physical: Option<Physical>,
+    /// For MySQL/MariaDB dumps: the binlog position the dump is consistent
+    /// at (point-in-time recovery replays binlogs from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<crate::source::mysql::BinlogPoint>,
 }
 
 /// What a physical base backup needs from the WAL archive to be restored.

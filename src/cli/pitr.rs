@@ -98,6 +98,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = target(&args)?;
     let policy = crate::policy::Policy::load(&args.policy)?;
     let source = policy.source(&args.source)?;
+    let crate::policy::SourceKind::Postgres(pg_source) = source.kind() else {
+        return Err(UsageError(format!(
+            "--to-datadir restores PostgreSQL base backups; source '{}' is not a PostgreSQL source",
+            source.name
+        ))
+        .into());
+    };
     let identity = match &args.identity {
         Some(p) => Some(
             std::path::absolute(p)
@@ -147,9 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         port: args.port,
         timeout: args.timeout,
         no_archive: args.no_archive,
-        bin_dir: match source.kind() {
-            crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
-        },
+        bin_dir: pg_source.bin_dir.clone(),
     };
     let report = pitr::execute(
         &plan,

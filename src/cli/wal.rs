@@ -86,7 +86,14 @@ pub struct VerifyArgs {
 /// The PostgreSQL source named, or the only one.
 fn pg_source<'a>(policy: &'a Policy, name: Option<&str>) -> anyhow::Result<&'a Source> {
     if let Some(n) = name {
-        return Ok(policy.source(n)?);
+        let s = policy.source(n)?;
+        if !matches!(s.kind(), SourceKind::Postgres(_)) {
+            return Err(UsageError(format!(
+                "source '{n}' is not a PostgreSQL source; WAL archiving is for PostgreSQL"
+            ))
+            .into());
+        }
+        return Ok(s);
     }
     let pg: Vec<&Source> = policy
         .sources

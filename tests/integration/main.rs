@@ -4,6 +4,7 @@
 mod harness;
 
 mod failures;
+mod mysql;
 mod pipeline;
 mod pitr;
 mod policies;

@@ -1,0 +1,290 @@
+//! MySQL/MariaDB dump backups against a MariaDB the harness starts itself
+//! (log_bin, server_id, binlog_format=ROW) and Garage.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use lifeboat::keys::Identities;
+use lifeboat::repository::Manifest;
+
+use crate::harness::{mysql_source_yaml, Garage, Lifeboat, MariaDb, Repo};
+
+/// Two databases: foreign keys, a blob column, unicode, a trigger, a view,
+/// a stored procedure, and a MyISAM table.
+fn fixture(m: &MariaDb) {
+    m.sql(
+        "",
+        "CREATE DATABASE shop CHARACTER SET utf8mb4; CREATE DATABASE crm CHARACTER SET utf8mb4",
+    );
+    m.sql(
+        "shop",
+        "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100) NOT NULL) ENGINE=InnoDB;
+         CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer_id INT NOT NULL, amount DECIMAL(10,2),
+           note TEXT, photo BLOB, FOREIGN KEY (customer_id) REFERENCES customers(id)) ENGINE=InnoDB;
+         CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, order_id INT NOT NULL) ENGINE=InnoDB;
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (order_id) VALUES (NEW.id);
+         CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 100;
+         CREATE PROCEDURE add_customer(IN n VARCHAR(100)) INSERT INTO customers (name) VALUES (n);
+         INSERT INTO customers (name) VALUES ('Zoë'), ('Jürgen'), ('李雷'), ('🚀 rocket');
+         INSERT INTO orders (customer_id, amount, note, photo)
+           SELECT 1 + seq % 4, seq * 1.5, CONCAT('order ', seq), UNHEX(MD5(seq)) FROM seq_1_to_5000;",
+    );
+    m.sql(
+        "crm",
+        "CREATE TABLE contacts (id INT PRIMARY KEY, email VARCHAR(200)) ENGINE=InnoDB;
+         INSERT INTO contacts SELECT seq, CONCAT('c', seq, '@example.com') FROM seq_1_to_300;
+         CREATE TABLE legacy (id INT PRIMARY KEY) ENGINE=MyISAM;
+         INSERT INTO legacy SELECT seq FROM seq_1_to_10;",
+    );
+}
+
+fn lifeboat_for(repo: Repo<'_>, m: &MariaDb, bin_dir: Option<&std::path::Path>) -> Lifeboat {
+    Lifeboat::with_source(
+        repo,
+        &mysql_source_yaml(m, "[shop, crm]", bin_dir),
+        &[("TEST_MYPASSWORD", &m.password)],
+    )
+}
+
+fn manifest_of(run: &crate::harness::Run) -> Manifest {
+    let v: Vec<Manifest> = serde_json::from_str(&run.stdout).expect("backup --json");
+    v.into_iter().next().expect("one backup")
+}
+
+/// Decrypts one artifact of a backup stored in Garage.
+fn artifact(garage: &Garage, prefix: &str, lb: &Lifeboat, m: &Manifest, name: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ids = Arc::new(Identities::load(&lb.identity).unwrap());
+    rt.block_on(async {
+        let store = garage.store(prefix).await;
+        let exp = m.artifact(name).expect(name).expected();
+        lifeboat::pipeline::decode_to_vec(&store, &exp, ids)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_mariadb_dump_is_consistent_with_its_inventory_and_binlog_position() {
+    let garage = Garage::start();
+    let m = MariaDb::start();
+    fixture(&m);
+    let lb = lifeboat_for(Repo::Garage(&garage, "maria"), &m, None);
+    let before: String = m.sql("", "SHOW MASTER STATUS");
+    let file_before = before.split('\t').next().unwrap().to_string();
+
+    // Writes go on during the backup: each commit adds an order and, by the
+    // trigger, an audit row.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let (port, pw) = (m.port, m.password.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let ok = Command::new("mariadb")
+                    .args(["--no-defaults", "-h", "127.0.0.1", "-uroot", "shop", "-e"])
+                    .arg("INSERT INTO orders (customer_id, amount, note) SELECT 2, 9.99, 'during' FROM seq_1_to_20")
+                    .arg(format!("-P{port}"))
+                    .env("MYSQL_PWD", &pw)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "the concurrent writer failed");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = lb.run(&["backup", "--source", "business-db", "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    run.ok();
+    assert!(commits > 0);
+    let manifest = manifest_of(&run);
+    assert_eq!(manifest.kind, "mysql-dump");
+    assert!(
+        manifest.server_version.contains("MariaDB"),
+        "{}",
+        manifest.server_version
+    );
+    let binlog = manifest
+        .binlog
+        .clone()
+        .expect("binlog coordinates recorded");
+    assert!(binlog.position > 0);
+    assert!(!binlog.gtid.is_empty(), "{binlog:?}");
+    assert!(
+        binlog.file > file_before,
+        "FLUSH BINARY LOGS rotated from {file_before} to {}",
+        binlog.file
+    );
+    let names: Vec<&str> = manifest.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["dump", "inventory/shop", "inventory/crm"]);
+    lb.verify_read_data().ok();
+
+    // The dump holds everything, and the server's own client loads it.
+    let dump = artifact(&garage, "maria", &lb, &manifest, "dump");
+    let text = String::from_utf8_lossy(&dump);
+    for needle in [
+        "TRIGGER orders_audit AFTER INSERT",
+        "PROCEDURE `add_customer`",
+        "VIEW `big_orders`",
+        "Zoë",
+        "CHANGE MASTER TO",
+    ] {
+        assert!(text.contains(needle), "dump lacks {needle}");
+    }
+    let copy = MariaDb::start();
+    let mut load = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-uroot",
+            "--default-character-set=utf8mb4",
+        ])
+        .arg(format!("-P{}", copy.port))
+        .env("MYSQL_PWD", &copy.password)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    load.stdin.take().unwrap().write_all(&dump).unwrap();
+    assert!(load.wait().unwrap().success(), "loading the dump failed");
+
+    // The inventory was counted at the dump's own consistency point: the
+    // loaded copy has exactly its counts, although writes went on.
+    for db in ["shop", "crm"] {
+        let inv: serde_json::Value = serde_json::from_slice(&artifact(
+            &garage,
+            "maria",
+            &lb,
+            &manifest,
+            &format!("inventory/{db}"),
+        ))
+        .unwrap();
+        assert_eq!(inv["binlog"]["file"], binlog.file.as_str());
+        for t in inv["tables"].as_array().unwrap() {
+            let table = t["table"].as_str().unwrap();
+            let rows = t["rows"].as_u64().unwrap();
+            let loaded: u64 = copy
+                .sql(db, &format!("SELECT COUNT(*) FROM `{table}`"))
+                .parse()
+                .unwrap();
+            assert_eq!(loaded, rows, "{db}.{table}");
+        }
+    }
+    let orders: u64 = copy
+        .sql("shop", "SELECT COUNT(*) FROM orders")
+        .parse()
+        .unwrap();
+    let audit: u64 = copy
+        .sql("shop", "SELECT COUNT(*) FROM audit")
+        .parse()
+        .unwrap();
+    assert_eq!(orders, audit, "a half-applied transaction was dumped");
+    assert!(orders >= 5000);
+}
+
+#[test]
+fn mysql_credentials_stay_out_of_arguments_and_output() {
+    let m = MariaDb::start();
+    fixture(&m);
+    let repo = tempfile::tempdir().unwrap();
+    // A wrapper records the dump tool's arguments and its defaults file.
+    let bin = tempfile::tempdir().unwrap();
+    let record = bin.path().join("argv");
+    let real = Command::new("sh")
+        .args(["-c", "command -v mariadb-dump"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let wrapper = bin.path().join("mariadb-dump");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {rec}\nfor a in \"$@\"; do case \"$a\" in --defaults-extra-file=*) f=${{a#--defaults-extra-file=}}; stat -c %a \"$f\" >> {rec};; esac; done\nexec {real} \"$@\"\n",
+            rec = record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lb = lifeboat_for(Repo::Local(repo.path().join("repo")), &m, Some(bin.path()));
+    let run = lb.run_env(&["backup"], &[("RUST_LOG", "debug")]);
+    run.ok();
+    let argv = std::fs::read_to_string(&record).unwrap();
+    assert!(!argv.contains(&m.password), "password in argv: {argv}");
+    assert!(argv.contains("--defaults-extra-file="), "{argv}");
+    assert!(
+        argv.lines().any(|l| l.trim() == "600"),
+        "defaults file mode: {argv}"
+    );
+    let defaults = argv
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--defaults-extra-file="))
+        .unwrap();
+    assert!(
+        !std::path::Path::new(defaults).exists(),
+        "the defaults file {defaults} was left behind"
+    );
+    assert!(!run.stderr.contains(&m.password) && !run.stdout.contains(&m.password));
+    for entry in walk(&repo.path().join("repo")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&m.password),
+            "password stored in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn unreachable_servers_wrong_passwords_and_missing_binlogs_are_explained() {
+    let m = MariaDb::start_with(false);
+    fixture(&m);
+    let repo = tempfile::tempdir().unwrap();
+    let lb = lifeboat_for(Repo::Local(repo.path().join("repo")), &m, None);
+
+    // No binlog: the dump works, and the log says how to enable PITR.
+    let run = lb.run(&["backup", "--json"]);
+    run.ok();
+    assert!(run.stderr.contains("binary log is off"), "{}", run.stderr);
+    assert!(run.stderr.contains("log_bin"), "{}", run.stderr);
+    assert!(manifest_of(&run).binlog.is_none());
+
+    let wrong = lb.run_env(&["backup"], &[("TEST_MYPASSWORD", "not-the-password")]);
+    wrong.fails_with(1, &["127.0.0.1", "user 'root'", "Access denied"]);
+    assert!(
+        !wrong.stderr.contains("not-the-password"),
+        "{}",
+        wrong.stderr
+    );
+
+    let closed = crate::harness::free_port();
+    let lb2 = Lifeboat::with_source(
+        Repo::Local(repo.path().join("repo")),
+        &format!(
+            "  - name: business-db\n    mysql:\n      host: 127.0.0.1\n      port: {closed}\n      user: root\n"
+        ),
+        &[],
+    );
+    lb2.run(&["backup"])
+        .fails_with(1, &[&format!("127.0.0.1:{closed}"), "cannot connect"]);
+}
