@@ -7,6 +7,7 @@ mod list;
 mod pitr;
 mod policy;
 mod restore;
+mod restore_mysql;
 mod verify;
 mod wal;
 
@@ -256,6 +257,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 }
                 RestoreError::BadInventory { .. } => Outcome::Integrity,
                 RestoreError::Pipeline(p) => pipeline(p),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::restore::mysql::MyRestoreError>() {
+            use crate::restore::mysql::MyRestoreError as M;
+            match e {
+                M::TargetNotEmpty { .. } => Outcome::Refused,
+                M::WrongKind { .. } => Outcome::Usage,
+                M::MissingArtifact { .. } => Outcome::NotFound,
+                M::BadInventory { .. } => Outcome::Integrity,
+                M::Pipeline(p) => pipeline(p),
                 _ => Outcome::Failure,
             }
         } else if let Some(e) = cause.downcast_ref::<crate::restore::pitr::PitrError>() {

@@ -145,12 +145,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = policy.source(&args.source)?;
     let bin_dir = match source.kind() {
         crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
-        crate::policy::SourceKind::Mysql(_) => {
-            return Err(super::UsageError(format!(
-                "restoring MySQL/MariaDB source '{}' is not available in this version; the dump is a plain SQL file: see docs/RUNBOOK.md, restore without lifeboat",
-                source.name
-            ))
-            .into())
+        crate::policy::SourceKind::Mysql(my) => {
+            return super::restore_mysql::run(args, &policy, my).await;
         }
     };
     let (target, target_database, password_in_url) =

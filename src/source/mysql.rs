@@ -57,6 +57,15 @@ pub struct MyConn {
 }
 
 impl MyConn {
+    pub fn new(host: String, port: u16, user: String, password: Option<String>) -> MyConn {
+        MyConn {
+            host,
+            port,
+            user,
+            password: password.map(Secret::new),
+        }
+    }
+
     pub fn from_source(src: &MysqlSource) -> Result<MyConn, PolicyError> {
         Ok(MyConn {
             host: src.host.clone(),

@@ -138,22 +138,45 @@ fn a_mariadb_dump_is_consistent_with_its_inventory_and_binlog_position() {
         assert!(text.contains(needle), "dump lacks {needle}");
     }
     let copy = MariaDb::start();
-    let mut load = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-uroot",
-            "--default-character-set=utf8mb4",
-        ])
-        .arg(format!("-P{}", copy.port))
-        .env("MYSQL_PWD", &copy.password)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    load.stdin.take().unwrap().write_all(&dump).unwrap();
-    assert!(load.wait().unwrap().success(), "loading the dump failed");
+    let to = format!("mysql://root@127.0.0.1:{}/", copy.port);
+    let identity = lb.identity.display().to_string();
+    let restore = |extra: &[&str], key: &str| {
+        let mut args = vec![
+            "restore",
+            "--source",
+            "business-db",
+            "--identity",
+            key,
+            "--to",
+            &to,
+        ];
+        args.extend_from_slice(extra);
+        lb.run_env(&args, &[("MYSQL_PWD", &copy.password)])
+    };
+    let other = lb.dir.path().join("other.key");
+    lb.run(&["keygen", "--out", &other.display().to_string()])
+        .ok();
+    restore(&[], &other.display().to_string()).fails_with(6, &["can decrypt"]);
+    assert_eq!(
+        copy.sql("", "SHOW DATABASES LIKE 'shop'"),
+        "",
+        "a failed restore touched the target"
+    );
+    let dry = restore(&["--dry-run"], &identity);
+    dry.ok();
+    assert!(
+        dry.stdout.contains("binlog     consistent at"),
+        "{}",
+        dry.stdout
+    );
+    let r = restore(&[], &identity);
+    r.ok();
+    assert!(r.stdout.contains("all match the backup"), "{}", r.stdout);
+    restore(&[], &identity).fails_with(
+        5,
+        &["already has database(s) with tables: shop, crm", "--clean"],
+    );
+    restore(&["--clean"], &identity).ok();
 
     // The inventory was counted at the dump's own consistency point: the
     // loaded copy has exactly its counts, although writes went on.
