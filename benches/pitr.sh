@@ -255,25 +255,25 @@ wait_archived
 mapfile -t segs < <(ls "$work/seg" | grep -E '^[0-9A-F]{24}$' | sort | head -n "$nseg")
 [ "${#segs[@]}" -eq "$nseg" ] || { echo "pitr.sh: only ${#segs[@]} segments collected" >&2; exit 1; }
 chown -R postgres "$work/seg"
-pg pgbackrest --config="$work/pgbr-push.conf" --stanza=push stanza-create
-pg pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push stanza-create
-# push_loop NAME CMD...: CMD FILE for each segment in turn, one process each.
+printf '%s\n' "${segs[@]}" > "$work/segs.txt"
+# push_loop NAME CMD...: CMD FILE as postgres for each segment in turn, one
+# process each, as the archiver calls it; wall and CPU over the whole loop.
 push_loop() {
-  local name=$1 t0 t1; shift
+  local name=$1; shift
   sync
-  t0=$(date +%s%N)
-  for s in "${segs[@]}"; do
-    pg "$@" "$work/seg/$s" >>"$work/cmd.log" 2>&1 || { echo "pitr.sh: $name failed on $s" >&2; tail -n 20 "$work/cmd.log" >&2; exit 1; }
-  done
-  t1=$(date +%s%N)
-  push_ms[$name]=$(py "round(($t1 - $t0) / 1e6 / $nseg, 1)")
-  push_rate[$name]=$(py "round($nseg / (($t1 - $t0) / 1e9), 1)")
+  timed bash -c 'dir=$1 list=$2; shift 2
+    while read -r s; do runuser -u postgres -- "$@" "$dir/$s" || exit 1; done < "$list"' _ "$work/seg" "$work/segs.txt" "$@"
+  record "$name" "$T"
 }
-declare -A push_ms push_rate
-log "3. pushing the same $nseg segments with each tool"
-push_loop lb "$lb" -q wal-push --policy "$work/lb-push.yaml"
-push_loop pgbr pgbackrest --config="$work/pgbr-push.conf" --stanza=push archive-push
-push_loop pgbr_enc pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push archive-push
+for r in $(seq "$runs"); do
+  log "3. pushing the same $nseg segments with each tool into fresh repositories, round $r of $runs"
+  rm -rf "$work/lb-push-repo" "$work/pgbr-push-repo" "$work/pgbr-push-repo-enc"
+  pg pgbackrest --config="$work/pgbr-push.conf" --stanza=push stanza-create
+  pg pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push stanza-create
+  push_loop push_lb "$lb" -q wal-push --policy "$work/lb-push.yaml"
+  push_loop push_pgbr pgbackrest --config="$work/pgbr-push.conf" --stanza=push archive-push
+  push_loop push_pgbr_enc pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push archive-push
+done
 size[push_lb]=$(du -sb "$work/lb-push-repo" | cut -f1)
 size[push_pgbr]=$(du -sb "$work/pgbr-push-repo/archive" | cut -f1)
 size[push_pgbr_enc]=$(du -sb "$work/pgbr-push-repo-enc/archive" | cut -f1)
@@ -440,6 +440,11 @@ row() { # row LABEL NAME [SIZE_NAME]
   [ -n "${3:-}" ] && [ -n "${size[$3]:-}" ] && s=$(mb "${size[$3]}")
   echo "| $1 | $w | $c | $s | ${all[$2]} |"
 }
+push_row() { # push_row LABEL NAME: per segment, from the loop medians
+  local w c
+  w=$(median ${wall[$2]}); c=$(median ${cpu[$2]})
+  echo "| $1 | $(py "round($w * 1000 / $nseg, 1)") | $(py "round($c * 1000 / $nseg, 1)") | $(py "round($nseg / $w, 1)") | $(mb "${size[$2]}") | ${all[$2]} |"
+}
 ratio() { py "round($(median ${wall[$1]}) / $(median ${wall[$2]}), 2)"; }
 cat <<REPORT
 
@@ -487,13 +492,13 @@ cat <<REPORT
 
 Archive-push of the same $nseg segments of pgbench traffic, one process per segment, in turn:
 
-| tool | ms / segment | segments / s | stored MB |
-|---|---:|---:|---:|
-| lifeboat wal-push (zstd 1 + age) | ${push_ms[lb]} | ${push_rate[lb]} | $(mb "${size[push_lb]}") |
-| pgbackrest archive-push (zst 1) | ${push_ms[pgbr]} | ${push_rate[pgbr]} | $(mb "${size[push_pgbr]}") |
-| pgbackrest archive-push (zst 1, aes-256-cbc) | ${push_ms[pgbr_enc]} | ${push_rate[pgbr_enc]} | $(mb "${size[push_pgbr_enc]}") |
+| tool | wall ms / segment | CPU ms / segment | segments / s | stored MB | all loop wall s |
+|---|---:|---:|---:|---:|---|
+$(push_row "lifeboat wal-push (zstd 1 + age)" push_lb)
+$(push_row "pgbackrest archive-push (zst 1)" push_pgbr)
+$(push_row "pgbackrest archive-push (zst 1, aes-256-cbc)" push_pgbr_enc)
 
-Per segment, pgBackRest / lifeboat: $(py "round(${push_ms[pgbr]} / ${push_ms[lb]}, 2)") (plain), $(py "round(${push_ms[pgbr_enc]} / ${push_ms[lb]}, 2)") (encrypted).
+Per segment, pgBackRest / lifeboat: $(ratio push_pgbr push_lb) (plain), $(ratio push_pgbr_enc push_lb) (encrypted).
 
 Sustained archiving, archive_command = lifeboat wal-push:
 

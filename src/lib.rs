@@ -15,6 +15,7 @@
 //! | [`source`] | producing plaintext streams and their consistency points (`postgres`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
+//! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod binlog;
 pub mod cli;
 pub mod keys;
 pub mod pipeline;

@@ -2,6 +2,7 @@
 //! its own file; the work happens in the library modules.
 
 mod backup;
+mod binlog;
 mod keygen;
 mod list;
 mod pitr;
@@ -77,6 +78,12 @@ enum Command {
     /// Check the WAL archive: gaps, timelines, and what point-in-time
     /// recovery can reach from each base backup.
     WalVerify(wal::VerifyArgs),
+    /// Archive a MySQL/MariaDB server's binlogs continuously (runs until
+    /// stopped).
+    BinlogArchive(binlog::ArchiveArgs),
+    /// Check the binlog archive: files, gaps, and what each dump can
+    /// recover to.
+    BinlogVerify(binlog::VerifyArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -108,6 +115,8 @@ pub fn main() -> ExitCode {
                 Command::WalPush(a) => wal::push(a).await,
                 Command::WalFetch(a) => wal::fetch(a).await,
                 Command::WalVerify(a) => wal::verify(a).await,
+                Command::BinlogArchive(a) => binlog::archive(a).await,
+                Command::BinlogVerify(a) => binlog::verify(a).await,
             }
         };
         // On SIGINT/SIGTERM running work is asked to stop and given time

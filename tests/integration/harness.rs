@@ -790,6 +790,26 @@ impl Lifeboat {
         }
     }
 
+    /// Starts lifeboat in the background (a long-running command); its
+    /// output goes to files in this folder.
+    pub fn spawn(&self, args: &[&str], log_name: &str) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.args(args).arg("--policy").arg(&self.policy);
+        cmd.env_remove("PGPASSWORD").env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(self.dir.path().join(log_name)).unwrap();
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lifeboat")
+    }
+
+    pub fn log(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log_name)).unwrap_or_default()
+    }
+
     /// `lifeboat restore` of source `main-db` into database `db` on `pg`,
     /// with this folder's identity and the cluster's password.
     pub fn restore(&self, pg: &PgCluster, db: &str, extra: &[&str]) -> Run {
@@ -894,6 +914,7 @@ pub struct MariaDb {
     child: Child,
     pub port: u16,
     pub password: String,
+    args: Vec<String>,
 }
 
 impl MariaDb {
@@ -919,6 +940,9 @@ impl MariaDb {
             .unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
+        // Each server its own tmpdir: parallel bootstraps collide in /tmp.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         if running_as_root() {
             run_checked(
                 Command::new("chown")
@@ -932,6 +956,7 @@ impl MariaDb {
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([
                     "--user=mysql",
                     "--auth-root-authentication-method=normal",
@@ -941,28 +966,29 @@ impl MariaDb {
         );
         let port = free_port();
         let sock = dir.path().join("sock");
-        let mut cmd = Command::new("mariadbd");
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", sock.display()))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!(
-                "--log-error={}",
-                dir.path().join("error.log").display()
-            ))
-            .arg(format!("--port={port}"))
-            .args([
-                "--user=mysql",
-                "--bind-address=127.0.0.1",
-                "--innodb-buffer-pool-size=64M",
-                "--innodb-log-file-size=32M",
-                "--skip-name-resolve",
-            ]);
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", tmp.display()),
+            format!("--socket={}", sock.display()),
+            format!("--pid-file={}", dir.path().join("pid").display()),
+            format!("--log-error={}", dir.path().join("error.log").display()),
+            format!("--port={port}"),
+            "--user=mysql".into(),
+            "--bind-address=127.0.0.1".into(),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-log-file-size=32M".into(),
+            "--skip-name-resolve".into(),
+        ];
         if binlog {
-            cmd.arg(format!("--log-bin={}", data.join("binlog").display()))
-                .args(["--server-id=1", "--binlog-format=ROW"]);
+            args.push(format!("--log-bin={}", data.join("binlog").display()));
+            args.extend([
+                "--server-id=1".to_string(),
+                "--binlog-format=ROW".to_string(),
+            ]);
         }
-        let child = cmd
+        let child = Command::new("mariadbd")
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -972,6 +998,7 @@ impl MariaDb {
             child,
             port,
             password: "lifeboat-maria-pw".into(),
+            args,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -1010,6 +1037,46 @@ impl MariaDb {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// A clean shutdown (SIGTERM) and a start on the same data and port.
+    pub fn restart(&mut self) {
+        run_checked(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string()),
+            "kill -TERM mariadbd",
+        );
+        let _ = self.child.wait();
+        self.child = Command::new("mariadbd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart mariadbd");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h",
+                "127.0.0.1",
+                "-uroot",
+                "-e",
+                "SELECT 1",
+            ])
+            .arg(format!("-P{}", self.port))
+            .env("MYSQL_PWD", &self.password)
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not come back: {}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Runs SQL over TCP as root and returns tab-separated output.
