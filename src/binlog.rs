@@ -156,6 +156,33 @@ pub struct Archiver<'a> {
     pub recipients: Vec<String>,
     /// How often the file in progress is stored.
     pub interval: Duration,
+    /// How far each spooled file has been walked event by event.
+    pub scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// The end of the last whole event in the first `size` bytes of a binlog
+/// file, walking event headers from `from` (a known boundary, or 0). A
+/// partial copy cut there replays cleanly.
+pub fn event_boundary(path: &Path, from: u64, size: u64) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: u64 = 4;
+    const HEADER: u64 = 19;
+    let mut f = std::fs::File::open(path)?;
+    let mut pos = from.max(MAGIC);
+    if size < MAGIC {
+        return Ok(0);
+    }
+    let mut header = [0u8; HEADER as usize];
+    while pos + HEADER <= size {
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[9], header[10], header[11], header[12]]) as u64;
+        if len < HEADER || pos + len > size {
+            break;
+        }
+        pos += len;
+    }
+    Ok(pos)
 }
 
 fn find_tool(bin_dir: Option<&Path>) -> Result<PathBuf, BinlogError> {
@@ -371,7 +398,15 @@ impl Archiver<'_> {
             let path = spool.join(&newest);
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let have = stored.get(&newest).map_or(0, |r| r.plaintext.size);
-            if size > have && !stored.get(&newest).is_some_and(|r| r.complete) {
+            let from = self
+                .scanned
+                .lock()
+                .expect("poisoned")
+                .get(&newest)
+                .copied()
+                .unwrap_or(0);
+            let whole = event_boundary(&path, from, size).unwrap_or(0);
+            if whole > have && !stored.get(&newest).is_some_and(|r| r.complete) {
                 let rec = self
                     .store(&path, &newest, false, stored.get(&newest))
                     .await?;
@@ -396,7 +431,22 @@ impl Archiver<'_> {
             source,
         };
         let f = tokio::fs::File::open(path).await.map_err(io_err)?;
-        let size = f.metadata().await.map_err(io_err)?.len();
+        let mut size = f.metadata().await.map_err(io_err)?.len();
+        if !complete {
+            // The tool writes as it receives: cut at the last whole event.
+            let from = self
+                .scanned
+                .lock()
+                .expect("poisoned")
+                .get(file)
+                .copied()
+                .unwrap_or(0);
+            size = event_boundary(path, from, size).map_err(io_err)?;
+            self.scanned
+                .lock()
+                .expect("poisoned")
+                .insert(file.to_string(), size);
+        }
         let base = format!("{}{file}/", prefix(&self.policy, &self.source));
         let stem = if complete {
             "final".to_string()
@@ -516,6 +566,25 @@ mod tests {
             recipients: vec![],
             archived_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn partial_copies_end_on_an_event_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("binlog.000001");
+        let mut data = vec![0xfe, b'b', b'i', b'n'];
+        for len in [30u32, 19, 100] {
+            let mut ev = vec![0u8; len as usize];
+            ev[9..13].copy_from_slice(&len.to_le_bytes());
+            data.extend(ev);
+        }
+        data.extend([1, 2, 3, 4, 5]); // the start of a fourth event
+        std::fs::write(&path, &data).unwrap();
+        let size = data.len() as u64;
+        assert_eq!(event_boundary(&path, 0, size).unwrap(), 4 + 30 + 19 + 100);
+        assert_eq!(event_boundary(&path, 34, size).unwrap(), 153);
+        assert_eq!(event_boundary(&path, 0, 60).unwrap(), 53);
+        assert_eq!(event_boundary(&path, 0, 2).unwrap(), 0);
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
         },
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         interval: args.interval,
+        scanned: Default::default(),
     };
     archiver.run().await?;
     Ok(Outcome::Ok.into())

@@ -70,7 +70,7 @@ enum Command {
     Verify(verify::Args),
     /// Restore a PostgreSQL database from a backup. Shows the plan first;
     /// --dry-run stops there.
-    Restore(restore::Args),
+    Restore(Box<restore::Args>),
     /// Archive one WAL file (PostgreSQL's archive_command).
     WalPush(wal::PushArgs),
     /// Fetch one WAL file from the archive (PostgreSQL's restore_command).
@@ -110,7 +110,7 @@ pub fn main() -> ExitCode {
                 Command::Backup(a) => backup::run(a).await,
                 Command::List(a) => list::run(a).await,
                 Command::Verify(a) => verify::run(a).await,
-                Command::Restore(a) => restore::run(a).await,
+                Command::Restore(a) => restore::run(*a).await,
                 Command::Policy(c) => policy::run(c).await,
                 Command::WalPush(a) => wal::push(a).await,
                 Command::WalFetch(a) => wal::fetch(a).await,
@@ -276,6 +276,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 M::MissingArtifact { .. } => Outcome::NotFound,
                 M::BadInventory { .. } => Outcome::Integrity,
                 M::Pipeline(p) => pipeline(p),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::restore::mysql::ReplayError>() {
+            use crate::restore::mysql::ReplayError as R;
+            match e {
+                R::BeforeFirstDump { .. } | R::Gap { .. } | R::AfterLast { .. } => {
+                    Outcome::NotFound
+                }
+                R::NoPosition { .. } => Outcome::Usage,
                 _ => Outcome::Failure,
             }
         } else if let Some(e) = cause.downcast_ref::<crate::restore::pitr::PitrError>() {

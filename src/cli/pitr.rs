@@ -28,6 +28,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn target(args: &Args) -> Result<Target, UsageError> {
+    if args.until_position.is_some() || args.until_gtid.is_some() {
+        return Err(UsageError(
+            "--until-position and --until-gtid are binlog targets for MySQL/MariaDB; for PostgreSQL use --until-lsn or --until-xid".into(),
+        ));
+    }
     if let Some(l) = &args.until_lsn {
         return Lsn::parse(l).map(Target::Lsn).ok_or_else(|| {
             UsageError(format!(

@@ -21,6 +21,8 @@ Point-in-time recovery (base backups + the WAL archive):\n  \
 lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n      \
 --to-datadir /var/lib/postgresql/restore --until '2026-11-21 14:03:00+00' --start --port 5433\n  \
 (also --until latest, --until-lsn 0/5000060, --until-xid N, --until-name NAME)\n\
+MySQL/MariaDB: --to mysql://root@host:3307/ loads the newest dump before the target, then replays the\n\
+archived binlogs (--until TIME, --until-position binlog.000005:1234, --until-gtid 0-1-42, --until latest).\n\
 The newest base backup consistent before the target is unpacked and checked with pg_verifybackup;\n\
 recovery fetches WAL with `lifeboat wal-fetch`. Run it as the data directory's owner (postgres).")]
 pub struct Args {
@@ -51,8 +53,15 @@ pub struct Args {
     pub(super) to_datadir: Option<PathBuf>,
     /// With --to-datadir: recover to this time ('2026-11-21 14:03:00+00',
     /// RFC 3339, or `latest`, the default: every archived change).
-    #[arg(long, requires = "to_datadir", group = "until_target")]
+    #[arg(long, group = "until_target")]
     pub(super) until: Option<String>,
+    /// MySQL/MariaDB: recover up to this binlog position (binlog.000005:1234;
+    /// the event starting there is not applied).
+    #[arg(long, group = "until_target", value_name = "FILE:POS")]
+    pub(super) until_position: Option<String>,
+    /// MySQL/MariaDB: recover up to and including this GTID (MariaDB 0-1-42).
+    #[arg(long, group = "until_target")]
+    pub(super) until_gtid: Option<String>,
     /// With --to-datadir: recover up to this WAL position (e.g. 0/5000060).
     #[arg(long, requires = "to_datadir", group = "until_target")]
     pub(super) until_lsn: Option<String>,
@@ -149,6 +158,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return super::restore_mysql::run(args, &policy, my).await;
         }
     };
+    if args.until.is_some() || args.until_position.is_some() || args.until_gtid.is_some() {
+        return Err(super::UsageError(
+            "point-in-time recovery of PostgreSQL restores a base backup into a data directory: add --to-datadir DIR (instead of --to); --until-position and --until-gtid are for MySQL/MariaDB".into(),
+        )
+        .into());
+    }
     let (target, target_database, password_in_url) =
         PgConn::from_url(args.to.as_deref().expect("clap requires --to"))
             .map_err(super::UsageError)?;

@@ -6,7 +6,55 @@ use super::restore::Args;
 use super::{Outcome, UsageError};
 use crate::policy::{MysqlSource, Policy};
 use crate::progress::human_bytes;
-use crate::restore::mysql::{self, MyPlan};
+use crate::restore::mysql::{self, MyPlan, MyTarget, ReplayPlan};
+
+fn until_target(args: &Args) -> Result<Option<MyTarget>, UsageError> {
+    if args.until_lsn.is_some() || args.until_xid.is_some() || args.until_name.is_some() {
+        return Err(UsageError(
+            "--until-lsn, --until-xid and --until-name are PostgreSQL targets; for MySQL/MariaDB use --until TIME, --until-position FILE:POS or --until-gtid GTID".into(),
+        ));
+    }
+    if let Some(p) = &args.until_position {
+        let (file, pos) = p
+            .rsplit_once(':')
+            .and_then(|(f, n)| Some((f.to_string(), n.parse::<u64>().ok()?)))
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--until-position '{p}' is not FILE:POSITION, e.g. binlog.000005:1234"
+                ))
+            })?;
+        return Ok(Some(MyTarget::Position {
+            file,
+            position: pos,
+        }));
+    }
+    if let Some(g) = &args.until_gtid {
+        return Ok(Some(MyTarget::Gtid(g.clone())));
+    }
+    match args.until.as_deref() {
+        None => Ok(None),
+        Some("latest") => Ok(Some(MyTarget::Latest)),
+        Some(t) => super::pitr::parse_time(t)
+            .map(|t| Some(MyTarget::Time(t)))
+            .map_err(UsageError),
+    }
+}
+
+fn print_replay(r: &ReplayPlan) {
+    println!(
+        "  replay     binlogs from {}:{} through {} ({} file(s){})",
+        r.from.file,
+        r.from.position,
+        r.files.last().map_or("-", |f| f.0.as_str()),
+        r.files.len(),
+        if r.files.last().is_some_and(|f| !f.1) {
+            ", the last one a partial copy of the file in progress"
+        } else {
+            ""
+        }
+    );
+    println!("  until      {}", r.target);
+}
 
 fn print_plan(plan: &MyPlan) {
     println!("Restore plan");
@@ -65,36 +113,70 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
     } else {
         Some(super::identities(&args.identity, "restore")?)
     };
+    let until = until_target(&args)?;
     let repo = super::open(policy, false).await?;
-    let manifest = repo
-        .find_backup_of_kind(
-            policy.name.as_str(),
-            &args.source,
-            &args.backup,
-            Some("mysql-dump"),
-        )
-        .await?;
+    let (manifest, replay) = match &until {
+        Some(t) => {
+            let (m, r) = mysql::plan_pitr(&repo, policy.name.as_str(), &args.source, t).await?;
+            (m, Some(r))
+        }
+        None => (
+            repo.find_backup_of_kind(
+                policy.name.as_str(),
+                &args.source,
+                &args.backup,
+                Some("mysql-dump"),
+            )
+            .await?,
+            None,
+        ),
+    };
     let plan = mysql::plan(&manifest, &target, args.clean).await?;
     if args.dry_run {
         if args.json {
-            super::print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
+            super::print_json(
+                &serde_json::json!({ "dry_run": true, "plan": plan, "replay": replay }),
+            );
         } else {
             print_plan(&plan);
+            if let Some(r) = &replay {
+                print_replay(r);
+            }
             println!("dry run: nothing was changed");
         }
         return Ok(Outcome::Ok.into());
     }
     if !args.json {
         print_plan(&plan);
+        if let Some(r) = &replay {
+            print_replay(r);
+        }
     }
+    let identities = identities.expect("loaded unless dry run");
     let report = mysql::execute(
         &repo,
         plan,
         &target,
-        identities.expect("loaded unless dry run"),
+        identities.clone(),
         my.bin_dir.as_deref(),
     )
     .await?;
+    // The inventory is checked at the dump's own point, before the replay.
+    if let Some(r) = &replay {
+        if !report.inventory.passed() {
+            return Err(anyhow::anyhow!(
+                "the loaded dump differs from its inventory; the binlogs were not replayed"
+            ));
+        }
+        mysql::replay(&repo, r, &target, identities, my.bin_dir.as_deref()).await?;
+        if !args.json {
+            println!(
+                "replayed {} binlog file(s) up to {}",
+                r.files.len(),
+                r.target
+            );
+        }
+    }
     let inv = &report.inventory;
     if args.json {
         super::print_json(&report);

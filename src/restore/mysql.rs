@@ -390,3 +390,315 @@ mod tests {
         assert!(parse_url("postgres://x@y/z", None).is_err());
     }
 }
+
+/// Where a MySQL point-in-time restore stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum MyTarget {
+    /// Every archived event.
+    Latest,
+    Time(chrono::DateTime<chrono::Utc>),
+    /// A binlog file and position (the event starting there is not applied).
+    Position {
+        file: String,
+        position: u64,
+    },
+    /// A GTID list (MariaDB `domain-server-seq`): replay stops after it.
+    Gtid(String),
+}
+
+impl std::fmt::Display for MyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MyTarget::Latest => write!(f, "latest (every archived event)"),
+            MyTarget::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
+            MyTarget::Position { file, position } => write!(f, "position {file}:{position}"),
+            MyTarget::Gtid(g) => write!(f, "GTID {g}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dump of source '{source_name}' is old enough for {target} (the first was taken at {first}); no backup can recover to it")]
+    BeforeFirstDump {
+        source_name: String,
+        target: String,
+        first: String,
+    },
+    #[error("dump {backup} has no binlog position (the server had no binlog then); it cannot be rolled forward. Restore it without --until")]
+    NoPosition { backup: String },
+    #[error("{target} cannot be reached: binlog file {missing} is missing from the archive (replay from dump {backup} would stop after {last})")]
+    Gap {
+        target: String,
+        missing: String,
+        backup: String,
+        last: String,
+    },
+    #[error("{target} is beyond the last archived event (newest copy {last}, archived {at}); is `lifeboat binlog-archive` running? Use an earlier target or --until latest")]
+    AfterLast {
+        target: String,
+        last: String,
+        at: String,
+    },
+    #[error("replaying {file} into {target} failed: {source}; the databases hold the dump plus the changes replayed before this file")]
+    Replay {
+        file: String,
+        target: String,
+        source: ProcessError,
+    },
+    #[error(transparent)]
+    Binlog(#[from] crate::binlog::BinlogError),
+    #[error(transparent)]
+    Restore(#[from] MyRestoreError),
+    #[error(transparent)]
+    Repository(#[from] crate::repository::RepositoryError),
+}
+
+/// The replay part of a point-in-time plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    pub target: MyTarget,
+    pub from: my::BinlogPoint,
+    /// The archived files to replay, in order, with whether each is whole.
+    pub files: Vec<(String, bool)>,
+    #[serde(skip)]
+    records: Vec<crate::binlog::BinlogRecord>,
+}
+
+/// Picks the dump and the binlog files for `target`.
+pub async fn plan_pitr(
+    repo: &Repository,
+    policy: &str,
+    source: &str,
+    target: &MyTarget,
+) -> Result<(Manifest, ReplayPlan), ReplayError> {
+    use crate::binlog::file_order;
+    let listing = repo.list_backups(policy, Some(source)).await?;
+    let dumps: Vec<&Manifest> = listing
+        .backups
+        .iter()
+        .filter(|m| m.kind == "mysql-dump")
+        .collect();
+    let first = dumps
+        .first()
+        .map(|m| m.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "never".into());
+    let too_early = || ReplayError::BeforeFirstDump {
+        source_name: source.to_string(),
+        target: target.to_string(),
+        first: first.clone(),
+    };
+    let chosen: &Manifest = match target {
+        MyTarget::Time(t) => *dumps
+            .iter()
+            .rev()
+            .find(|m| m.started_at <= *t)
+            .ok_or_else(too_early)?,
+        MyTarget::Position { file, position } => *dumps
+            .iter()
+            .rev()
+            .find(|m| {
+                m.binlog.as_ref().is_some_and(|b| {
+                    (file_order(&b.file), b.position) <= (file_order(file), *position)
+                })
+            })
+            .ok_or_else(too_early)?,
+        MyTarget::Latest | MyTarget::Gtid(_) => *dumps.last().ok_or_else(too_early)?,
+    };
+    let from = chosen
+        .binlog
+        .clone()
+        .ok_or_else(|| ReplayError::NoPosition {
+            backup: chosen.id.clone(),
+        })?;
+    let state = crate::binlog::load_state(repo, policy, source).await?;
+    let mut records: Vec<_> = state
+        .into_values()
+        .filter(|r| file_order(&r.file) >= file_order(&from.file))
+        .collect();
+    records.sort_by_key(|r| file_order(&r.file));
+    // Contiguous from the dump's file on.
+    let mut chain: Vec<crate::binlog::BinlogRecord> = Vec::new();
+    let mut expect = file_order(&from.file);
+    let mut gap = None;
+    for r in records {
+        let o = file_order(&r.file);
+        if o != expect {
+            let width = from.file.rsplit_once('.').map_or(6, |(_, n)| n.len());
+            gap = Some(format!("{}.{:0width$}", expect.0, expect.1));
+            break;
+        }
+        expect = (o.0, o.1 + 1);
+        let complete = r.complete;
+        chain.push(r);
+        if !complete {
+            break;
+        }
+    }
+    let last = chain.last().cloned();
+    let last_name = last.as_ref().map_or(from.file.clone(), |r| r.file.clone());
+    let reach_err = |gap: &Option<String>| match gap {
+        Some(missing) => ReplayError::Gap {
+            target: target.to_string(),
+            missing: missing.clone(),
+            backup: chosen.id.clone(),
+            last: last_name.clone(),
+        },
+        None => ReplayError::AfterLast {
+            target: target.to_string(),
+            last: last_name.clone(),
+            at: last
+                .as_ref()
+                .map(|r| r.archived_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "never".into()),
+        },
+    };
+    if chain.is_empty() || chain[0].file != from.file {
+        return Err(reach_err(&Some(from.file.clone())));
+    }
+    match target {
+        MyTarget::Time(t) => {
+            if last.as_ref().is_none_or(|r| r.archived_at < *t) {
+                return Err(reach_err(&gap));
+            }
+        }
+        MyTarget::Position { file, .. } => {
+            if let Some(i) = chain.iter().position(|r| &r.file == file) {
+                chain.truncate(i + 1);
+            } else {
+                return Err(reach_err(&gap));
+            }
+        }
+        MyTarget::Latest | MyTarget::Gtid(_) => {
+            if gap.is_some() {
+                return Err(reach_err(&gap));
+            }
+        }
+    }
+    Ok((
+        chosen.clone(),
+        ReplayPlan {
+            target: target.clone(),
+            from,
+            files: chain.iter().map(|r| (r.file.clone(), r.complete)).collect(),
+            records: chain,
+        },
+    ))
+}
+
+/// Replays the planned binlog files into the target after the dump was
+/// loaded: each file is decoded into `mariadb-binlog -` (stdin) and its SQL
+/// streamed into one client session.
+pub async fn replay(
+    repo: &Repository,
+    plan: &ReplayPlan,
+    target: &MyConn,
+    identities: Arc<Identities>,
+    bin_dir: Option<&std::path::Path>,
+) -> Result<(), ReplayError> {
+    let client = find_client(bin_dir)?;
+    let binlog_tool = ["mariadb-binlog", "mysqlbinlog"]
+        .iter()
+        .flat_map(|n| {
+            let dirs: Vec<std::path::PathBuf> = match bin_dir {
+                Some(d) => vec![d.to_path_buf()],
+                None => std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect())
+                    .unwrap_or_default(),
+            };
+            dirs.into_iter().map(move |d| d.join(n))
+        })
+        .find(|p| p.is_file())
+        .ok_or_else(|| MyRestoreError::ClientMissing {
+            looked: "PATH (mariadb-binlog, mysqlbinlog)".into(),
+        })?;
+    let target_name = format!("{}:{}", target.host, target.port);
+    let defaults = target.defaults_file().map_err(MyRestoreError::from)?;
+    let mut cmd = tokio::process::Command::new(&client);
+    cmd.arg(format!(
+        "--defaults-extra-file={}",
+        defaults.path().display()
+    ))
+    .args(["--binary-mode", "--default-character-set=utf8mb4"]);
+    let replay_err = |file: &str, source| ReplayError::Replay {
+        file: file.to_string(),
+        target: target_name.clone(),
+        source,
+    };
+    let (client_child, client_in, _) =
+        process::spawn(cmd, &client, true, false).map_err(|e| replay_err("(client)", e))?;
+    let mut client_in = client_in.expect("stdin is piped");
+    let n = plan.records.len();
+    for (i, rec) in plan.records.iter().enumerate() {
+        let mut cmd = tokio::process::Command::new(&binlog_tool);
+        // --stop-datetime is read in the tool's local time zone.
+        cmd.env("TZ", "UTC");
+        if i == 0 {
+            cmd.arg(format!("--start-position={}", plan.from.position));
+        }
+        match &plan.target {
+            MyTarget::Time(t) => {
+                cmd.arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
+            }
+            MyTarget::Position { position, .. } if i + 1 == n => {
+                cmd.arg(format!("--stop-position={position}"));
+            }
+            MyTarget::Gtid(g) => {
+                cmd.arg(format!("--stop-position={g}"));
+            }
+            _ => {}
+        }
+        cmd.arg("-");
+        let (tool, tool_in, tool_out) =
+            process::spawn(cmd, &binlog_tool, true, true).map_err(|e| replay_err(&rec.file, e))?;
+        let mut tool_out = tool_out.expect("stdout is piped");
+        let expected = rec.expected();
+        let decode = pipeline::decode(
+            repo.store().as_ref(),
+            &expected,
+            identities.clone(),
+            tool_in.expect("stdin is piped"),
+            "mariadb-binlog",
+            None,
+        );
+        let forward = tokio::io::copy(&mut tool_out, &mut client_in);
+        let (decoded, forwarded) = tokio::join!(decode, forward);
+        // The tool stops reading once it reaches the target: a closed
+        // input is the target reached if the tool itself succeeded.
+        let mut reached = false;
+        match decoded {
+            Ok(()) => {}
+            Err(PipelineError::Output { .. }) => reached = true,
+            Err(e) => {
+                tool.kill().await;
+                client_child.kill().await;
+                return Err(MyRestoreError::from(e).into());
+            }
+        }
+        tool.wait().await.map_err(|e| replay_err(&rec.file, e))?;
+        if let Err(e) = forwarded {
+            client_child.kill().await;
+            return Err(replay_err(
+                &rec.file,
+                ProcessError::Failed {
+                    program: client.display().to_string(),
+                    status: "stopped reading".into(),
+                    stderr: e.to_string(),
+                },
+            ));
+        }
+        tracing::info!(file = %rec.file, complete = rec.complete, "binlog replayed");
+        if reached {
+            break;
+        }
+    }
+    let _ = client_in.shutdown().await;
+    drop(client_in);
+    client_child
+        .wait()
+        .await
+        .map_err(|e| replay_err(plan.files.last().map_or("", |f| f.0.as_str()), e))?;
+    drop(defaults);
+    Ok(())
+}

@@ -495,3 +495,98 @@ fn archiving_a_server_without_binlogs_says_how_to_enable_them() {
             ],
         );
 }
+
+fn shop_contents(m: &MariaDb) -> String {
+    m.sql(
+        "shop",
+        "SELECT (SELECT COUNT(*) FROM orders), (SELECT SUM(amount) FROM orders), (SELECT MAX(id) FROM orders), \
+         (SELECT COUNT(*) FROM audit), (SELECT GROUP_CONCAT(name ORDER BY id) FROM customers)",
+    )
+}
+
+#[test]
+fn point_in_time_restores_replay_archived_binlogs_to_a_time_and_to_the_end() {
+    let garage = Garage::start();
+    let m = MariaDb::start();
+    fixture(&m);
+    let lb = lifeboat_for(Repo::Garage(&garage, "mypitr"), &m, None);
+    let archive_args = [
+        "binlog-archive",
+        "--source",
+        "business-db",
+        "--interval",
+        "1s",
+    ];
+    let mut archiver = lb.spawn(&archive_args, "archiver.log");
+    writes(&m, 3);
+    lb.run(&["backup", "--source", "business-db"]).ok();
+    writes(&m, 3);
+    m.sql("", "FLUSH BINARY LOGS");
+    m.sql("shop", "CALL add_customer('after the dump')");
+    // Binlog events carry whole seconds: T sits on a second no write shares.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let t = m.sql(
+        "",
+        "SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%d %H:%i:%s+00')",
+    );
+    let at_t = shop_contents(&m);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    writes(&m, 3);
+    m.sql(
+        "shop",
+        "DELETE FROM orders WHERE id % 5 = 0 AND id NOT IN (SELECT order_id FROM audit)",
+    );
+    m.sql(
+        "shop",
+        "UPDATE orders SET amount = amount * 2 WHERE id % 3 = 0",
+    );
+    let latest = shop_contents(&m);
+    assert_ne!(at_t, latest);
+    wait_archived(&garage, "mypitr", &lb, &m, "archiver.log");
+
+    let identity = lb.identity.display().to_string();
+    let restore = |copy: &MariaDb, until: &str| {
+        let to = format!("mysql://root@127.0.0.1:{}/", copy.port);
+        lb.run_env(
+            &[
+                "restore",
+                "--source",
+                "business-db",
+                "--identity",
+                &identity,
+                "--to",
+                &to,
+                "--until",
+                until,
+            ],
+            &[("MYSQL_PWD", &copy.password)],
+        )
+    };
+    let copy = MariaDb::start();
+    let r = restore(&copy, &t);
+    r.ok();
+    assert!(r.stdout.contains("replayed"), "{}", r.stdout);
+    assert!(r.stdout.contains("all match the backup"), "{}", r.stdout);
+    assert_eq!(shop_contents(&copy), at_t, "{}", r.stderr);
+
+    let copy2 = MariaDb::start();
+    let r = restore(&copy2, "latest");
+    r.ok();
+    assert_eq!(shop_contents(&copy2), latest, "{}", r.stderr);
+
+    let copy3 = MariaDb::start();
+    restore(&copy3, "2000-01-01 00:00:00+00").fails_with(4, &["no dump", "old enough"]);
+    restore(&copy3, "2999-01-01 00:00:00+00").fails_with(4, &["beyond the last archived event"]);
+    assert_eq!(copy3.sql("", "SHOW DATABASES LIKE 'shop'"), "");
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(archiver.id().to_string())
+        .status()
+        .unwrap();
+    assert!(
+        archiver.wait().unwrap().success(),
+        "{}",
+        lb.log("archiver.log")
+    );
+}
