@@ -414,7 +414,18 @@ impl SnapshotMarker {
             return false;
         }
         self.buf.extend_from_slice(data);
-        let text = String::from_utf8_lossy(&self.buf);
+        // Only whole lines: a line cut by a chunk boundary waits for the rest.
+        let Some(end) = self.buf.iter().rposition(|&b| b == b'\n') else {
+            // Data lines without a marker first: the tool is past its
+            // snapshot anyway; do not hold memory (or the lock) for it.
+            if self.buf.len() > 1 << 20 {
+                self.seen = true;
+                self.buf = Vec::new();
+                return true;
+            }
+            return false;
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         for line in text.lines() {
             if line.contains("CHANGE MASTER TO") || line.contains("CHANGE REPLICATION SOURCE TO") {
                 self.file_and_position = parse_change_master(line);
@@ -427,10 +438,7 @@ impl SnapshotMarker {
                 return true;
             }
         }
-        // Keep only the last partial line.
-        if let Some(i) = self.buf.iter().rposition(|&b| b == b'\n') {
-            self.buf.drain(..=i);
-        }
+        self.buf.drain(..=end);
         false
     }
 }
