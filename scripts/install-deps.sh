@@ -2,6 +2,8 @@
 # Installs what lifeboat's demo and tests need on Debian, skipping whatever
 # is already there:
 #   - PostgreSQL server and client tools (initdb, pg_ctl, pg_dump, pg_restore)
+#   - MariaDB server and client tools (mariadbd, mariadb-install-db,
+#     mariadb, mariadb-dump, mariadb-binlog) for the MySQL/MariaDB tests
 #   - age and zstd (the "restore without lifeboat" test and the runbook)
 #   - with --garage: the Garage S3 server, built with `cargo install`
 set -euo pipefail
@@ -17,6 +19,8 @@ as_root() {
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v pg_dump >/dev/null || missing+=(postgresql-client)
+{ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; } || missing+=(mariadb-server)
+command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
 command -v age >/dev/null || missing+=(age)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v runuser >/dev/null || missing+=(util-linux)

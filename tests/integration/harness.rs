@@ -906,6 +906,16 @@ pub fn rich_fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/rich.sql")
 }
 
+/// mariadbd: Debian keeps it in /usr/sbin, which a non-root PATH lacks.
+fn mariadbd_bin() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/mariadbd");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("mariadbd")
+    }
+}
+
 /// A throwaway MariaDB server (mariadb-install-db + mariadbd) on a free
 /// port, with binlogs in ROW format unless asked otherwise, and a root
 /// account reachable over TCP with `password`.
@@ -987,7 +997,7 @@ impl MariaDb {
                 "--binlog-format=ROW".to_string(),
             ]);
         }
-        let child = Command::new("mariadbd")
+        let child = Command::new(mariadbd_bin())
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1048,7 +1058,7 @@ impl MariaDb {
             "kill -TERM mariadbd",
         );
         let _ = self.child.wait();
-        self.child = Command::new("mariadbd")
+        self.child = Command::new(mariadbd_bin())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
