@@ -229,19 +229,29 @@ pub fn encode_bytes(
         settings.recipients.iter().map(|r| r as &dyn age::Recipient),
     )
     .map_err(|e| PipelineError::Encrypt(e.to_string()))?;
-    let sink = Vec::with_capacity(data.len() / 2 + 4096);
-    let encrypted = encryptor.wrap_output(sink).map_err(out_err)?;
-    let mut compressor = Compressor::new(encrypted, settings.compression).map_err(out_err)?;
-    compressor.write_all(data).map_err(out_err)?;
-    let stored = compressor
-        .finish()
-        .map_err(out_err)?
-        .finish()
-        .map_err(out_err)?;
+    // The plaintext hash runs beside compression and encryption: a WAL
+    // segment is pushed while PostgreSQL waits, so latency counts.
+    let (plain_sha, stored) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hex::encode(Sha256::digest(data)));
+        let stored = (|| {
+            let sink = Vec::with_capacity(data.len() / 2 + 4096);
+            let encrypted = encryptor.wrap_output(sink).map_err(out_err)?;
+            let mut compressor =
+                Compressor::new(encrypted, settings.compression).map_err(out_err)?;
+            compressor.write_all(data).map_err(out_err)?;
+            compressor
+                .finish()
+                .map_err(out_err)?
+                .finish()
+                .map_err(out_err)
+        })();
+        (hasher.join().expect("hash thread panicked"), stored)
+    });
+    let stored = stored?;
     let encoded = Encoded {
         plaintext: Digest {
             size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256: plain_sha,
         },
         stored: Digest {
             size: stored.len() as u64,
