@@ -47,8 +47,9 @@ start_server() {
     --innodb-log-file-size=256M --log-bin="$d/data/binlog" --server-id=1 --binlog-format=ROW \
     --max-allowed-packet=256M > /dev/null 2>&1 &
   pids+=($!)
-  for _ in $(seq 150); do mariadb --no-defaults --socket="$d/sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
-  mariadb --no-defaults --socket="$d/sock" -uroot -e \
+  # The socket account root@localhost has no password: MYSQL_PWD must not be sent.
+  for _ in $(seq 150); do env -u MYSQL_PWD mariadb --no-defaults --socket="$d/sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+  env -u MYSQL_PWD mariadb --no-defaults --socket="$d/sock" -uroot -e \
     "CREATE OR REPLACE USER 'root'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PWD'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
   echo "$port"
 }

@@ -22,8 +22,9 @@
 # Usage (as root; PostgreSQL steps run as postgres through runuser):
 #   bash benches/pitr.sh
 # Environment: SCALE (pgbench scale, default 40), TEXT_MB (md5 text rows,
-# default 450), RUNS (runs of each backup and restore, median reported,
-# default 3), SUSTAIN_SECONDS (each sustained load, default 60),
+# default 450), RUNS (rounds of every backup, restore and push loop, median
+# reported, default 5; each round runs the contenders in a rotated order),
+# SUSTAIN_SECONDS (each sustained load, default 60),
 # LIFEBOAT (binary, default target/release/lifeboat; it is copied first).
 # Needs: a release build, PostgreSQL 15+, pgbackrest, stunnel4 and garage for
 # part 5.
@@ -32,7 +33,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 scale=${SCALE:-40}
 text_mb=${TEXT_MB:-450}
-runs=${RUNS:-3}
+runs=${RUNS:-5}
 sustain=${SUSTAIN_SECONDS:-60}
 export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "pitr.sh: run as root (it uses runuser -u postgres)" >&2; exit 1; }
@@ -193,16 +194,41 @@ record() { all[$1]="${all[$1]:-}${all[$1]:+, }${2%% *}"; wall[$1]="${wall[$1]:-}
 
 # ---------------------------------------------------------------- 1. base backups
 newest_pgbr() { ls "$1/backup/bench" | grep -E '^[0-9]{8}-[0-9]{6}F$' | sort | tail -n 1; }
+# rotated R NAME...: the names rotated by R-1, so that each round runs the
+# contenders in a different order (no one always follows the same step).
+rotated() { local r=$1; shift; local n=$# i; local a=("$@"); for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
+# step NAME: one timed run of a contender, recorded under NAME.
+step() {
+  sync
+  case $1 in
+    lb_base) timed pg "$lb" -q backup --policy "$work/lb.yaml" --source main-db --kind base ;;
+    pgbr_base1) timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 backup --type=full --process-max=1 ;;
+    pgbr_base2) timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 backup --type=full --process-max=2 ;;
+    pgbr_base1_enc) timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=2 backup --type=full --process-max=1 ;;
+    lb_restore) restore_run "$1" pg "$lb" -q restore --policy "$work/lb.yaml" --source main-db --identity "$work/key" \
+      --to-datadir "$work/restore/$1" --until latest; return ;;
+    pgbr_restore1) restore_run "$1" pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 restore \
+      --pg1-path="$work/restore/$1" --type=default --process-max=1; return ;;
+    pgbr_restore2) restore_run "$1" pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 restore \
+      --pg1-path="$work/restore/$1" --type=default --process-max=2; return ;;
+    pgbr_restore1_enc) restore_run "$1" pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=2 restore \
+      --pg1-path="$work/restore/$1" --type=default --process-max=1; return ;;
+    s3_lb_base) timed pg env SSL_CERT_FILE="$SSL_CERT_FILE" "$lb" -q backup --policy "$work/lb-s3.yaml" --source main-db --kind base ;;
+    s3_pgbr_base1) timed pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench backup --type=full --process-max=1 ;;
+    s3_pgbr_base2) timed pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench backup --type=full --process-max=2 ;;
+    s3_lb_restore) restore_run "$1" pg env SSL_CERT_FILE="$SSL_CERT_FILE" "$lb" -q restore --policy "$work/lb-s3.yaml" \
+      --source main-db --identity "$work/key" --to-datadir "$work/restore/$1" --until latest; return ;;
+    s3_pgbr_restore1) restore_run "$1" pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench restore \
+      --pg1-path="$work/restore/$1" --type=default --process-max=1; return ;;
+    s3_pgbr_restore2) restore_run "$1" pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench restore \
+      --pg1-path="$work/restore/$1" --type=default --process-max=2; return ;;
+    *) echo "pitr.sh: unknown step $1" >&2; exit 1 ;;
+  esac
+  record "$1" "$T"
+}
 for r in $(seq "$runs"); do
   log "1. base backups, round $r of $runs"
-  sync
-  timed pg "$lb" -q backup --policy "$work/lb.yaml" --source main-db --kind base --json; record lb_base "$T"
-  sync
-  timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 backup --type=full --process-max=1; record pgbr_base1 "$T"
-  sync
-  timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 backup --type=full --process-max=2; record pgbr_base2 "$T"
-  sync
-  timed pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=2 backup --type=full --process-max=1; record pgbr_base1_enc "$T"
+  for n in $(rotated "$r" lb_base pgbr_base1 pgbr_base2 pgbr_base1_enc); do step "$n"; done
 done
 size[lb_base]=$(pg "$lb" list --policy "$work/lb.yaml" --json 2>/dev/null | python3 -c '
 import json,sys
@@ -230,14 +256,7 @@ restore_run() {
 }
 for r in $(seq "$runs"); do
   log "2. restores, round $r of $runs"
-  restore_run lb_restore pg "$lb" -q restore --policy "$work/lb.yaml" --source main-db --identity "$work/key" \
-    --to-datadir "$work/restore/lb_restore" --until latest
-  restore_run pgbr_restore1 pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 restore \
-    --pg1-path="$work/restore/pgbr_restore1" --type=default --process-max=1
-  restore_run pgbr_restore2 pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=1 restore \
-    --pg1-path="$work/restore/pgbr_restore2" --type=default --process-max=2
-  restore_run pgbr_restore1_enc pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --repo=2 restore \
-    --pg1-path="$work/restore/pgbr_restore1_enc" --type=default --process-max=1
+  for n in $(rotated "$r" lb_restore pgbr_restore1 pgbr_restore2 pgbr_restore1_enc); do step "$n"; done
 done
 
 # ---------------------------------------------------------------- 3. archive-push per segment
@@ -270,9 +289,13 @@ for r in $(seq "$runs"); do
   rm -rf "$work/lb-push-repo" "$work/pgbr-push-repo" "$work/pgbr-push-repo-enc"
   pg pgbackrest --config="$work/pgbr-push.conf" --stanza=push stanza-create
   pg pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push stanza-create
-  push_loop push_lb "$lb" -q wal-push --policy "$work/lb-push.yaml"
-  push_loop push_pgbr pgbackrest --config="$work/pgbr-push.conf" --stanza=push archive-push
-  push_loop push_pgbr_enc pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push archive-push
+  for n in $(rotated "$r" push_lb push_pgbr push_pgbr_enc); do
+    case $n in
+      push_lb) push_loop "$n" "$lb" -q wal-push --policy "$work/lb-push.yaml" ;;
+      push_pgbr) push_loop "$n" pgbackrest --config="$work/pgbr-push.conf" --stanza=push archive-push ;;
+      push_pgbr_enc) push_loop "$n" pgbackrest --config="$work/pgbr-push-enc.conf" --stanza=push archive-push ;;
+    esac
+  done
 done
 size[push_lb]=$(du -sb "$work/lb-push-repo" | cut -f1)
 size[push_pgbr]=$(du -sb "$work/pgbr-push-repo/archive" | cut -f1)
@@ -341,97 +364,6 @@ sustained "bulk inserts (20,000 rows per transaction)" -n -c 2 -j 2 -f "$work/bu
 sql "ALTER SYSTEM RESET checkpoint_timeout" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
 sql "DROP TABLE bulk" >/dev/null
 
-# ---------------------------------------------------------------- 5. S3 through TLS
-s3_done=0
-if command -v garage >/dev/null && command -v stunnel >/dev/null; then
-  log "5. S3: Garage behind stunnel (TLS)"
-  rpcport=$(freeport); s3port=$(freeport); tlsport=$(freeport)
-  mkdir -p "$work/garage" "$work/tls"
-  cat > "$work/garage/garage.toml" <<TOML
-metadata_dir = "$work/garage/meta"
-data_dir = "$work/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$rpcport"
-rpc_public_addr = "127.0.0.1:$rpcport"
-rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3port"
-root_domain = ".s3.garage.localhost"
-TOML
-  g() { garage -c "$work/garage/garage.toml" "$@"; }
-  RUST_LOG=warn garage -c "$work/garage/garage.toml" server > "$work/garage/log" 2>&1 &
-  garage_pid=$!
-  for _ in $(seq 50); do node=$(g node id -q 2>/dev/null) && break; sleep 0.2; done
-  g layout assign -z dc1 -c 10G "${node%%@*}" >/dev/null
-  g layout apply --version 1 >/dev/null
-  key_id=GK$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'); secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-  g key import --yes -n bench "$key_id" "$secret" >/dev/null
-  g bucket create bench >/dev/null
-  g bucket allow --read --write --owner bench --key bench >/dev/null
-  printf '%s' "$key_id" > "$work/s3-key-id"; printf '%s' "$secret" > "$work/s3-secret"
-  # A private CA and a server certificate for localhost / 127.0.0.1
-  # (rustls refuses a self-signed CA certificate used as the server's own).
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$work/tls/ca.key" -out "$work/tls/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$work/tls/server.key" -out "$work/tls/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$work/tls/ext"
-  openssl x509 -req -in "$work/tls/server.csr" -CA "$work/tls/ca.pem" -CAkey "$work/tls/ca.key" -CAcreateserial \
-    -days 2 -extfile "$work/tls/ext" -out "$work/tls/server.pem" 2>/dev/null
-  cat > "$work/tls/stunnel.conf" <<CONF
-foreground = yes
-debug = 4
-pid =
-[s3]
-accept = 127.0.0.1:$tlsport
-connect = 127.0.0.1:$s3port
-cert = $work/tls/server.pem
-key = $work/tls/server.key
-CONF
-  stunnel "$work/tls/stunnel.conf" > "$work/tls/log" 2>&1 &
-  stunnel_pid=$!
-  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$tlsport") 2>/dev/null && break; sleep 0.1; done
-  lifeboat_policy "$work/lb-s3.yaml" "  url: s3://bench/lifeboat
-  endpoint: https://localhost:$tlsport
-  region: garage
-  path_style: true
-  access_key_id: { file: $work/s3-key-id }
-  secret_access_key: { file: $work/s3-secret }"
-  pgbr_conf "$work/pgbr-s3.conf" bench "repo1-type=s3" "repo1-path=/pgbackrest" "repo1-retention-full=99" \
-    "repo1-s3-bucket=bench" "repo1-s3-endpoint=localhost" "repo1-storage-port=$tlsport" \
-    "repo1-s3-region=garage" "repo1-s3-uri-style=path" "repo1-s3-key=$key_id" "repo1-s3-key-secret=$secret" \
-    "repo1-storage-ca-file=$work/tls/ca.pem"
-  chown -R postgres "$work"
-  chmod 600 "$work/pgbr-s3.conf" "$work/s3-secret"
-  # rustls-native-certs (the AWS SDK's trust store) reads SSL_CERT_FILE.
-  export SSL_CERT_FILE=$work/tls/ca.pem
-  if pg env SSL_CERT_FILE="$SSL_CERT_FILE" pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench stanza-create >>"$work/cmd.log" 2>&1; then
-    set_archive "pgbackrest --config=$work/pgbr-s3.conf --stanza=bench archive-push %p && SSL_CERT_FILE=$work/tls/ca.pem $lb -q wal-push --policy $work/lb-s3.yaml %p"
-    pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench check
-    wait_archived
-    for r in $(seq "$runs"); do
-      log "5. S3 base backups and restores, round $r of $runs"
-      sync
-      timed pg env SSL_CERT_FILE="$SSL_CERT_FILE" "$lb" -q backup --policy "$work/lb-s3.yaml" --source main-db --kind base; record s3_lb_base "$T"
-      sync
-      timed pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench backup --type=full --process-max=1; record s3_pgbr_base1 "$T"
-      sync
-      timed pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench backup --type=full --process-max=2; record s3_pgbr_base2 "$T"
-      restore_run s3_lb_restore pg env SSL_CERT_FILE="$SSL_CERT_FILE" "$lb" -q restore --policy "$work/lb-s3.yaml" \
-        --source main-db --identity "$work/key" --to-datadir "$work/restore/s3_lb_restore" --until latest
-      restore_run s3_pgbr_restore1 pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench restore \
-        --pg1-path="$work/restore/s3_pgbr_restore1" --type=default --process-max=1
-      restore_run s3_pgbr_restore2 pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench restore \
-        --pg1-path="$work/restore/s3_pgbr_restore2" --type=default --process-max=2
-    done
-    s3_done=1
-  else
-    echo "pitr.sh: pgbackrest stanza-create on S3 failed, part 5 skipped:" >&2; tail -n 10 "$work/cmd.log" >&2
-  fi
-else
-  log "5. skipped: garage or stunnel not installed"
-fi
-
 # ---------------------------------------------------------------- report
 mb() { py "round($1 / 1e6, 1)"; }
 row() { # row LABEL NAME [SIZE_NAME]
@@ -449,7 +381,7 @@ ratio() { py "round($(median ${wall[$1]}) / $(median ${wall[$2]}), 2)"; }
 cat <<REPORT
 
 PostgreSQL $pgversion, pgBackRest $(pgbackrest version | awk '{print $2}'), lifeboat $("$lb" --version | awk '{print $2}'), $(nproc) vCPU.
-Cluster: pgbench scale $scale + $rows md5 text rows, $(mb "$dbsize") MB (sum of pg_database_size). Median of $runs runs; load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg).
+Cluster: pgbench scale $scale + $rows md5 text rows, $(mb "$dbsize") MB (sum of pg_database_size). Median of $runs runs; load average before: $load_before, after parts 1-4: $(cut -d' ' -f1-3 /proc/loadavg).
 
 | run | wall s | CPU s | stored / written MB | all wall s |
 |---|---:|---:|---:|---|
@@ -465,30 +397,10 @@ $(row "pgbackrest restore, process-max=2" pgbr_restore2 pgbr_restore2)
 $(row "  … + sync" pgbr_restore2_sync)
 $(row "pgbackrest restore, process-max=1, aes-256-cbc" pgbr_restore1_enc pgbr_restore1_enc)
 $(row "  … + sync" pgbr_restore1_enc_sync)
-REPORT
-if [ "$s3_done" = 1 ]; then cat <<REPORT
-$(row "S3/TLS: lifeboat backup --kind base" s3_lb_base)
-$(row "S3/TLS: pgbackrest backup, process-max=1" s3_pgbr_base1)
-$(row "S3/TLS: pgbackrest backup, process-max=2" s3_pgbr_base2)
-$(row "S3/TLS: lifeboat restore" s3_lb_restore s3_lb_restore)
-$(row "  … + sync" s3_lb_restore_sync)
-$(row "S3/TLS: pgbackrest restore, process-max=1" s3_pgbr_restore1 s3_pgbr_restore1)
-$(row "  … + sync" s3_pgbr_restore1_sync)
-$(row "S3/TLS: pgbackrest restore, process-max=2" s3_pgbr_restore2 s3_pgbr_restore2)
-$(row "  … + sync" s3_pgbr_restore2_sync)
-REPORT
-fi
-cat <<REPORT
 
 Ratios (pgBackRest wall / lifeboat wall, > 1 means lifeboat is faster):
 - base backup: vs process-max=1 $(ratio pgbr_base1 lb_base), vs process-max=2 $(ratio pgbr_base2 lb_base), vs process-max=1 encrypted $(ratio pgbr_base1_enc lb_base)
 - restore: vs process-max=1 $(ratio pgbr_restore1 lb_restore), vs process-max=2 $(ratio pgbr_restore2 lb_restore), vs encrypted $(ratio pgbr_restore1_enc lb_restore); with sync: $(ratio pgbr_restore1_sync lb_restore_sync), $(ratio pgbr_restore2_sync lb_restore_sync), $(ratio pgbr_restore1_enc_sync lb_restore_sync)
-REPORT
-[ "$s3_done" = 1 ] && cat <<REPORT
-- S3/TLS base backup: vs process-max=1 $(ratio s3_pgbr_base1 s3_lb_base), vs process-max=2 $(ratio s3_pgbr_base2 s3_lb_base)
-- S3/TLS restore: vs process-max=1 $(ratio s3_pgbr_restore1 s3_lb_restore), vs process-max=2 $(ratio s3_pgbr_restore2 s3_lb_restore); with sync: $(ratio s3_pgbr_restore1_sync s3_lb_restore_sync), $(ratio s3_pgbr_restore2_sync s3_lb_restore_sync)
-REPORT
-cat <<REPORT
 
 Archive-push of the same $nseg segments of pgbench traffic, one process per segment, in turn:
 
@@ -503,5 +415,119 @@ Per segment, pgBackRest / lifeboat: $(ratio push_pgbr push_lb) (plain), $(ratio 
 Sustained archiving, archive_command = lifeboat wal-push:
 
 $(cat "$work/sustained")
-Total run time of this script: $(( $(date +%s) - began )) s.
 REPORT
+
+# ---------------------------------------------------------------- 5. S3 through TLS
+# start_s3: Garage behind stunnel, with a private CA; returns 1 (part 5 is
+# then skipped) when something does not come up.
+start_s3() {
+  local node= ok=0
+  rpcport=$(freeport); s3port=$(freeport); tlsport=$(freeport)
+  mkdir -p "$work/garage" "$work/tls"
+  cat > "$work/garage/garage.toml" <<TOML
+metadata_dir = "$work/garage/meta"
+data_dir = "$work/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpcport"
+rpc_public_addr = "127.0.0.1:$rpcport"
+rpc_secret = "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3port"
+root_domain = ".s3.garage.localhost"
+TOML
+  RUST_LOG=warn garage -c "$work/garage/garage.toml" server > "$work/garage/log" 2>&1 &
+  garage_pid=$!
+  # Wait until the node answers over RPC, not only until its key exists.
+  for _ in $(seq 100); do
+    node=$(g node id -q 2>/dev/null) && g status >/dev/null 2>&1 && { ok=1; break; }
+    sleep 0.2
+  done
+  [ "$ok" = 1 ] || { echo "pitr.sh: garage did not start:" >&2; tail -n 5 "$work/garage/log" >&2; return 1; }
+  g layout assign -z dc1 -c 10G "${node%%@*}" >/dev/null || return 1
+  g layout apply --version 1 >/dev/null || return 1
+  key_id=GK$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'); secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  g key import --yes -n bench "$key_id" "$secret" >/dev/null || return 1
+  g bucket create bench >/dev/null || return 1
+  g bucket allow --read --write --owner bench --key bench >/dev/null || return 1
+  printf '%s' "$key_id" > "$work/s3-key-id"; printf '%s' "$secret" > "$work/s3-secret"
+  # A private CA and a server certificate for localhost / 127.0.0.1
+  # (rustls refuses a CA certificate used as the server's own).
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$work/tls/ca.key" -out "$work/tls/ca.pem" 2>/dev/null || return 1
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$work/tls/server.key" -out "$work/tls/server.csr" 2>/dev/null || return 1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$work/tls/ext"
+  openssl x509 -req -in "$work/tls/server.csr" -CA "$work/tls/ca.pem" -CAkey "$work/tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$work/tls/ext" -out "$work/tls/server.pem" 2>/dev/null || return 1
+  cat > "$work/tls/stunnel.conf" <<CONF
+foreground = yes
+debug = 4
+pid =
+[s3]
+accept = 127.0.0.1:$tlsport
+connect = 127.0.0.1:$s3port
+cert = $work/tls/server.pem
+key = $work/tls/server.key
+CONF
+  stunnel "$work/tls/stunnel.conf" > "$work/tls/log" 2>&1 &
+  stunnel_pid=$!
+  ok=0
+  for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$tlsport") 2>/dev/null && { ok=1; break; }; sleep 0.1; done
+  [ "$ok" = 1 ] || { echo "pitr.sh: stunnel did not start:" >&2; tail -n 5 "$work/tls/log" >&2; return 1; }
+  lifeboat_policy "$work/lb-s3.yaml" "  url: s3://bench/lifeboat
+  endpoint: https://localhost:$tlsport
+  region: garage
+  path_style: true
+  access_key_id: { file: $work/s3-key-id }
+  secret_access_key: { file: $work/s3-secret }"
+  pgbr_conf "$work/pgbr-s3.conf" bench "repo1-type=s3" "repo1-path=/pgbackrest" "repo1-retention-full=99" \
+    "repo1-s3-bucket=bench" "repo1-s3-endpoint=localhost" "repo1-storage-port=$tlsport" \
+    "repo1-s3-region=garage" "repo1-s3-uri-style=path" "repo1-s3-key=$key_id" "repo1-s3-key-secret=$secret" \
+    "repo1-storage-ca-file=$work/tls/ca.pem"
+  chown -R postgres "$work"
+  chmod 600 "$work/pgbr-s3.conf" "$work/s3-secret"
+  pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench stanza-create >>"$work/cmd.log" 2>&1 || {
+    echo "pitr.sh: pgbackrest stanza-create on S3 failed:" >&2; tail -n 10 "$work/cmd.log" >&2; return 1; }
+}
+g() { garage -c "$work/garage/garage.toml" "$@"; }
+if ! command -v garage >/dev/null || ! command -v stunnel >/dev/null; then
+  log "5. skipped: garage or stunnel is not installed"
+  echo "S3 through TLS: not measured (garage or stunnel is not installed)."
+elif log "5. S3: Garage behind stunnel (TLS)" && ! start_s3; then
+  echo "S3 through TLS: not measured (the S3 endpoint did not come up; see above)."
+else
+  # rustls-native-certs (the AWS SDK's trust store) reads SSL_CERT_FILE.
+  export SSL_CERT_FILE=$work/tls/ca.pem
+  set_archive "pgbackrest --config=$work/pgbr-s3.conf --stanza=bench archive-push %p && SSL_CERT_FILE=$work/tls/ca.pem $lb -q wal-push --policy $work/lb-s3.yaml %p"
+  pg pgbackrest --config="$work/pgbr-s3.conf" --stanza=bench check
+  wait_archived
+  for r in $(seq "$runs"); do
+    log "5. S3 base backups and restores, round $r of $runs"
+    for n in $(rotated "$r" s3_lb_base s3_pgbr_base1 s3_pgbr_base2); do step "$n"; done
+    for n in $(rotated "$r" s3_lb_restore s3_pgbr_restore1 s3_pgbr_restore2); do step "$n"; done
+  done
+  cat <<REPORT
+
+S3 (Garage on loopback behind stunnel TLS, both tools verifying the certificate), median of $runs runs:
+
+| run | wall s | CPU s | written MB | all wall s |
+|---|---:|---:|---:|---|
+$(row "lifeboat backup --kind base" s3_lb_base)
+$(row "pgbackrest backup --type=full, process-max=1" s3_pgbr_base1)
+$(row "pgbackrest backup --type=full, process-max=2" s3_pgbr_base2)
+$(row "lifeboat restore --to-datadir --until latest" s3_lb_restore s3_lb_restore)
+$(row "  … + sync" s3_lb_restore_sync)
+$(row "pgbackrest restore, process-max=1" s3_pgbr_restore1 s3_pgbr_restore1)
+$(row "  … + sync" s3_pgbr_restore1_sync)
+$(row "pgbackrest restore, process-max=2" s3_pgbr_restore2 s3_pgbr_restore2)
+$(row "  … + sync" s3_pgbr_restore2_sync)
+
+Ratios (pgBackRest wall / lifeboat wall):
+- base backup: vs process-max=1 $(ratio s3_pgbr_base1 s3_lb_base), vs process-max=2 $(ratio s3_pgbr_base2 s3_lb_base)
+- restore: vs process-max=1 $(ratio s3_pgbr_restore1 s3_lb_restore), vs process-max=2 $(ratio s3_pgbr_restore2 s3_lb_restore); with sync: $(ratio s3_pgbr_restore1_sync s3_lb_restore_sync), $(ratio s3_pgbr_restore2_sync s3_lb_restore_sync)
+REPORT
+fi
+echo
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). Total run time of this script: $(( $(date +%s) - began )) s."
