@@ -141,6 +141,31 @@ impl Run<'_> {
         });
     }
 
+    /// Stores a small artifact held in memory (an inventory, a manifest)
+    /// and records it.
+    async fn store_small(
+        &mut self,
+        file: &str,
+        name: String,
+        kind: &str,
+        database: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(), BackupError> {
+        let key = self.key(file);
+        let writer = self.repo.store().create(&key).await?;
+        let pending = pipeline::encode(
+            std::io::Cursor::new(body),
+            &self.settings,
+            &key,
+            writer,
+            None,
+        )
+        .await?;
+        let enc = pending.commit().await?;
+        self.record(name, kind, database, key, enc);
+        Ok(())
+    }
+
     /// Streams a child's stdout into a new artifact, not yet visible, and
     /// waits for the child. The caller commits the artifact only if the
     /// child's exit status (returned alongside) is a success: a dump tool
@@ -376,25 +401,15 @@ async fn backup_postgres(
         run.record(format!("db/{db}"), "pg-dump-custom", Some(db), key, enc);
         let _ = snap_client.batch_execute("COMMIT").await;
 
-        let inv_key = run.key(&format!("inventory-{safe}.json"));
         let body = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
-        let writer = run.repo.store().create(&inv_key).await?;
-        let pending = pipeline::encode(
-            std::io::Cursor::new(body),
-            &run.settings,
-            &inv_key,
-            writer,
-            None,
-        )
-        .await?;
-        let enc = pending.commit().await?;
-        run.record(
+        run.store_small(
+            &format!("inventory-{safe}.json"),
             format!("inventory/{db}"),
             "inventory-json",
             Some(db),
-            inv_key,
-            enc,
-        );
+            body,
+        )
+        .await?;
     }
 
     Ok(Manifest {
@@ -564,24 +579,14 @@ async fn backup_postgres_base(
     tracing::info!(source = %source_name, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), start = %start_lsn, stop = %stop_lsn, timeline, "base backup streamed");
     run.record("base".into(), "pg-base-tar", None, key, enc);
 
-    let manifest_key = run.key("backup_manifest");
-    let writer = run.repo.store().create(&manifest_key).await?;
-    let pending = pipeline::encode(
-        std::io::Cursor::new(backup_manifest),
-        &run.settings,
-        &manifest_key,
-        writer,
-        None,
-    )
-    .await?;
-    let enc = pending.commit().await?;
-    run.record(
+    run.store_small(
+        "backup_manifest",
         "backup_manifest".into(),
         "pg-backup-manifest",
         None,
-        manifest_key,
-        enc,
-    );
+        backup_manifest,
+    )
+    .await?;
 
     Ok(Manifest {
         format: repository::FORMAT_VERSION,
@@ -797,26 +802,15 @@ async fn backup_mysql(
     run.record("dump".into(), "mysql-dump-sql", None, key, enc);
 
     for inv in inventories {
-        let safe = key_safe(&inv.database);
-        let inv_key = run.key(&format!("inventory-{safe}.json"));
         let body = serde_json::to_vec_pretty(&inv).expect("inventory serializes");
-        let writer = run.repo.store().create(&inv_key).await?;
-        let pending = pipeline::encode(
-            std::io::Cursor::new(body),
-            &run.settings,
-            &inv_key,
-            writer,
-            None,
-        )
-        .await?;
-        let enc = pending.commit().await?;
-        run.record(
+        run.store_small(
+            &format!("inventory-{}.json", key_safe(&inv.database)),
             format!("inventory/{}", inv.database),
             "mysql-inventory-json",
             Some(&inv.database),
-            inv_key,
-            enc,
-        );
+            body,
+        )
+        .await?;
     }
 
     Ok(Manifest {

@@ -46,8 +46,6 @@ use crate::storage::StorageError;
 pub enum BinlogError {
     #[error("the binary log is off on {host}:{port}: there is nothing to archive. Set log_bin=ON (or log_bin=<basename>), server_id=<unique number> and binlog_format=ROW in the server's configuration ([mysqld] section) and restart it")]
     BinlogOff { host: String, port: u16 },
-    #[error("cannot find {tool} in {looked}; install mariadb-client (or mysql-client for MySQL) or set bin_dir in the policy")]
-    ToolMissing { tool: String, looked: String },
     #[error("the binlog stream from {host}:{port} stopped: {source}")]
     Stream {
         host: String,
@@ -185,29 +183,6 @@ pub fn event_boundary(path: &Path, from: u64, size: u64) -> std::io::Result<u64>
     Ok(pos)
 }
 
-fn find_tool(bin_dir: Option<&Path>) -> Result<PathBuf, BinlogError> {
-    let dirs: Vec<PathBuf> = match bin_dir {
-        Some(d) => vec![d.to_path_buf()],
-        None => std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect())
-            .unwrap_or_default(),
-    };
-    let mut looked = Vec::new();
-    for name in ["mariadb-binlog", "mysqlbinlog"] {
-        for d in &dirs {
-            let p = d.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-            looked.push(p.display().to_string());
-        }
-    }
-    Err(BinlogError::ToolMissing {
-        tool: "mariadb-binlog or mysqlbinlog".into(),
-        looked: looked.join(", "),
-    })
-}
-
 impl Archiver<'_> {
     /// Runs until a shutdown is requested, restarting the stream with
     /// backoff when it stops.
@@ -218,9 +193,10 @@ impl Archiver<'_> {
             match self.stream_once().await {
                 Ok(()) => return Ok(()),
                 // Configuration problems do not heal by retrying.
-                Err(e @ (BinlogError::BinlogOff { .. } | BinlogError::ToolMissing { .. })) => {
-                    return Err(e)
-                }
+                Err(
+                    e @ (BinlogError::BinlogOff { .. }
+                    | BinlogError::Mysql(MyError::ToolMissing { .. })),
+                ) => return Err(e),
                 Err(e) => {
                     if began.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_secs(1);
@@ -272,7 +248,10 @@ impl Archiver<'_> {
         };
         tracing::info!(source = %self.source, start = %start, "binlog archiving started");
 
-        let tool = find_tool(self.bin_dir.as_deref())?;
+        let tool = crate::source::mysql::find_tool(
+            self.bin_dir.as_deref(),
+            &["mariadb-binlog", "mysqlbinlog"],
+        )?;
         let spool = tempfile::Builder::new()
             .prefix("lifeboat-binlog-")
             .tempdir()

@@ -30,8 +30,6 @@ pub enum MyRestoreError {
     TargetNotEmpty { target: String, databases: String },
     #[error("inventory artifact {key} cannot be read: {detail}")]
     BadInventory { key: String, detail: String },
-    #[error("cannot find the mariadb or mysql client in {looked}; install mariadb-client or set bin_dir in the policy")]
-    ClientMissing { looked: String },
     #[error("loading the dump into {target} failed: {source}. Loads are not atomic: databases {databases} may be partly restored; drop them and restore again")]
     Load {
         target: String,
@@ -133,26 +131,8 @@ pub async fn plan(
 }
 
 /// The client for loading: `mariadb`, else `mysql`.
-fn find_client(bin_dir: Option<&std::path::Path>) -> Result<std::path::PathBuf, MyRestoreError> {
-    let dirs: Vec<std::path::PathBuf> = match bin_dir {
-        Some(d) => vec![d.to_path_buf()],
-        None => std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect())
-            .unwrap_or_default(),
-    };
-    let mut looked = Vec::new();
-    for name in ["mariadb", "mysql"] {
-        for d in &dirs {
-            let p = d.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-            looked.push(p.display().to_string());
-        }
-    }
-    Err(MyRestoreError::ClientMissing {
-        looked: looked.join(", "),
-    })
+fn find_client(bin_dir: Option<&std::path::Path>) -> Result<std::path::PathBuf, MyError> {
+    my::find_tool(bin_dir, &["mariadb", "mysql"])
 }
 
 /// Loads the dump and checks the result against the inventories.
@@ -597,22 +577,9 @@ pub async fn replay(
     identities: Arc<Identities>,
     bin_dir: Option<&std::path::Path>,
 ) -> Result<(), ReplayError> {
-    let client = find_client(bin_dir)?;
-    let binlog_tool = ["mariadb-binlog", "mysqlbinlog"]
-        .iter()
-        .flat_map(|n| {
-            let dirs: Vec<std::path::PathBuf> = match bin_dir {
-                Some(d) => vec![d.to_path_buf()],
-                None => std::env::var_os("PATH")
-                    .map(|p| std::env::split_paths(&p).collect())
-                    .unwrap_or_default(),
-            };
-            dirs.into_iter().map(move |d| d.join(n))
-        })
-        .find(|p| p.is_file())
-        .ok_or_else(|| MyRestoreError::ClientMissing {
-            looked: "PATH (mariadb-binlog, mysqlbinlog)".into(),
-        })?;
+    let client = find_client(bin_dir).map_err(MyRestoreError::from)?;
+    let binlog_tool =
+        my::find_tool(bin_dir, &["mariadb-binlog", "mysqlbinlog"]).map_err(MyRestoreError::from)?;
     let target_name = format!("{}:{}", target.host, target.port);
     let defaults = target.defaults_file().map_err(MyRestoreError::from)?;
     let mut cmd = tokio::process::Command::new(&client);

@@ -334,13 +334,9 @@ pub async fn take_inventory(
     })
 }
 
-/// The dump tool for this server: `mariadb-dump` for MariaDB (falling back
-/// to `mysqldump`, its old name), `mysqldump` for MySQL.
-pub fn find_dump_tool(bin_dir: Option<&Path>, flavor: Flavor) -> Result<PathBuf, MyError> {
-    let names: &[&str] = match flavor {
-        Flavor::Mariadb => &["mariadb-dump", "mysqldump"],
-        Flavor::Mysql => &["mysqldump"],
-    };
+/// Finds the first of `names` in `bin_dir`, else on `PATH`. The error
+/// lists where it looked.
+pub fn find_tool(bin_dir: Option<&Path>, names: &[&str]) -> Result<PathBuf, MyError> {
     let dirs: Vec<PathBuf> = match bin_dir {
         Some(d) => vec![d.to_path_buf()],
         None => std::env::var_os("PATH")
@@ -365,6 +361,15 @@ pub fn find_dump_tool(bin_dir: Option<&Path>, flavor: Flavor) -> Result<PathBuf,
             looked.join(", ")
         },
     })
+}
+
+/// The dump tool for this server: `mariadb-dump` for MariaDB (falling back
+/// to `mysqldump`, its old name), `mysqldump` for MySQL.
+pub fn find_dump_tool(bin_dir: Option<&Path>, flavor: Flavor) -> Result<PathBuf, MyError> {
+    match flavor {
+        Flavor::Mariadb => find_tool(bin_dir, &["mariadb-dump", "mysqldump"]),
+        Flavor::Mysql => find_tool(bin_dir, &["mysqldump"]),
+    }
 }
 
 /// The arguments of a consistent logical dump (after `--defaults-extra-file`).
