@@ -108,12 +108,15 @@ pub enum PitrError {
 
 /// A target behind a hole in the archive.
 #[derive(Debug, thiserror::Error)]
-#[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at {reach_lsn} (segment {last}, archived {last_at}). Restore to a point before it (--until-lsn {reach_lsn}), or put the segment back")]
+#[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at {reach_lsn} (segment {last}, archived {last_at}). Restore to a point before it (--until-lsn {latest_target} is the latest the archive allows), or put the segment back")]
 pub struct GapError {
     pub target: String,
     pub missing: String,
     pub backup: String,
     pub reach_lsn: Lsn,
+    /// The newest `--until-lsn` the archive can reach: a target at
+    /// `reach_lsn` itself needs the record there, in the missing segment.
+    pub latest_target: Lsn,
     pub last: String,
     pub last_at: String,
 }
@@ -257,6 +260,7 @@ pub async fn plan(
                 missing: missing.clone(),
                 backup: manifest.id.clone(),
                 reach_lsn: reach.end_lsn,
+                latest_target: Lsn(reach.end_lsn.0.saturating_sub(1)),
                 last,
                 last_at: when(reach.last_archived_at),
             })),

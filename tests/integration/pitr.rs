@@ -464,10 +464,20 @@ fn unreachable_targets_missing_segments_and_wrong_keys_are_refused() {
     let victim = segments[0].clone();
     std::fs::remove_dir_all(wal_dir.join(&victim)).unwrap();
 
-    restore(&lb, &d, &["--until", "latest"]).fails_with(
+    let refused = restore(&lb, &d, &["--until", "latest"]);
+    refused.fails_with(
         4,
         &[&format!("WAL segment {victim} is missing from the archive")],
     );
+    // The LSN the message suggests is one the archive can reach.
+    let hint = refused
+        .stderr
+        .split("--until-lsn ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the refusal suggests an --until-lsn")
+        .to_string();
+    restore(&lb, &d, &["--until-lsn", &hint, "--dry-run"]).ok();
     let v = lb.run(&["wal-verify", "--source", "main-db"]);
     assert_eq!(v.code, 4, "{v:?}");
     assert!(v.stdout.contains(&victim), "{}", v.stdout);
