@@ -242,35 +242,48 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 report.globals_warnings
             );
         }
-        if inv.passed() {
-            println!(
-                "inventory: {} tables, {} rows and {} large objects, all match the backup",
-                inv.tables_checked, inv.rows_expected, inv.large_objects_expected
-            );
-        } else {
-            println!(
-                "inventory: MISMATCH in {} of {} tables",
-                inv.mismatches.len(),
-                inv.tables_checked
-            );
-            for m in &inv.mismatches {
-                match m.found {
-                    Some(f) => println!("  {}: expected {} rows, found {f}", m.table, m.expected),
-                    None => println!("  {}: expected {} rows, table missing", m.table, m.expected),
-                }
-            }
-            if inv.large_objects_expected != inv.large_objects_found {
-                println!(
-                    "  large objects: expected {}, found {}",
-                    inv.large_objects_expected, inv.large_objects_found
-                );
-            }
-        }
+        print_inventory(inv, true);
     }
     if inv.passed() {
         Ok(Outcome::Ok.into())
     } else {
         eprintln!("error: the restored database differs from the backup's inventory");
         Ok(Outcome::Integrity.into())
+    }
+}
+
+/// Prints the comparison with the backup's inventory (`large_objects`:
+/// PostgreSQL also counts large objects).
+pub(super) fn print_inventory(inv: &crate::restore::InventoryCheck, large_objects: bool) {
+    if inv.passed() {
+        if large_objects {
+            println!(
+                "inventory: {} tables, {} rows and {} large objects, all match the backup",
+                inv.tables_checked, inv.rows_expected, inv.large_objects_expected
+            );
+        } else {
+            println!(
+                "inventory: {} tables and {} rows, all match the backup",
+                inv.tables_checked, inv.rows_expected
+            );
+        }
+        return;
+    }
+    println!(
+        "inventory: MISMATCH in {} of {} tables",
+        inv.mismatches.len(),
+        inv.tables_checked
+    );
+    for m in &inv.mismatches {
+        match m.found {
+            Some(f) => println!("  {}: expected {} rows, found {f}", m.table, m.expected),
+            None => println!("  {}: expected {} rows, table missing", m.table, m.expected),
+        }
+    }
+    if inv.large_objects_expected != inv.large_objects_found {
+        println!(
+            "  large objects: expected {}, found {}",
+            inv.large_objects_expected, inv.large_objects_found
+        );
     }
 }

@@ -187,24 +187,7 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
             report.plan.target,
             report.seconds
         );
-        if inv.passed() {
-            println!(
-                "inventory: {} tables and {} rows, all match the backup",
-                inv.tables_checked, inv.rows_expected
-            );
-        } else {
-            println!(
-                "inventory: MISMATCH in {} of {} tables",
-                inv.mismatches.len(),
-                inv.tables_checked
-            );
-            for m in &inv.mismatches {
-                match m.found {
-                    Some(f) => println!("  {}: expected {} rows, found {f}", m.table, m.expected),
-                    None => println!("  {}: expected {} rows, table missing", m.table, m.expected),
-                }
-            }
-        }
+        super::restore::print_inventory(inv, false);
     }
     if inv.passed() {
         Ok(Outcome::Ok.into())
