@@ -659,15 +659,20 @@ pub struct Source {
     /// mariadb-dump or mysqldump.
     #[serde(default)]
     pub mysql: Option<MysqlSource>,
+    /// A Kubernetes cluster whose configuration (the objects of some
+    /// namespaces) is exported.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSource>,
 }
 
 impl Source {
     /// The source's kind.
     pub fn kind(&self) -> SourceKind<'_> {
-        match (&self.postgres, &self.mysql) {
-            (Some(pg), _) => SourceKind::Postgres(pg),
-            (None, Some(my)) => SourceKind::Mysql(my),
-            (None, None) => unreachable!("validated at load: every source has a kind"),
+        match (&self.postgres, &self.mysql, &self.kubernetes) {
+            (Some(pg), _, _) => SourceKind::Postgres(pg),
+            (None, Some(my), _) => SourceKind::Mysql(my),
+            (None, None, Some(k)) => SourceKind::Kubernetes(k),
+            (None, None, None) => unreachable!("validated at load: every source has a kind"),
         }
     }
 }
@@ -677,6 +682,68 @@ impl Source {
 pub enum SourceKind<'a> {
     Postgres(&'a PostgresSource),
     Mysql(&'a MysqlSource),
+    Kubernetes(&'a KubernetesSource),
+}
+
+/// A Kubernetes cluster: which namespaces (and cluster-scoped kinds) to
+/// export. Every resource type the server offers is included, custom
+/// resources too, except those that are never configuration (events,
+/// endpoints, leases...) and those named in `exclude_resources`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSource {
+    /// kubeconfig file. Default: KUBECONFIG or ~/.kube/config, then the
+    /// Pod's service account when running in the cluster.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context. Default: the current context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// `all`, or a list of namespace names.
+    #[serde(default)]
+    pub namespaces: Option<Namespaces>,
+    /// Namespaces by label selector instead (`team=payments,env!=dev`).
+    #[serde(default)]
+    pub namespace_selector: Option<String>,
+    /// With `all` or a selector: namespaces left out. Default:
+    /// kube-system, kube-public, kube-node-lease.
+    #[serde(default)]
+    pub exclude_namespaces: Option<Vec<String>>,
+    /// Cluster-scoped kinds to export too, by kind or plural name
+    /// (`CustomResourceDefinition`, `clusterroles`, `storageclasses`).
+    #[serde(default)]
+    pub cluster_resources: Vec<String>,
+    /// Resource types left out, by kind, plural or short name, optionally
+    /// with the group (`secrets`, `certificates.cert-manager.io`).
+    #[serde(default)]
+    pub exclude_resources: Vec<String>,
+}
+
+impl KubernetesSource {
+    /// The namespaces left out of `all` or a selector.
+    pub fn excluded_namespaces(&self) -> Vec<String> {
+        self.exclude_namespaces.clone().unwrap_or_else(|| {
+            ["kube-system", "kube-public", "kube-node-lease"]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+}
+
+/// Which namespaces a Kubernetes source exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Namespaces {
+    All,
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Namespaces {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Databases::deserialize_named(d, "namespaces", "namespace")? {
+            Databases::All => Ok(Namespaces::All),
+            Databases::List(l) => Ok(Namespaces::List(l)),
+        }
+    }
 }
 
 /// A MySQL or MariaDB server.
@@ -779,18 +846,34 @@ pub enum Databases {
 
 impl<'de> Deserialize<'de> for Databases {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
+        Databases::deserialize_named(d, "databases", "database")
+    }
+}
+
+impl Databases {
+    /// `all` or a non-empty list of names; `field` and `what` name them in
+    /// messages.
+    fn deserialize_named<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        field: &'static str,
+        what: &'static str,
+    ) -> Result<Self, D::Error> {
+        struct V {
+            field: &'static str,
+            what: &'static str,
+        }
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Databases;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`all` or a list of database names")
+                write!(f, "`all` or a list of {} names", self.what)
             }
             fn visit_str<E: serde::de::Error>(self, w: &str) -> Result<Databases, E> {
                 if w == "all" {
                     Ok(Databases::All)
                 } else {
                     Err(E::custom(format!(
-                        "databases: '{w}' is neither 'all' nor a list; write `databases: all` or `databases: [{w}]`"
+                        "{f}: '{w}' is neither 'all' nor a list; write `{f}: all` or `{f}: [{w}]`",
+                        f = self.field
                     )))
                 }
             }
@@ -803,14 +886,16 @@ impl<'de> Deserialize<'de> for Databases {
                     out.push(name);
                 }
                 if out.is_empty() {
-                    return Err(serde::de::Error::custom(
-                        "databases: the list is empty; name at least one database or write `databases: all`",
-                    ));
+                    return Err(serde::de::Error::custom(format!(
+                        "{f}: the list is empty; name at least one {w} or write `{f}: all`",
+                        f = self.field,
+                        w = self.what
+                    )));
                 }
                 Ok(Databases::List(out))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V { field, what })
     }
 }
 
@@ -908,6 +993,9 @@ impl Policy {
                     abs(p);
                 }
             }
+            if let Some(p) = src.kubernetes.as_mut().and_then(|k| k.kubeconfig.as_mut()) {
+                abs(p);
+            }
             if let Some(my) = &mut src.mysql {
                 if let Some(SecretRef::File(p)) = &mut my.password {
                     abs(p);
@@ -993,20 +1081,58 @@ impl Policy {
             if !seen.insert(s.name.as_str()) {
                 return Err(invalid(format!("two sources are named '{}'", s.name)));
             }
-            match (&s.postgres, &s.mysql) {
-                (None, None) => {
+            let kinds: Vec<&str> = [
+                ("postgres", s.postgres.is_some()),
+                ("mysql", s.mysql.is_some()),
+                ("kubernetes", s.kubernetes.is_some()),
+            ]
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+            match kinds.as_slice() {
+                [] => {
                     return Err(invalid(format!(
-                        "source '{}' has no kind; add a `postgres:` or `mysql:` block",
+                        "source '{}' has no kind; add a `postgres:`, `mysql:` or `kubernetes:` block",
                         s.name
                     )))
                 }
-                (Some(_), Some(_)) => {
+                [_] => {}
+                [a, b, ..] => {
                     return Err(invalid(format!(
-                        "source '{}' has both a `postgres:` and a `mysql:` block; one source is one server, split it in two",
+                        "source '{}' has both a `{a}:` and a `{b}:` block; one source is one system, split it in two",
                         s.name
                     )))
                 }
-                _ => {}
+            }
+            if let Some(k) = &s.kubernetes {
+                match (&k.namespaces, &k.namespace_selector) {
+                    (None, None) => {
+                        return Err(invalid(format!(
+                            "source '{}': say which namespaces to export: `namespaces: [prod]`, `namespaces: all` or `namespace_selector: team=payments`",
+                            s.name
+                        )))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(format!(
+                            "source '{}': give either `namespaces:` or `namespace_selector:`, not both",
+                            s.name
+                        )))
+                    }
+                    (Some(Namespaces::List(_)), None) if k.exclude_namespaces.is_some() => {
+                        return Err(invalid(format!(
+                            "source '{}': `exclude_namespaces:` applies to `namespaces: all` and `namespace_selector:`; with a list, just leave the namespace out",
+                            s.name
+                        )))
+                    }
+                    (None, Some(sel)) if sel.trim().is_empty() => {
+                        return Err(invalid(format!(
+                            "source '{}': namespace_selector is empty; write a label selector like `team=payments`",
+                            s.name
+                        )))
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())

@@ -77,7 +77,8 @@ pub struct Manifest {
     pub id: String,
     pub policy: String,
     pub source: String,
-    /// What kind of backup: `postgres-dump`, `postgres-base`, `mysql-dump`.
+    /// What kind of backup: `postgres-dump`, `postgres-base`, `mysql-dump`,
+    /// `kubernetes-export`.
     pub kind: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -94,6 +95,10 @@ pub struct Manifest {
     /// at (point-in-time recovery replays binlogs from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog: Option<crate::source::mysql::BinlogPoint>,
+    /// For Kubernetes exports: the server, the namespaces, and object
+    /// counts per namespace and kind (no contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::source::kubernetes::KubeExport>,
 }
 
 /// What a physical base backup needs from the WAL archive to be restored.

@@ -68,6 +68,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 human_bytes(m.stored_size()),
                 secs
             );
+            if let Some(k) = &m.kubernetes {
+                let skipped: u64 = k.skipped.iter().map(|s| s.count).sum();
+                println!(
+                    "  {} objects from namespaces {} ({} left out as controller- or server-owned)",
+                    k.objects(),
+                    k.namespaces.join(", "),
+                    skipped
+                );
+            }
         }
         done.push(m);
     }

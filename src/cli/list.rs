@@ -51,15 +51,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(outcome.into());
     }
     println!(
-        "{:<24} {:<16} {:<6} {:<20} {:>8} {:>10} {:>10} {:>9}",
+        "{:<24} {:<16} {:<10} {:<20} {:>8} {:>10} {:>10} {:>9}",
         "ID", "SOURCE", "KIND", "STARTED (UTC)", "SECONDS", "READ", "STORED", "ARTIFACTS"
     );
     for m in backups {
         println!(
-            "{:<24} {:<16} {:<6} {:<20} {:>8.1} {:>10} {:>10} {:>9}",
+            "{:<24} {:<16} {:<10} {:<20} {:>8.1} {:>10} {:>10} {:>9}",
             m.id,
             m.source,
-            m.kind.strip_prefix("postgres-").unwrap_or(&m.kind),
+            match m.kind.as_str() {
+                "kubernetes-export" => "k8s-export",
+                k => k.strip_prefix("postgres-").unwrap_or(k),
+            },
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
             human_bytes(m.plaintext_size()),

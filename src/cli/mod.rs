@@ -8,6 +8,7 @@ mod list;
 mod pitr;
 mod policy;
 mod restore;
+mod restore_kube;
 mod restore_mysql;
 mod verify;
 mod wal;
@@ -29,14 +30,16 @@ Exit codes:
   4  not found: a backup or object is missing, or the WAL archive cannot reach the recovery target
   5  refused: the restore target is not empty (see --clean)
   6  wrong key: the identity cannot decrypt the backup
+  7  partly restored: a Kubernetes restore finished, but the server rejected some objects (the table names them)
   255  wal-fetch only: a failure other than 'not archived', so PostgreSQL stops recovery
   130/143  interrupted by SIGINT/SIGTERM (cleaned up: nothing half-written is listed)
 
 Logs go to stderr (RUST_LOG=debug for more), results to stdout.";
 
-/// Backups of PostgreSQL you can trust during an incident: streamed,
-/// compressed, age-encrypted, verified; dumps, or base backups with a
-/// continuous WAL archive for point-in-time recovery.
+/// Backups you can trust during an incident: PostgreSQL and MySQL/MariaDB
+/// dumps, base backups with a continuous WAL or binlog archive for
+/// point-in-time recovery, and Kubernetes configuration exports; streamed,
+/// compressed, age-encrypted, verified.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -68,8 +71,8 @@ enum Command {
     /// Check stored backups: sizes and hashes without a key; with
     /// --read-data --identity, decrypt and check the plaintext too.
     Verify(verify::Args),
-    /// Restore a PostgreSQL database from a backup. Shows the plan first;
-    /// --dry-run stops there.
+    /// Restore a backup: a PostgreSQL or MySQL database, a point in time,
+    /// or Kubernetes objects. Shows the plan first; --dry-run stops there.
     Restore(Box<restore::Args>),
     /// Archive one WAL file (PostgreSQL's archive_command).
     WalPush(wal::PushArgs),
@@ -182,6 +185,7 @@ pub enum Outcome {
     NotFound = 4,
     Refused = 5,
     WrongKey = 6,
+    Partial = 7,
 }
 
 impl From<Outcome> for ExitCode {
@@ -310,6 +314,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 W::Conflict { .. } | W::Ambiguous { .. } => Outcome::Integrity,
                 W::Pipeline(p) => pipeline(p),
                 W::Storage(s) => storage(s),
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::restore::kubernetes::KubeRestoreError>()
+        {
+            use crate::restore::kubernetes::KubeRestoreError as K;
+            match e {
+                K::WrongKind { .. } | K::BadMapping(_) | K::MappingCollision { .. } => {
+                    Outcome::Usage
+                }
+                K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
+                K::DirNotEmpty(_) => Outcome::Refused,
+                K::BadExport { .. } => Outcome::Integrity,
+                K::Pipeline(p) => pipeline(p),
                 _ => Outcome::Failure,
             }
         } else if cause.downcast_ref::<UsageError>().is_some() {

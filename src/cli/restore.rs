@@ -24,7 +24,14 @@ lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n
 MySQL/MariaDB: --to mysql://root@host:3307/ loads the newest dump before the target, then replays the\n\
 archived binlogs (--until TIME, --until-position binlog.000005:1234, --until-gtid 0-1-42, --until latest).\n\
 The newest base backup consistent before the target is unpacked and checked with pg_verifybackup;\n\
-recovery fetches WAL with `lifeboat wal-fetch`. Run it as the data directory's owner (postgres).")]
+recovery fetches WAL with `lifeboat wal-fetch`. Run it as the data directory's owner (postgres).\n\n\
+Kubernetes (a `kubernetes` source): objects are applied with server-side apply in dependency order:\n  \
+lifeboat restore --policy app.yaml --source cluster-config --identity lifeboat.key \\\n      \
+--namespace-map prod:drill-2026-11 [--include deployments,configmaps] [--exclude secrets] [--dry-run]\n  \
+lifeboat restore ... --to-dir ./export     # plain YAML files and apply.sh, for kubectl\n\
+Without --namespace-map or --namespace, every namespace and the cluster-scoped objects are restored\n\
+into their original names. Existing objects are left alone unless --overwrite. A table lists every\n\
+object: created, unchanged, skipped (why) or FAILED (the server's message); exit 7 if any failed.")]
 pub struct Args {
     // Fields are read by the dump restore here and by `super::pitr`.
     /// The policy file.
@@ -41,11 +48,7 @@ pub struct Args {
     pub(super) identity: Option<PathBuf>,
     /// Target: postgres://user@host:port/dbname. Without a database name,
     /// the original name is used.
-    #[arg(
-        long,
-        required_unless_present = "to_datadir",
-        conflicts_with = "to_datadir"
-    )]
+    #[arg(long, conflicts_with_all = ["to_datadir", "to_dir"])]
     pub(super) to: Option<String>,
     /// Point-in-time recovery: unpack a base backup into this new (or
     /// empty) data directory and set it up to replay the WAL archive.
@@ -113,6 +116,89 @@ pub struct Args {
     /// Print the plan and the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
+
+    /// Kubernetes: restore namespace FROM into TO (repeatable, or
+    /// comma-separated). Only mapped namespaces are restored, unless
+    /// --namespace names more. A copy in another namespace is made
+    /// harmless unless --live.
+    #[arg(
+        long,
+        value_name = "FROM:TO",
+        value_delimiter = ',',
+        help_heading = "Kubernetes"
+    )]
+    pub(super) namespace_map: Vec<String>,
+    /// Kubernetes: restore only these namespaces of the backup.
+    #[arg(
+        long,
+        value_name = "NS",
+        value_delimiter = ',',
+        help_heading = "Kubernetes"
+    )]
+    pub(super) namespace: Vec<String>,
+    /// Kubernetes: restore only these kinds (kind or plural name:
+    /// deployments,configmaps).
+    #[arg(
+        long,
+        value_name = "KINDS",
+        value_delimiter = ',',
+        help_heading = "Kubernetes"
+    )]
+    pub(super) include: Vec<String>,
+    /// Kubernetes: do not restore these kinds (secrets).
+    #[arg(
+        long,
+        value_name = "KINDS",
+        value_delimiter = ',',
+        help_heading = "Kubernetes"
+    )]
+    pub(super) exclude: Vec<String>,
+    /// Kubernetes: replace objects that exist and differ (server-side
+    /// apply, taking over fields). Default: leave them alone.
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) overwrite: bool,
+    /// Kubernetes: restore a copy in another namespace as is (replicas,
+    /// CronJobs, load balancers, Ingresses), not made harmless.
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) live: bool,
+    /// Kubernetes: also restore cluster-scoped objects (CRDs, ClusterRoles...)
+    /// when restoring some namespaces or into mapped ones.
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) cluster_resources: bool,
+    /// Kubernetes: write the decrypted objects as YAML files into this new
+    /// folder (with apply.sh for kubectl) instead of applying them.
+    #[arg(long, value_name = "DIR", help_heading = "Kubernetes")]
+    pub(super) to_dir: Option<PathBuf>,
+    /// Kubernetes: kubeconfig of the target cluster (default: the
+    /// source's).
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) kubeconfig: Option<PathBuf>,
+    /// Kubernetes: kubeconfig context of the target cluster (default: the
+    /// source's, then the current one).
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) context: Option<String>,
+}
+
+impl Args {
+    /// The Kubernetes-only flags given, for refusing them elsewhere.
+    pub(super) fn kubernetes_flags(&self) -> Vec<&'static str> {
+        [
+            ("--namespace-map", !self.namespace_map.is_empty()),
+            ("--namespace", !self.namespace.is_empty()),
+            ("--include", !self.include.is_empty()),
+            ("--exclude", !self.exclude.is_empty()),
+            ("--overwrite", self.overwrite),
+            ("--live", self.live),
+            ("--cluster-resources", self.cluster_resources),
+            ("--to-dir", self.to_dir.is_some()),
+            ("--kubeconfig", self.kubeconfig.is_some()),
+            ("--context", self.context.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| f)
+        .collect()
+    }
 }
 
 fn print_plan(plan: &Plan) {
@@ -152,11 +238,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let policy = crate::policy::Policy::load(&args.policy)?;
     let source = policy.source(&args.source)?;
+    if let crate::policy::SourceKind::Kubernetes(k) = source.kind() {
+        return super::restore_kube::run(args, &policy, k).await;
+    }
+    if let Some(flag) = args.kubernetes_flags().first() {
+        return Err(super::UsageError(format!(
+            "{flag} is for Kubernetes sources; source '{}' is a database",
+            args.source
+        ))
+        .into());
+    }
+    let Some(to) = args.to.as_deref() else {
+        return Err(super::UsageError(
+            "say where to restore: --to postgres://user@host:port/db (or mysql://...), or --to-datadir DIR for point-in-time recovery".into(),
+        )
+        .into());
+    };
     let bin_dir = match source.kind() {
         crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
         crate::policy::SourceKind::Mysql(my) => {
             return super::restore_mysql::run(args, &policy, my).await;
         }
+        crate::policy::SourceKind::Kubernetes(_) => unreachable!("handled above"),
     };
     if args.until.is_some() || args.until_position.is_some() || args.until_gtid.is_some() {
         return Err(super::UsageError(
@@ -165,8 +268,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into());
     }
     let (target, target_database, password_in_url) =
-        PgConn::from_url(args.to.as_deref().expect("clap requires --to"))
-            .map_err(super::UsageError)?;
+        PgConn::from_url(to).map_err(super::UsageError)?;
     if password_in_url {
         tracing::warn!("the --to URL contains a password, which other users can see in `ps`; prefer PGPASSWORD");
     }

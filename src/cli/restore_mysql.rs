@@ -94,7 +94,7 @@ fn print_plan(plan: &MyPlan) {
 }
 
 pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Result<ExitCode> {
-    let to = args.to.as_deref().expect("clap requires --to");
+    let to = args.to.as_deref().expect("checked by restore::run");
     let (target, password_in_url) =
         mysql::parse_url(to, std::env::var("MYSQL_PWD").ok()).map_err(UsageError)?;
     if password_in_url {

@@ -4,6 +4,8 @@
 mod harness;
 
 mod failures;
+mod kube_server;
+mod kubernetes;
 mod mysql;
 mod pipeline;
 mod pitr;

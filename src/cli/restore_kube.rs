@@ -1,0 +1,205 @@
+//! `lifeboat restore` of a Kubernetes source.
+
+use std::process::ExitCode;
+
+use super::restore::Args;
+use super::{Outcome, UsageError};
+use crate::policy::{KubernetesSource, Policy};
+use crate::restore::kubernetes::{self as kr, Options, Plan, Report};
+use crate::source::kubernetes::{Cluster, ConnectOptions};
+
+fn refuse_database_flags(args: &Args) -> Result<(), UsageError> {
+    let db_flags = [
+        ("--to", args.to.is_some()),
+        ("--to-datadir", args.to_datadir.is_some()),
+        ("--until", args.until.is_some()),
+        ("--database", args.database.is_some()),
+        ("--clean", args.clean),
+        ("--globals", args.globals),
+    ];
+    if let Some((flag, _)) = db_flags.iter().find(|(_, set)| *set) {
+        return Err(UsageError(format!(
+            "{flag} is for database sources; source '{}' is a Kubernetes cluster (see --namespace-map, --to-dir)",
+            args.source
+        )));
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &Plan, backup: &str, target: &str) {
+    println!("Restore plan");
+    println!("  backup      {backup}");
+    println!("  target      {target}");
+    for (from, to) in &plan.namespaces {
+        if from == to {
+            println!("  namespace   {from}");
+        } else {
+            println!("  namespace   {from} -> {to}");
+        }
+    }
+    let skipped = plan.objects.iter().filter(|p| p.skip.is_some()).count();
+    println!(
+        "  objects     {} to apply, {} skipped by the harmless-copy rules, {} not selected",
+        plan.objects.len() - skipped,
+        skipped,
+        plan.not_selected
+    );
+}
+
+fn print_report(report: &Report) {
+    let width = |f: &dyn Fn(&kr::ObjectResult) -> usize, min: usize| {
+        report.objects.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let wn = width(&|o| o.namespace.as_deref().unwrap_or("-").len(), 9);
+    let wk = width(&|o| o.kind.len(), 4);
+    let wname = width(&|o| o.name.len(), 4).min(60);
+    println!(
+        "{:<wn$}  {:<wk$}  {:<wname$}  {:<12}  DETAIL",
+        "NAMESPACE", "KIND", "NAME", "RESULT"
+    );
+    for o in &report.objects {
+        println!(
+            "{:<wn$}  {:<wk$}  {:<wname$}  {:<12}  {}",
+            o.namespace.as_deref().unwrap_or("-"),
+            o.kind,
+            o.name,
+            o.outcome.label(),
+            o.detail
+        );
+    }
+    use kr::Outcome as O;
+    let mut parts = Vec::new();
+    for outcome in [
+        O::Created,
+        O::Updated,
+        O::WouldCreate,
+        O::WouldUpdate,
+        O::Unchanged,
+        O::Skipped,
+        O::Failed,
+    ] {
+        let n = report.count(outcome);
+        if n > 0 {
+            parts.push(format!("{n} {}", outcome.label().to_lowercase()));
+        }
+    }
+    println!(
+        "{} objects in {:.1}s: {}{}",
+        report.objects.len(),
+        report.seconds,
+        parts.join(", "),
+        if report.dry_run {
+            " (dry run: nothing was changed)"
+        } else {
+            ""
+        }
+    );
+}
+
+pub async fn run(
+    args: Args,
+    policy: &Policy,
+    source: &KubernetesSource,
+) -> anyhow::Result<ExitCode> {
+    refuse_database_flags(&args)?;
+    let opts = Options {
+        namespaces: args.namespace.clone(),
+        namespace_map: kr::parse_mapping(&args.namespace_map)?,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        overwrite: args.overwrite,
+        live: args.live,
+        cluster_resources: args.cluster_resources,
+    };
+    let identities = super::identities(&args.identity, "restore")?;
+    let repo = super::open(policy, false).await?;
+    let manifest = repo
+        .find_backup_of_kind(
+            policy.name.as_str(),
+            &args.source,
+            &args.backup,
+            Some("kubernetes-export"),
+        )
+        .await?;
+    tracing::info!(backup = %manifest.id, "reading and verifying the export");
+    let objects = kr::load(&repo, &manifest, identities).await?;
+
+    if let Some(dir) = &args.to_dir {
+        let plan = kr::plan(&manifest, objects, &opts, false)?;
+        let written = kr::write_dir(&plan, dir)?;
+        if args.json {
+            super::print_json(&serde_json::json!({
+                "backup": manifest.id,
+                "dir": dir,
+                "files": written,
+                "not_selected": plan.not_selected,
+            }));
+        } else {
+            println!(
+                "wrote {written} objects of backup {} to {} ({} not selected)",
+                manifest.id,
+                dir.display(),
+                plan.not_selected
+            );
+            println!(
+                "apply them with: sh {}/apply.sh [--context NAME]",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "warning: {} holds Secrets in plaintext (files are readable by you only); delete it when done",
+            dir.display()
+        );
+        return Ok(Outcome::Ok.into());
+    }
+
+    let plan = kr::plan(&manifest, objects, &opts, true)?;
+    let connect = ConnectOptions {
+        kubeconfig: args
+            .kubeconfig
+            .clone()
+            .or_else(|| source.kubeconfig.clone()),
+        context: args.context.clone().or_else(|| {
+            // Another kubeconfig means another cluster: the source's
+            // context name need not exist there.
+            args.kubeconfig
+                .is_none()
+                .then(|| source.context.clone())
+                .flatten()
+        }),
+    };
+    let cluster = Cluster::connect(&connect).await?;
+    let target = format!("{} (context {})", cluster.server, cluster.context);
+    if !args.json {
+        print_plan(&plan, &manifest.id, &target);
+    }
+    let report = tokio::select! {
+        r = kr::execute(&cluster, plan, &opts, args.dry_run, &manifest.id) => r?,
+        _ = crate::shutdown::requested() => {
+            return Err(anyhow::anyhow!("restore stopped: the objects applied so far stay; run the same restore again to finish (existing objects are left alone)"));
+        }
+    };
+    if args.json {
+        super::print_json(&report);
+    } else {
+        print_report(&report);
+    }
+    if report.failed() {
+        let first = report
+            .objects
+            .iter()
+            .find(|o| o.outcome == kr::Outcome::Failed)
+            .expect("failed() found one");
+        eprintln!(
+            "error: {} of {} objects failed; the first: {} {}/{}: {}",
+            report.count(kr::Outcome::Failed),
+            report.objects.len(),
+            first.kind,
+            first.namespace.as_deref().unwrap_or("-"),
+            first.name,
+            first.detail
+        );
+        return Ok(Outcome::Partial.into());
+    }
+    Ok(Outcome::Ok.into())
+}

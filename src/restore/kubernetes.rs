@@ -1,0 +1,1135 @@
+//! Restoring a Kubernetes export: into the same cluster, a fresh one, or a
+//! scratch namespace.
+//!
+//! The export is decrypted and fully verified before anything is applied.
+//! Objects are applied with server-side apply in dependency order (CRDs,
+//! waiting until they are established; Namespaces; ServiceAccounts;
+//! ConfigMaps; Secrets; volume claims; Services; RBAC; workloads; the
+//! rest). `--namespace-map` rewrites namespaces, also where objects refer
+//! to one (RoleBinding subjects). Into a namespace other than the
+//! original the copy is made harmless unless `--live`: workloads at zero
+//! replicas, Jobs and CronJobs suspended, node ports and load balancers
+//! turned into ClusterIP Services, Ingresses, routes, autoscalers and bare
+//! Pods skipped. Existing objects are left alone unless `--overwrite`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::keys::Identities;
+use crate::pipeline::{self, PipelineError};
+use crate::repository::{Manifest, Repository};
+use crate::source::kubernetes::{
+    object_name, object_namespace, remove_node_ports, yaml, Cluster, Discovery, KubeError,
+    ResourceType,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeRestoreError {
+    #[error(transparent)]
+    Kube(Box<KubeError>),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("backup {backup} is a {kind} backup, not a Kubernetes export; pick a backup of a `kubernetes` source")]
+    WrongKind { backup: String, kind: String },
+    #[error("backup {backup} has no `objects` artifact; its manifest is damaged")]
+    MissingArtifact { backup: String },
+    #[error("the export {key} is not a readable tar at {path}: {detail}")]
+    BadExport {
+        key: String,
+        path: String,
+        detail: String,
+    },
+    #[error("namespace '{namespace}' is not in backup {backup} (it holds: {available})")]
+    NoSuchNamespace {
+        namespace: String,
+        backup: String,
+        available: String,
+    },
+    #[error("--namespace-map '{0}' is not FROM:TO (e.g. prod:drill-2026-11)")]
+    BadMapping(String),
+    #[error("--namespace-map maps both '{a}' and '{b}' to '{to}'; each target namespace can receive one source namespace")]
+    MappingCollision { a: String, b: String, to: String },
+    #[error("--to-dir {0} exists and is not empty; name a new or empty folder")]
+    DirNotEmpty(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<KubeError> for KubeRestoreError {
+    fn from(e: KubeError) -> Self {
+        KubeRestoreError::Kube(Box::new(e))
+    }
+}
+
+/// What to restore and how.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only these source namespaces, besides the mapped ones (both empty:
+    /// all).
+    pub namespaces: Vec<String>,
+    /// Source namespace → target namespace.
+    pub namespace_map: BTreeMap<String, String>,
+    /// Only these kinds (kind or plural name; empty: all).
+    pub include: Vec<String>,
+    /// Not these kinds.
+    pub exclude: Vec<String>,
+    /// Replace objects that exist and differ (server-side apply, forced).
+    pub overwrite: bool,
+    /// Restore a copy as is, even into another namespace.
+    pub live: bool,
+    /// Restore cluster-scoped objects even when restoring a subset of
+    /// namespaces or into mapped ones.
+    pub cluster_resources: bool,
+}
+
+/// Parses `FROM:TO` pairs.
+pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, KubeRestoreError> {
+    let mut map = BTreeMap::new();
+    let mut targets: BTreeMap<String, String> = BTreeMap::new();
+    for p in pairs {
+        let (from, to) = p
+            .split_once(':')
+            .filter(|(f, t)| valid_namespace(f) && valid_namespace(t))
+            .ok_or_else(|| KubeRestoreError::BadMapping(p.clone()))?;
+        if let Some(a) = targets.insert(to.to_string(), from.to_string()) {
+            if a != from {
+                return Err(KubeRestoreError::MappingCollision {
+                    a,
+                    b: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+        }
+        map.insert(from.to_string(), to.to_string());
+    }
+    Ok(map)
+}
+
+/// A DNS label (RFC 1123), as namespace names are.
+fn valid_namespace(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// One object read from an export.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: String,
+    pub obj: Value,
+}
+
+/// Decrypts and verifies the export, then reads its objects. Nothing is
+/// returned unless every byte checked out.
+pub async fn load(
+    repo: &Repository,
+    manifest: &Manifest,
+    identities: Arc<Identities>,
+) -> Result<Vec<Exported>, KubeRestoreError> {
+    if manifest.kind != "kubernetes-export" {
+        return Err(KubeRestoreError::WrongKind {
+            backup: manifest.id.clone(),
+            kind: manifest.kind.clone(),
+        });
+    }
+    let artifact =
+        manifest
+            .artifact("objects")
+            .ok_or_else(|| KubeRestoreError::MissingArtifact {
+                backup: manifest.id.clone(),
+            })?;
+    let bytes =
+        pipeline::decode_to_vec(repo.store().as_ref(), &artifact.expected(), identities).await?;
+    let key = artifact.key.clone();
+    tokio::task::spawn_blocking(move || read_tar(&bytes, &key))
+        .await
+        .map_err(|e| KubeRestoreError::BadExport {
+            key: artifact.key.clone(),
+            path: "-".into(),
+            detail: e.to_string(),
+        })?
+}
+
+fn read_tar(bytes: &[u8], key: &str) -> Result<Vec<Exported>, KubeRestoreError> {
+    use std::io::Read;
+    let bad = |path: &str, detail: String| KubeRestoreError::BadExport {
+        key: key.to_string(),
+        path: path.to_string(),
+        detail,
+    };
+    let mut archive = tar::Archive::new(bytes);
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(|e| bad("-", e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad("-", e.to_string()))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad("-", e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        if !path.ends_with(".yaml") {
+            continue;
+        }
+        let mut text = String::new();
+        entry
+            .read_to_string(&mut text)
+            .map_err(|e| bad(&path, e.to_string()))?;
+        let obj: Value = serde_yaml::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
+        out.push(Exported { path, obj });
+    }
+    Ok(out)
+}
+
+/// Restore order: what others depend on first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    CustomResourceDefinitions,
+    Namespaces,
+    ServiceAccounts,
+    ConfigMaps,
+    Secrets,
+    Storage,
+    Services,
+    Rbac,
+    Workloads,
+    Rest,
+}
+
+impl Stage {
+    pub fn of(api_version: &str, kind: &str) -> Stage {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        match (group, kind) {
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                Stage::CustomResourceDefinitions
+            }
+            ("", "Namespace") => Stage::Namespaces,
+            ("", "ServiceAccount") => Stage::ServiceAccounts,
+            ("", "ConfigMap") => Stage::ConfigMaps,
+            ("", "Secret") => Stage::Secrets,
+            ("", "PersistentVolumeClaim" | "LimitRange" | "ResourceQuota")
+            | ("storage.k8s.io", "StorageClass") => Stage::Storage,
+            ("", "Service") => Stage::Services,
+            ("rbac.authorization.k8s.io", _) => Stage::Rbac,
+            ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+            | ("batch", "Job" | "CronJob")
+            | ("", "Pod" | "ReplicationController") => Stage::Workloads,
+            _ => Stage::Rest,
+        }
+    }
+}
+
+/// One object the restore will handle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub stage: Stage,
+    /// Namespace in the backup, and where it goes (None: cluster-scoped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// Why it is not applied, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
+    /// What the restore changed (the harmless-copy rules, references).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    #[serde(skip)]
+    pub obj: Value,
+}
+
+/// The objects selected, transformed and ordered; and how many were not
+/// selected.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub objects: Vec<Planned>,
+    pub not_selected: usize,
+    /// Source namespaces restored, with their targets.
+    pub namespaces: BTreeMap<String, String>,
+}
+
+/// The plural resource names recorded in the manifest, for matching
+/// --include/--exclude without a server.
+fn known_types(manifest: &Manifest) -> Vec<ResourceType> {
+    let mut out: Vec<ResourceType> = Vec::new();
+    if let Some(k) = &manifest.kubernetes {
+        for c in &k.counts {
+            if out
+                .iter()
+                .any(|t| t.kind == c.kind && t.api_version() == c.api_version)
+            {
+                continue;
+            }
+            let (group, version) = match c.api_version.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), c.api_version.clone()),
+            };
+            out.push(ResourceType {
+                group,
+                version,
+                kind: c.kind.clone(),
+                plural: c.resource.clone(),
+                singular: c.kind.to_ascii_lowercase(),
+                namespaced: !c.namespace.is_empty(),
+                verbs: Vec::new(),
+                short_names: Vec::new(),
+                preferred: true,
+            });
+        }
+    }
+    out
+}
+
+fn type_of(known: &[ResourceType], api_version: &str, kind: &str) -> ResourceType {
+    known
+        .iter()
+        .find(|t| t.kind == kind && t.api_version() == api_version)
+        .cloned()
+        .unwrap_or_else(|| {
+            let (group, version) = match api_version.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), api_version.to_string()),
+            };
+            ResourceType {
+                group,
+                version,
+                kind: kind.to_string(),
+                plural: format!("{}s", kind.to_ascii_lowercase()),
+                singular: kind.to_ascii_lowercase(),
+                namespaced: true,
+                verbs: Vec::new(),
+                short_names: Vec::new(),
+                preferred: true,
+            }
+        })
+}
+
+/// Selects, rewrites and orders the objects. `harmless` applies the
+/// harmless-copy rules (off for `--to-dir`).
+pub fn plan(
+    manifest: &Manifest,
+    objects: Vec<Exported>,
+    opts: &Options,
+    harmless: bool,
+) -> Result<Plan, KubeRestoreError> {
+    let available: BTreeSet<String> = objects
+        .iter()
+        .filter_map(|e| home_namespace(&e.obj).map(str::to_string))
+        .collect();
+    // The named and the mapped namespaces; all of them when none is given.
+    let whole = opts.namespaces.is_empty() && opts.namespace_map.is_empty();
+    let wanted: BTreeSet<String> = if whole {
+        available.clone()
+    } else {
+        opts.namespaces
+            .iter()
+            .chain(opts.namespace_map.keys())
+            .cloned()
+            .collect()
+    };
+    for ns in &wanted {
+        if !available.contains(ns) {
+            return Err(KubeRestoreError::NoSuchNamespace {
+                namespace: ns.clone(),
+                backup: manifest.id.clone(),
+                available: available.iter().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    let known = known_types(manifest);
+    let mut out = Vec::new();
+    let mut not_selected = 0;
+    for Exported { obj, .. } in objects {
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = object_name(&obj).to_string();
+        let home = home_namespace(&obj).map(str::to_string);
+        let is_namespace = api_version == "v1" && kind == "Namespace";
+        let rt = type_of(&known, &api_version, &kind);
+        let selected = match &home {
+            Some(ns) => wanted.contains(ns),
+            None => whole || opts.cluster_resources,
+        } && (is_namespace
+            || ((opts.include.is_empty() || opts.include.iter().any(|i| rt.matches(i)))
+                && !opts.exclude.iter().any(|e| rt.matches(e))));
+        if !selected {
+            not_selected += 1;
+            continue;
+        }
+        let target = home.as_ref().map(|ns| {
+            opts.namespace_map
+                .get(ns)
+                .cloned()
+                .unwrap_or_else(|| ns.clone())
+        });
+        let mut p = Planned {
+            stage: Stage::of(&api_version, &kind),
+            source_namespace: home.clone(),
+            namespace: target.clone(),
+            name: if is_namespace {
+                target.clone().unwrap_or(name)
+            } else {
+                name
+            },
+            api_version,
+            kind,
+            skip: None,
+            changes: Vec::new(),
+            obj,
+        };
+        rewrite_namespaces(&mut p, &opts.namespace_map);
+        let copy = home.is_some() && home != target;
+        if copy && p.api_version == "v1" && p.kind == "Service" {
+            release_node_ports(&mut p);
+        }
+        if harmless && !opts.live && copy {
+            make_harmless(&mut p);
+        }
+        out.push(p);
+    }
+    out.sort_by(|a, b| {
+        (a.stage, &a.namespace, &a.kind, &a.name).cmp(&(b.stage, &b.namespace, &b.kind, &b.name))
+    });
+    let namespaces = wanted
+        .iter()
+        .map(|ns| {
+            (
+                ns.clone(),
+                opts.namespace_map
+                    .get(ns)
+                    .cloned()
+                    .unwrap_or_else(|| ns.clone()),
+            )
+        })
+        .collect();
+    Ok(Plan {
+        objects: out,
+        not_selected,
+        namespaces,
+    })
+}
+
+/// The namespace an object belongs to: its own, or for a Namespace its
+/// name.
+fn home_namespace(obj: &Value) -> Option<&str> {
+    if obj.get("kind").and_then(Value::as_str) == Some("Namespace")
+        && obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+    {
+        return Some(object_name(obj));
+    }
+    object_namespace(obj)
+}
+
+/// Moves the object into its target namespace and rewrites references to
+/// mapped namespaces anywhere in it (`namespace: prod` in RoleBinding
+/// subjects, webhook service references, `namespaces: [prod]` in affinity
+/// terms and policies).
+fn rewrite_namespaces(p: &mut Planned, map: &BTreeMap<String, String>) {
+    let is_namespace = p.api_version == "v1" && p.kind == "Namespace";
+    if let Some(meta) = p.obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if is_namespace {
+            meta.insert("name".into(), Value::String(p.name.clone()));
+        } else if let Some(ns) = &p.namespace {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
+    }
+    if map.is_empty() {
+        return;
+    }
+    let mut rewritten = 0;
+    if let Some(obj) = p.obj.as_object_mut() {
+        for (key, value) in obj.iter_mut() {
+            if key != "metadata" {
+                rewrite_refs(value, map, &mut rewritten);
+            }
+        }
+    }
+    if rewritten > 0 {
+        p.changes.push(format!(
+            "{rewritten} namespace reference{} rewritten",
+            if rewritten == 1 { "" } else { "s" }
+        ));
+    }
+}
+
+fn rewrite_refs(v: &mut Value, map: &BTreeMap<String, String>, n: &mut usize) {
+    match v {
+        Value::Object(obj) => {
+            for (key, value) in obj.iter_mut() {
+                match (key.as_str(), &mut *value) {
+                    ("namespace", Value::String(s)) => {
+                        if let Some(to) = map.get(s.as_str()) {
+                            *s = to.clone();
+                            *n += 1;
+                        }
+                    }
+                    ("namespaces", Value::Array(items)) => {
+                        for item in items {
+                            if let Value::String(s) = item {
+                                if let Some(to) = map.get(s.as_str()) {
+                                    *s = to.clone();
+                                    *n += 1;
+                                }
+                            }
+                        }
+                    }
+                    _ => rewrite_refs(value, map, n),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| rewrite_refs(i, map, n)),
+        _ => {}
+    }
+}
+
+/// A copy's Service cannot hold the original's node ports (they are
+/// cluster-wide): the server assigns free ones.
+fn release_node_ports(p: &mut Planned) {
+    let Some(spec) = p.obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let had = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .is_some_and(|ports| ports.iter().any(|port| port.get("nodePort").is_some()));
+    if had {
+        remove_node_ports(spec);
+        p.changes.push("node ports reassigned by the server".into());
+    }
+}
+
+/// Annotation recording what the harmless-copy rules changed.
+pub const HARMLESS_ANNOTATION: &str = "lifeboat.dev/harmless-copy";
+
+/// Makes a copy in another namespace unable to take traffic or do work.
+fn make_harmless(p: &mut Planned) {
+    let group = p.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let skip = |why: &str| Some(format!("{why}; --live restores it"));
+    match (group, p.kind.as_str()) {
+        ("networking.k8s.io" | "extensions", "Ingress") => {
+            p.skip = skip("an Ingress would route live traffic to the copy");
+            return;
+        }
+        ("gateway.networking.k8s.io", kind) if kind.ends_with("Route") => {
+            p.skip = skip("a route would send live traffic to the copy");
+            return;
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            p.skip = skip("an autoscaler would scale the copy's workloads up");
+            return;
+        }
+        ("", "Pod") => {
+            p.skip = skip("a bare Pod would run");
+            return;
+        }
+        _ => {}
+    }
+    let Some(spec) = p.obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut change = None;
+    match (group, p.kind.as_str()) {
+        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController") => {
+            let was = spec.get("replicas").and_then(Value::as_i64).unwrap_or(1);
+            if was != 0 {
+                spec.insert("replicas".into(), 0.into());
+                change = Some(format!("replicas {was} -> 0"));
+            }
+        }
+        ("apps", "DaemonSet") => {
+            if let Some(pod) = spec
+                .get_mut("template")
+                .and_then(|t| t.get_mut("spec"))
+                .and_then(Value::as_object_mut)
+            {
+                let selector = pod
+                    .entry("nodeSelector")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(sel) = selector.as_object_mut() {
+                    sel.insert(HARMLESS_ANNOTATION.into(), "true".into());
+                }
+                change = Some(format!(
+                    "node selector {HARMLESS_ANNOTATION}=true (runs on no node)"
+                ));
+            }
+        }
+        ("batch", "CronJob" | "Job")
+            if spec.get("suspend").and_then(Value::as_bool) != Some(true) =>
+        {
+            spec.insert("suspend".into(), true.into());
+            change = Some("suspended".to_string());
+        }
+        ("", "Service") => {
+            let ty = spec
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP")
+                .to_string();
+            let claims_ips = spec.get("externalIPs").is_some();
+            if ty == "NodePort" || ty == "LoadBalancer" || claims_ips {
+                spec.insert("type".into(), "ClusterIP".into());
+                for field in [
+                    "externalIPs",
+                    "loadBalancerIP",
+                    "loadBalancerSourceRanges",
+                    "loadBalancerClass",
+                    "externalTrafficPolicy",
+                    "allocateLoadBalancerNodePorts",
+                    "healthCheckNodePort",
+                ] {
+                    spec.remove(field);
+                }
+                remove_node_ports(spec);
+                change = Some(format!("type {ty} -> ClusterIP"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(change) = change {
+        if let Some(meta) = p.obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(HARMLESS_ANNOTATION.into(), Value::String(change.clone()));
+            }
+        }
+        p.changes.push(change);
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    Skipped,
+    Failed,
+    /// Dry run: would be created / replaced.
+    WouldCreate,
+    WouldUpdate,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "FAILED",
+            Outcome::WouldCreate => "would create",
+            Outcome::WouldUpdate => "would update",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub outcome: Outcome,
+    /// Why it was skipped, the server's message when it failed, or what
+    /// the restore changed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backup: String,
+    pub server: String,
+    pub dry_run: bool,
+    pub objects: Vec<ObjectResult>,
+    pub not_selected: usize,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.objects.iter().filter(|o| o.outcome == outcome).count()
+    }
+    pub fn failed(&self) -> bool {
+        self.count(Outcome::Failed) > 0
+    }
+}
+
+/// Whether every field of `want` has the same value in `have` (what the
+/// server added, defaults and status, does not count).
+fn contained(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => want == have,
+    }
+}
+
+/// How many objects are applied at once within a stage.
+const PARALLEL: usize = 8;
+/// How long a restored CRD may take to become established.
+const CRD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Applies the plan, stage by stage. A permission or connection problem
+/// that affects everything stops the restore; an object the server
+/// rejects is reported and the rest go on.
+pub async fn execute(
+    cluster: &Cluster,
+    plan: Plan,
+    opts: &Options,
+    dry_run: bool,
+    backup: &str,
+) -> Result<Report, KubeRestoreError> {
+    let started = std::time::Instant::now();
+    let mut discovery = cluster.discover().await?;
+    let mut results: Vec<ObjectResult> = Vec::with_capacity(plan.objects.len());
+    let total = plan.objects.len();
+    let mut stages: BTreeMap<Stage, Vec<Planned>> = BTreeMap::new();
+    for p in plan.objects {
+        stages.entry(p.stage).or_default().push(p);
+    }
+    for (stage, objects) in stages {
+        use futures::StreamExt;
+        let discovery_ref = &discovery;
+        let mut done: Vec<(usize, ObjectResult)> =
+            futures::stream::iter(objects.iter().enumerate())
+                .map(|(i, p)| async move {
+                    (i, apply_one(cluster, discovery_ref, p, opts, dry_run).await)
+                })
+                .buffer_unordered(PARALLEL)
+                .map(|(i, r)| r.map(|r| (i, r)))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+        done.sort_by_key(|(i, _)| *i);
+        let mut stage_results: Vec<ObjectResult> = done.into_iter().map(|(_, r)| r).collect();
+        if stage == Stage::CustomResourceDefinitions && !dry_run {
+            wait_established(cluster, &discovery, &mut stage_results).await?;
+            // The new types are served now: look again.
+            discovery = cluster.discover().await?;
+        }
+        let failed = stage_results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count();
+        tracing::info!(stage = ?stage, objects = stage_results.len(), failed, done = results.len() + stage_results.len(), total, "stage restored");
+        results.extend(stage_results);
+    }
+    Ok(Report {
+        backup: backup.to_string(),
+        server: cluster.server.clone(),
+        dry_run,
+        objects: results,
+        not_selected: plan.not_selected,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn apply_one(
+    cluster: &Cluster,
+    discovery: &Discovery,
+    p: &Planned,
+    opts: &Options,
+    dry_run: bool,
+) -> Result<ObjectResult, KubeRestoreError> {
+    let mut result = ObjectResult {
+        namespace: p.namespace.clone(),
+        api_version: p.api_version.clone(),
+        kind: p.kind.clone(),
+        name: p.name.clone(),
+        outcome: Outcome::Skipped,
+        detail: p.changes.join("; "),
+    };
+    if let Some(why) = &p.skip {
+        result.detail = why.clone();
+        return Ok(result);
+    }
+    let Some(rt) = discovery.find(&p.api_version, &p.kind) else {
+        result.outcome = Outcome::Failed;
+        result.detail = format!(
+            "the server has no resource type {} {}: install its CustomResourceDefinition first (restoring the backup's CRDs needs --cluster-resources when restoring part of it)",
+            p.api_version, p.kind
+        );
+        return Ok(result);
+    };
+    let namespace = if rt.namespaced {
+        p.namespace.as_deref()
+    } else {
+        None
+    };
+    let outcome = async {
+        let existing = cluster.get(rt, namespace, &p.name).await?;
+        Ok::<_, KubeError>(match existing {
+            Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
+            Some(_) if !opts.overwrite => (
+                Outcome::Skipped,
+                Some("exists and differs; left alone (--overwrite replaces it)".to_string()),
+            ),
+            Some(_) if dry_run => (Outcome::WouldUpdate, None),
+            Some(_) => {
+                cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
+                (Outcome::Updated, None)
+            }
+            None if dry_run => (Outcome::WouldCreate, None),
+            None => {
+                cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
+                (Outcome::Created, None)
+            }
+        })
+    }
+    .await;
+    match outcome {
+        Ok((o, detail)) => {
+            result.outcome = o;
+            if let Some(d) = detail {
+                result.detail = d;
+            }
+        }
+        // Everything else would fail the same way: stop.
+        Err(e @ (KubeError::Unreachable { .. } | KubeError::Unauthorized { .. })) => {
+            return Err(e.into())
+        }
+        Err(KubeError::Api { code, message, .. }) => {
+            result.outcome = Outcome::Failed;
+            result.detail = format!("{code}: {message}");
+        }
+        Err(e) => {
+            result.outcome = Outcome::Failed;
+            result.detail = e.to_string();
+        }
+    }
+    Ok(result)
+}
+
+/// Waits until every CRD just applied reports `Established`; one that
+/// does not in time is marked failed.
+async fn wait_established(
+    cluster: &Cluster,
+    discovery: &Discovery,
+    results: &mut [ObjectResult],
+) -> Result<(), KubeRestoreError> {
+    let Some(rt) = discovery.find("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + CRD_TIMEOUT;
+    for r in results.iter_mut() {
+        if !matches!(r.outcome, Outcome::Created | Outcome::Updated) {
+            continue;
+        }
+        loop {
+            let crd = cluster.get(rt, None, &r.name).await?;
+            let established = crd
+                .as_ref()
+                .and_then(|c| c.pointer("/status/conditions"))
+                .and_then(Value::as_array)
+                .is_some_and(|conds| {
+                    conds.iter().any(|c| {
+                        c.get("type").and_then(Value::as_str) == Some("Established")
+                            && c.get("status").and_then(Value::as_str) == Some("True")
+                    })
+                });
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                r.outcome = Outcome::Failed;
+                r.detail = format!(
+                    "not established after {} s; its custom resources cannot be restored",
+                    CRD_TIMEOUT.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the selected objects as plain YAML files
+/// (`DIR/namespace/group-version-Kind/name.yaml`) and `DIR/apply.sh`,
+/// which applies them with kubectl in dependency order. Files are 0600
+/// and folders 0700: Secrets are in plaintext there.
+pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let write_err = |path: &Path, source: std::io::Error| KubeRestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|e| write_err(dir, e))?;
+        if entries.next().is_some() {
+            return Err(KubeRestoreError::DirNotEmpty(dir.to_path_buf()));
+        }
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    builder.create(dir).map_err(|e| write_err(dir, e))?;
+    let mut written = 0;
+    // Folders in the order kubectl should apply them.
+    let mut order: Vec<(Stage, String)> = Vec::new();
+    for p in &plan.objects {
+        let rel = crate::source::kubernetes::entry_path(
+            p.namespace.as_deref().filter(|_| p.kind != "Namespace"),
+            &p.api_version,
+            &p.kind,
+            &p.name,
+        );
+        let path = dir.join(&rel);
+        let folder = path.parent().expect("entry paths have a folder");
+        builder.create(folder).map_err(|e| write_err(folder, e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| write_err(&path, e))?;
+        use std::io::Write;
+        file.write_all(yaml::to_yaml(&p.obj).as_bytes())
+            .map_err(|e| write_err(&path, e))?;
+        written += 1;
+        let folder_rel = rel
+            .rsplit_once('/')
+            .map(|(f, _)| f.to_string())
+            .unwrap_or_default();
+        if !order.iter().any(|(_, f)| *f == folder_rel) {
+            order.push((p.stage, folder_rel));
+        }
+    }
+    order.sort();
+    let mut script = String::from(
+        "#!/bin/sh\n# Applies this export with kubectl in dependency order (written by lifeboat restore --to-dir).\n# Usage: sh apply.sh [kubectl flags, e.g. --context prod --dry-run=server]\nset -e\ncd \"$(dirname \"$0\")\"\n",
+    );
+    let mut crds_done = false;
+    for (stage, folder) in &order {
+        if *stage > Stage::CustomResourceDefinitions && !crds_done {
+            crds_done = true;
+            if order[0].0 == Stage::CustomResourceDefinitions {
+                script.push_str("kubectl wait \"$@\" --for condition=established --timeout=60s -f _cluster/apiextensions.k8s.io-v1-CustomResourceDefinition/\n");
+            }
+        }
+        script.push_str(&format!(
+            "kubectl apply \"$@\" --server-side -f '{folder}/'\n"
+        ));
+    }
+    let script_path = dir.join("apply.sh");
+    std::fs::write(&script_path, script).map_err(|e| write_err(&script_path, e))?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(json!({
+            "format": 1, "id": "20261123T000000Z-abcd", "policy": "p", "source": "s",
+            "kind": "kubernetes-export", "started_at": "2026-11-23T00:00:00Z", "finished_at": "2026-11-23T00:00:01Z",
+            "server_version": "Kubernetes v1.32.0", "tool_version": "lifeboat", "dump_tool_version": "x",
+            "artifacts": []
+        }))
+        .unwrap()
+    }
+
+    fn exported(obj: Value) -> Exported {
+        Exported {
+            path: String::new(),
+            obj,
+        }
+    }
+
+    #[test]
+    fn mapping_rewrites_namespaces_and_references_and_makes_a_harmless_copy() {
+        let objects = vec![
+            exported(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+            ),
+            exported(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "prod"}, "spec": {"replicas": 3}}),
+            ),
+            exported(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb", "namespace": "prod"},
+                "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "prod"}, {"kind": "ServiceAccount", "name": "m", "namespace": "monitoring"}]}),
+            ),
+            exported(
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": "prod"}}),
+            ),
+            exported(
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": "prod"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}], "externalTrafficPolicy": "Local"}}),
+            ),
+            exported(
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "prod"}, "spec": {"schedule": "* * * * *"}}),
+            ),
+            exported(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+            ),
+            exported(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "other"}}),
+            ),
+            exported(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cr"}}),
+            ),
+        ];
+        let opts = Options {
+            namespace_map: parse_mapping(&["prod:drill".into()]).unwrap(),
+            ..Default::default()
+        };
+        let plan = plan(&manifest(), objects, &opts, true).unwrap();
+        assert_eq!(plan.not_selected, 3, "other namespace and the cluster role");
+        let by_kind = |k: &str| plan.objects.iter().find(|p| p.kind == k).unwrap();
+        assert_eq!(plan.objects[0].kind, "Namespace");
+        assert_eq!(
+            by_kind("Namespace").obj,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}})
+        );
+        let d = by_kind("Deployment");
+        assert_eq!(d.obj.pointer("/metadata/namespace"), Some(&json!("drill")));
+        assert_eq!(d.obj.pointer("/spec/replicas"), Some(&json!(0)));
+        assert_eq!(
+            d.obj
+                .pointer("/metadata/annotations/lifeboat.dev~1harmless-copy"),
+            Some(&json!("replicas 3 -> 0"))
+        );
+        let rb = by_kind("RoleBinding");
+        assert_eq!(
+            rb.obj.pointer("/subjects/0/namespace"),
+            Some(&json!("drill"))
+        );
+        assert_eq!(
+            rb.obj.pointer("/subjects/1/namespace"),
+            Some(&json!("monitoring"))
+        );
+        assert!(by_kind("Ingress").skip.is_some());
+        let svc = by_kind("Service");
+        assert_eq!(
+            svc.obj.pointer("/spec"),
+            Some(&json!({"type": "ClusterIP", "ports": [{"port": 80}]}))
+        );
+        assert_eq!(
+            by_kind("CronJob").obj.pointer("/spec/suspend"),
+            Some(&json!(true))
+        );
+        // Stages: Namespace, Service, RBAC, workloads, rest.
+        let stages: Vec<Stage> = plan.objects.iter().map(|p| p.stage).collect();
+        let mut sorted = stages.clone();
+        sorted.sort();
+        assert_eq!(stages, sorted);
+    }
+
+    #[test]
+    fn same_namespace_restores_as_is_and_live_keeps_everything() {
+        let objects = || {
+            vec![
+                exported(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+                ),
+                exported(
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "prod"}, "spec": {"replicas": 3}}),
+                ),
+            ]
+        };
+        let plan1 = plan(&manifest(), objects(), &Options::default(), true).unwrap();
+        assert_eq!(
+            plan1.objects[1].obj.pointer("/spec/replicas"),
+            Some(&json!(3))
+        );
+        let opts = Options {
+            namespace_map: parse_mapping(&["prod:copy".into()]).unwrap(),
+            live: true,
+            ..Default::default()
+        };
+        let plan2 = plan(&manifest(), objects(), &opts, true).unwrap();
+        assert_eq!(
+            plan2.objects[1].obj.pointer("/spec/replicas"),
+            Some(&json!(3))
+        );
+        assert_eq!(
+            plan2.objects[1].obj.pointer("/metadata/namespace"),
+            Some(&json!("copy"))
+        );
+    }
+
+    #[test]
+    fn include_exclude_and_unknown_namespaces() {
+        let objects = || {
+            vec![
+                exported(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+                ),
+                exported(
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "prod"}}),
+                ),
+                exported(
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "prod"}}),
+                ),
+            ]
+        };
+        let opts = Options {
+            exclude: vec!["secrets".into()],
+            ..Default::default()
+        };
+        let p = plan(&manifest(), objects(), &opts, true).unwrap();
+        assert_eq!(p.objects.len(), 2);
+        let opts = Options {
+            include: vec!["Secret".into()],
+            ..Default::default()
+        };
+        let p = plan(&manifest(), objects(), &opts, true).unwrap();
+        assert_eq!(
+            p.objects
+                .iter()
+                .map(|o| o.kind.as_str())
+                .collect::<Vec<_>>(),
+            ["Namespace", "Secret"]
+        );
+        let opts = Options {
+            namespaces: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan(&manifest(), objects(), &opts, true),
+            Err(KubeRestoreError::NoSuchNamespace { .. })
+        ));
+        assert!(parse_mapping(&["prod".into()]).is_err());
+        assert!(parse_mapping(&["a:x".into(), "b:x".into()]).is_err());
+    }
+
+    #[test]
+    fn containment_ignores_server_additions() {
+        let want = json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "spec": {"replicas": 1}});
+        let have = json!({"metadata": {"name": "a", "uid": "u"}, "data": {"k": "v"}, "spec": {"replicas": 1.0, "x": 1}, "status": {}});
+        assert!(contained(&want, &have));
+        assert!(!contained(&json!({"data": {"k": "w"}}), &have));
+    }
+}
