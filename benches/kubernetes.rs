@@ -17,6 +17,15 @@ use kube_server::KubeServer;
 
 const OBJECTS: usize = 5_000;
 const RUNS: usize = 3;
+/// A round trip to a cluster in the same region; `LATENCY_MS=0` for the
+/// server alone.
+fn latency() -> std::time::Duration {
+    let ms: u64 = std::env::var("LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    std::time::Duration::from_millis(ms)
+}
 
 /// Runs lifeboat under /usr/bin/time; returns (wall seconds, peak RSS MiB).
 fn timed(dir: &Path, args: &[&str]) -> (f64, f64) {
@@ -62,6 +71,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let source = KubeServer::start();
     source.seed_bulk("bench", OBJECTS);
+    source.set_latency(latency());
     let kubeconfig = source.kubeconfig(dir.path());
     let key = dir.path().join("lifeboat.key");
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
@@ -98,6 +108,7 @@ fn main() {
     let (mut restore_s, mut restore_mb) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let target = KubeServer::start();
+        target.set_latency(latency());
         let target_dir = dir.path().join(format!("target-{i}"));
         std::fs::create_dir_all(&target_dir).unwrap();
         let cfg = target.kubeconfig(&target_dir).display().to_string();
@@ -124,7 +135,8 @@ fn main() {
     }
 
     println!(
-        "Kubernetes export/restore of {objects} objects (in-process API server), median of {RUNS}:"
+        "Kubernetes export/restore of {objects} objects (in-process API server, {} ms per request), median of {RUNS}:",
+        latency().as_millis()
     );
     println!("| step | wall s | peak RSS MiB | target |");
     println!("|---|---|---|---|");

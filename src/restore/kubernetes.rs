@@ -12,7 +12,7 @@
 //! turned into ClusterIP Services, Ingresses, routes, autoscalers and bare
 //! Pods skipped. Existing objects are left alone unless `--overwrite`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -695,7 +695,7 @@ fn contained(want: &Value, have: &Value) -> bool {
 }
 
 /// How many objects are applied at once within a stage.
-const PARALLEL: usize = 8;
+const PARALLEL: usize = 16;
 /// How long a restored CRD may take to become established.
 const CRD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -720,10 +720,20 @@ pub async fn execute(
     for (stage, objects) in stages {
         use futures::StreamExt;
         let discovery_ref = &discovery;
+        let existing = list_existing(cluster, &discovery, &objects).await?;
+        let existing_ref = &existing;
         let mut done: Vec<(usize, ObjectResult)> =
             futures::stream::iter(objects.iter().enumerate())
                 .map(|(i, p)| async move {
-                    (i, apply_one(cluster, discovery_ref, p, opts, dry_run).await)
+                    let known = existing_ref.get(&(
+                        p.api_version.clone(),
+                        p.kind.clone(),
+                        p.namespace.clone(),
+                    ));
+                    (
+                        i,
+                        apply_one(cluster, discovery_ref, p, known, opts, dry_run).await,
+                    )
                 })
                 .buffer_unordered(PARALLEL)
                 .map(|(i, r)| r.map(|r| (i, r)))
@@ -755,10 +765,62 @@ pub async fn execute(
     })
 }
 
+/// The objects that exist on the target, per type and namespace
+/// of a stage: one list per collection instead of one GET per object.
+type Existing = HashMap<(String, String, Option<String>), HashMap<String, Value>>;
+
+/// Lists the target's collections a stage writes to. A collection that
+/// cannot be listed (the identity may get but not list) is left out:
+/// its objects are looked up one by one.
+async fn list_existing(
+    cluster: &Cluster,
+    discovery: &Discovery,
+    objects: &[Planned],
+) -> Result<Existing, KubeRestoreError> {
+    let mut out = Existing::new();
+    let mut collections: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
+    for p in objects.iter().filter(|p| p.skip.is_none()) {
+        collections.insert((p.api_version.clone(), p.kind.clone(), p.namespace.clone()));
+    }
+    for (api_version, kind, namespace) in collections {
+        let Some(rt) = discovery.find(&api_version, &kind) else {
+            continue;
+        };
+        if !rt.supports("list") {
+            continue;
+        }
+        let ns = if rt.namespaced {
+            namespace.as_deref()
+        } else {
+            None
+        };
+        let mut found = HashMap::new();
+        let listed = cluster
+            .list(rt, ns, None, |obj| {
+                found.insert(object_name(&obj).to_string(), obj);
+                Ok(())
+            })
+            .await;
+        match listed {
+            Ok(()) => {
+                out.insert((api_version, kind, namespace), found);
+            }
+            Err(e @ (KubeError::Unreachable { .. } | KubeError::Unauthorized { .. })) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tracing::debug!(resource = %rt.group_resource(), error = %e, "cannot list; looking objects up one by one");
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn apply_one(
     cluster: &Cluster,
     discovery: &Discovery,
     p: &Planned,
+    known: Option<&HashMap<String, Value>>,
     opts: &Options,
     dry_run: bool,
 ) -> Result<ObjectResult, KubeRestoreError> {
@@ -788,7 +850,10 @@ async fn apply_one(
         None
     };
     let outcome = async {
-        let existing = cluster.get(rt, namespace, &p.name).await?;
+        let existing = match known {
+            Some(objects) => objects.get(&p.name).cloned(),
+            None => cluster.get(rt, namespace, &p.name).await?,
+        };
         Ok::<_, KubeError>(match existing {
             Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
             Some(_) if !opts.overwrite => (

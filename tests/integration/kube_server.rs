@@ -288,6 +288,12 @@ impl KubeServer {
         self.lock().faults.clear();
     }
 
+    /// Delays every answer by `latency` (a network round trip), for
+    /// benchmarks; requests still run concurrently.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
     /// Lets requests without credentials in (kubectl sends no bearer token
     /// over plain HTTP); a wrong token is still refused.
     pub fn allow_anonymous(&self) {
@@ -390,6 +396,10 @@ async fn handle(
     // The request is handled synchronously under the lock (never held across
     // an await). A bug in the emulation answers 500 instead of killing the
     // connection.
+    let latency = lock(&state).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let reply = {
         let mut st = lock(&state);
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -994,6 +1004,8 @@ struct State {
     /// (a server with anonymous auth on and RBAC allowing it): kubectl
     /// sends no bearer token over plain HTTP.
     anonymous: bool,
+    /// Added to every answer: a network round trip to a real cluster.
+    latency: Duration,
     requests: Vec<String>,
     /// CRDs created through the API that are not Established yet.
     pending_crds: HashMap<String, Instant>,
@@ -1018,6 +1030,7 @@ impl State {
             rv: 100,
             faults: Vec::new(),
             anonymous: false,
+            latency: Duration::ZERO,
             requests: Vec::new(),
             pending_crds: HashMap::new(),
         }
