@@ -1172,6 +1172,74 @@ mod tests {
         )
     }
 
+    fn with_kube(block: &str) -> String {
+        format!(
+            "name: app\nrepository:\n  url: ./backups\nencryption:\n  recipients: [{R}]\nsources:\n  - name: cluster\n    kubernetes:\n{block}"
+        )
+    }
+
+    #[test]
+    fn kubernetes_sources_say_which_namespaces() {
+        let p = parse(&with_kube(
+            "      kubeconfig: kube/config\n      namespaces: [prod]\n      cluster_resources: [ClusterRole]\n",
+        ))
+        .unwrap();
+        let k = p.sources[0].kubernetes.as_ref().unwrap();
+        assert_eq!(k.namespaces, Some(Namespaces::List(vec!["prod".into()])));
+        assert_eq!(
+            k.kubeconfig.as_deref(),
+            Some(Path::new("/etc/lifeboat/kube/config"))
+        );
+        let p = parse(&with_kube(
+            "      namespaces: all\n      exclude_namespaces: [ops]\n",
+        ))
+        .unwrap();
+        let k = p.sources[0].kubernetes.as_ref().unwrap();
+        assert_eq!(k.excluded_namespaces(), vec!["ops".to_string()]);
+        let p = parse(&with_kube("      namespace_selector: team=payments\n")).unwrap();
+        assert_eq!(
+            p.sources[0]
+                .kubernetes
+                .as_ref()
+                .unwrap()
+                .excluded_namespaces(),
+            ["kube-system", "kube-public", "kube-node-lease"]
+        );
+        for (block, message) in [
+            ("      context: prod\n", "say which namespaces"),
+            (
+                "      namespaces: [a]\n      namespace_selector: x=y\n",
+                "not both",
+            ),
+            (
+                "      namespaces: [a]\n      exclude_namespaces: [b]\n",
+                "applies to `namespaces: all`",
+            ),
+            (
+                "      namespace_selector: ' '\n",
+                "namespace_selector is empty",
+            ),
+            ("      namespaces: some\n", "namespaces: 'some' is neither"),
+            ("      namespaces: []\n", "name at least one namespace"),
+            (
+                "      namespaces: all\n      labels: x\n",
+                "unknown field `labels`",
+            ),
+        ] {
+            let e = parse(&with_kube(block)).unwrap_err().to_string();
+            assert!(e.contains(message), "{block:?}: {e}");
+        }
+        let both = with_kube("      namespaces: all\n").replace(
+            "    kubernetes:",
+            "    postgres:\n      host: db\n    kubernetes:",
+        );
+        let e = parse(&both).unwrap_err().to_string();
+        assert!(
+            e.contains("both a `postgres:` and a `kubernetes:` block"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn minimal_policy_gets_defaults_and_absolute_paths() {
         let p = parse(&minimal()).unwrap();

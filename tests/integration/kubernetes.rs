@@ -133,6 +133,10 @@ fn export_then_restore_into_a_scratch_namespace_makes_a_harmless_copy() {
         "pods, replica sets, jobs, token and root CA: {k}"
     );
 
+    // Stored objects check out with and without the key.
+    lb.run(&["verify"]).ok();
+    lb.verify_read_data().ok();
+
     // Dry run first: nothing changes.
     let before = server.requests().len();
     let r = restore(&lb, &["--namespace-map", "prod:drill-2026-11", "--dry-run"]);
