@@ -879,6 +879,11 @@ async fn backup_kubernetes(
     let pending = encoded?;
     let summary = match (exported, tar) {
         (Ok(s), Ok(())) => s,
+        // The export stopped because the tar writer did: its error is the cause.
+        (Err(crate::source::kubernetes::KubeError::SinkClosed), Err(e)) => {
+            pending.abort().await;
+            return Err(BackupError::Tar(e));
+        }
         (Err(e), _) => {
             pending.abort().await;
             return Err(e.into());

@@ -714,7 +714,8 @@ pub struct KubernetesSource {
     #[serde(default)]
     pub cluster_resources: Vec<String>,
     /// Resource types left out, by kind, plural or short name, optionally
-    /// with the group (`secrets`, `certificates.cert-manager.io`).
+    /// with the group (`secrets`, `certificates.cert-manager.io`), or a
+    /// whole API group (`*.metrics.example.io`).
     #[serde(default)]
     pub exclude_resources: Vec<String>,
 }

@@ -320,9 +320,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         {
             use crate::restore::kubernetes::KubeRestoreError as K;
             match e {
-                K::WrongKind { .. } | K::BadMapping(_) | K::MappingCollision { .. } => {
-                    Outcome::Usage
-                }
+                K::WrongKind { .. }
+                | K::BadMapping(_)
+                | K::MappingCollision { .. }
+                | K::UnknownKind { .. } => Outcome::Usage,
                 K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
                 K::DirNotEmpty(_) => Outcome::Refused,
                 K::BadExport { .. } => Outcome::Integrity,

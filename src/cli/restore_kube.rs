@@ -174,7 +174,11 @@ pub async fn run(
         print_plan(&plan, &manifest.id, &target);
     }
     let report = tokio::select! {
-        r = kr::execute(&cluster, plan, &opts, args.dry_run, &manifest.id) => r?,
+        r = kr::execute(&cluster, plan, &opts, args.dry_run, &manifest.id) => r.map_err(|e| {
+            anyhow::Error::new(e).context(
+                "the restore stopped; objects applied before this stay. Fix the cause and run the same restore again: existing objects are left alone",
+            )
+        })?,
         _ = crate::shutdown::requested() => {
             return Err(anyhow::anyhow!("restore stopped: the objects applied so far stay; run the same restore again to finish (existing objects are left alone)"));
         }

@@ -49,6 +49,12 @@ pub enum KubeRestoreError {
         backup: String,
         available: String,
     },
+    #[error("--include/--exclude '{name}' names no kind in backup {backup}; it holds: {kinds}")]
+    UnknownKind {
+        name: String,
+        backup: String,
+        kinds: String,
+    },
     #[error("--namespace-map '{0}' is not FROM:TO (e.g. prod:drill-2026-11)")]
     BadMapping(String),
     #[error("--namespace-map maps both '{a}' and '{b}' to '{to}'; each target namespace can receive one source namespace")]
@@ -262,7 +268,7 @@ pub struct Plan {
 
 /// The plural resource names recorded in the manifest, for matching
 /// --include/--exclude without a server.
-fn known_types(manifest: &Manifest) -> Vec<ResourceType> {
+fn known_types(manifest: &Manifest, objects: &[Exported]) -> Vec<ResourceType> {
     let mut out: Vec<ResourceType> = Vec::new();
     if let Some(k) = &manifest.kubernetes {
         for c in &k.counts {
@@ -287,6 +293,22 @@ fn known_types(manifest: &Manifest) -> Vec<ResourceType> {
                 short_names: Vec::new(),
                 preferred: true,
             });
+        }
+    }
+    // Kinds in the export the manifest does not count (it always should).
+    for e in objects {
+        let api_version = e
+            .obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = e.obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if !out
+            .iter()
+            .any(|t| t.kind == kind && t.api_version() == api_version)
+        {
+            let t = type_of(&out, api_version, kind);
+            out.push(t);
         }
     }
     out
@@ -348,7 +370,19 @@ pub fn plan(
             });
         }
     }
-    let known = known_types(manifest);
+    let known = known_types(manifest, &objects);
+    for spec in opts.include.iter().chain(&opts.exclude) {
+        if !known.iter().any(|t| t.matches(spec)) {
+            let mut kinds: Vec<String> = known.iter().map(|t| t.plural.clone()).collect();
+            kinds.sort();
+            kinds.dedup();
+            return Err(KubeRestoreError::UnknownKind {
+                name: spec.clone(),
+                backup: manifest.id.clone(),
+                kinds: kinds.join(", "),
+            });
+        }
+    }
     let mut out = Vec::new();
     let mut not_selected = 0;
     for Exported { obj, .. } in objects {
@@ -453,13 +487,20 @@ fn rewrite_namespaces(p: &mut Planned, map: &BTreeMap<String, String>) {
             meta.insert("namespace".into(), Value::String(ns.clone()));
         }
     }
-    if map.is_empty() {
+    // Cluster-scoped objects are shared with the original: a copy does not
+    // point them at itself.
+    if map.is_empty() || p.namespace.is_none() || is_namespace {
         return;
     }
     let mut rewritten = 0;
     if let Some(obj) = p.obj.as_object_mut() {
         for (key, value) in obj.iter_mut() {
-            if key != "metadata" {
+            // metadata is done above; data, stringData and binaryData are
+            // the user's own (a ConfigMap key may be called `namespace`).
+            if !matches!(
+                key.as_str(),
+                "metadata" | "data" | "stringData" | "binaryData"
+            ) {
                 rewrite_refs(value, map, &mut rewritten);
             }
         }
@@ -472,27 +513,39 @@ fn rewrite_namespaces(p: &mut Planned, map: &BTreeMap<String, String>) {
     }
 }
 
+/// The label every Namespace carries with its own name; selectors use it
+/// to name namespaces (NetworkPolicy peers, affinity terms, webhooks).
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+fn rewrite_string(s: &mut String, map: &BTreeMap<String, String>, n: &mut usize) {
+    if let Some(to) = map.get(s.as_str()) {
+        *s = to.clone();
+        *n += 1;
+    }
+}
+
+fn rewrite_strings(items: &mut [Value], map: &BTreeMap<String, String>, n: &mut usize) {
+    for item in items {
+        if let Value::String(s) = item {
+            rewrite_string(s, map, n);
+        }
+    }
+}
+
 fn rewrite_refs(v: &mut Value, map: &BTreeMap<String, String>, n: &mut usize) {
     match v {
         Value::Object(obj) => {
+            // A selector expression on the name label:
+            // {key: kubernetes.io/metadata.name, operator: In, values: [prod]}.
+            if obj.get("key").and_then(Value::as_str) == Some(NAME_LABEL) {
+                if let Some(Value::Array(values)) = obj.get_mut("values") {
+                    rewrite_strings(values, map, n);
+                }
+            }
             for (key, value) in obj.iter_mut() {
                 match (key.as_str(), &mut *value) {
-                    ("namespace", Value::String(s)) => {
-                        if let Some(to) = map.get(s.as_str()) {
-                            *s = to.clone();
-                            *n += 1;
-                        }
-                    }
-                    ("namespaces", Value::Array(items)) => {
-                        for item in items {
-                            if let Value::String(s) = item {
-                                if let Some(to) = map.get(s.as_str()) {
-                                    *s = to.clone();
-                                    *n += 1;
-                                }
-                            }
-                        }
-                    }
+                    ("namespace" | NAME_LABEL, Value::String(s)) => rewrite_string(s, map, n),
+                    ("namespaces", Value::Array(items)) => rewrite_strings(items, map, n),
                     _ => rewrite_refs(value, map, n),
                 }
             }
@@ -682,12 +735,29 @@ impl Report {
 /// Whether every field of `want` has the same value in `have` (what the
 /// server added, defaults and status, does not count).
 fn contained(want: &Value, have: &Value) -> bool {
+    // A ConfigMap's or Secret's keys are the user's: an extra key on the
+    // target is a difference, unlike a field the server defaulted.
+    for field in ["data", "binaryData"] {
+        let w = want.get(field).filter(|v| !is_empty_map(v));
+        let h = have.get(field).filter(|v| !is_empty_map(v));
+        if w != h {
+            return false;
+        }
+    }
+    contained_fields(want, have)
+}
+
+fn is_empty_map(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| m.is_empty())
+}
+
+fn contained_fields(want: &Value, have: &Value) -> bool {
     match (want, have) {
         (Value::Object(w), Value::Object(h)) => w
             .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contained_fields(v, hv))),
         (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained_fields(a, b))
         }
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         _ => want == have,
@@ -713,6 +783,15 @@ pub async fn execute(
     let mut discovery = cluster.discover().await?;
     let mut results: Vec<ObjectResult> = Vec::with_capacity(plan.objects.len());
     let total = plan.objects.len();
+    // The types the plan's own CRDs define (for a dry run, which does not
+    // create them).
+    let planned_types: BTreeSet<(String, String)> = plan
+        .objects
+        .iter()
+        .filter(|p| p.stage == Stage::CustomResourceDefinitions && p.skip.is_none())
+        .flat_map(|p| crd_types(&p.obj))
+        .collect();
+    let planned_ref = &planned_types;
     let mut stages: BTreeMap<Stage, Vec<Planned>> = BTreeMap::new();
     for p in plan.objects {
         stages.entry(p.stage).or_default().push(p);
@@ -732,7 +811,8 @@ pub async fn execute(
                     ));
                     (
                         i,
-                        apply_one(cluster, discovery_ref, p, known, opts, dry_run).await,
+                        apply_one(cluster, discovery_ref, p, known, planned_ref, opts, dry_run)
+                            .await,
                     )
                 })
                 .buffer_unordered(PARALLEL)
@@ -763,6 +843,28 @@ pub async fn execute(
         not_selected: plan.not_selected,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// (apiVersion, kind) of every version a CRD serves.
+fn crd_types(crd: &Value) -> Vec<(String, String)> {
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = crd
+        .pointer("/spec/names/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|versions| {
+            versions
+                .iter()
+                .filter_map(|v| v.get("name").and_then(Value::as_str))
+                .map(|v| (format!("{group}/{v}"), kind.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The objects that exist on the target, per type and namespace
@@ -821,6 +923,7 @@ async fn apply_one(
     discovery: &Discovery,
     p: &Planned,
     known: Option<&HashMap<String, Value>>,
+    planned_types: &BTreeSet<(String, String)>,
     opts: &Options,
     dry_run: bool,
 ) -> Result<ObjectResult, KubeRestoreError> {
@@ -837,6 +940,11 @@ async fn apply_one(
         return Ok(result);
     }
     let Some(rt) = discovery.find(&p.api_version, &p.kind) else {
+        if dry_run && planned_types.contains(&(p.api_version.clone(), p.kind.clone())) {
+            result.outcome = Outcome::WouldCreate;
+            result.detail = "its CustomResourceDefinition is restored first".into();
+            return Ok(result);
+        }
         result.outcome = Outcome::Failed;
         result.detail = format!(
             "the server has no resource type {} {}: install its CustomResourceDefinition first (restoring the backup's CRDs needs --cluster-resources when restoring part of it)",
@@ -854,16 +962,33 @@ async fn apply_one(
             Some(objects) => objects.get(&p.name).cloned(),
             None => cluster.get(rt, namespace, &p.name).await?,
         };
+        // The cluster makes every namespace's `default` ServiceAccount
+        // itself, before the restore gets to it: what the backup adds to it
+        // (image pull secrets) is applied on top.
+        let server_made = p.api_version == "v1" && p.kind == "ServiceAccount" && p.name == "default";
+        // A copy into other namespaces shares cluster-scoped objects with
+        // the original and never replaces them.
+        let shared = p.namespace.is_none() && !opts.namespace_map.is_empty();
         Ok::<_, KubeError>(match existing {
             Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
-            Some(_) if !opts.overwrite => (
+            Some(_) if shared => (
+                Outcome::Skipped,
+                Some("cluster-scoped, exists and differs; a restore into mapped namespaces leaves it alone".to_string()),
+            ),
+            Some(_) if !opts.overwrite && !server_made => (
                 Outcome::Skipped,
                 Some("exists and differs; left alone (--overwrite replaces it)".to_string()),
             ),
             Some(_) if dry_run => (Outcome::WouldUpdate, None),
             Some(_) => {
-                cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
-                (Outcome::Updated, None)
+                let applied = cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
+                if !server_made {
+                    // Apply sets the backup's fields but keeps keys other
+                    // managers own: remove the data keys the backup lacks.
+                    remove_extra_keys(cluster, rt, namespace, &p.name, &p.obj, &applied).await?;
+                }
+                let detail = server_made.then(|| "made by the cluster; the backup's fields applied on top".to_string());
+                (Outcome::Updated, detail)
             }
             None if dry_run => (Outcome::WouldCreate, None),
             None => {
@@ -894,6 +1019,40 @@ async fn apply_one(
         }
     }
     Ok(result)
+}
+
+/// After an overwrite: data keys of a ConfigMap or Secret that are not in
+/// the backup are removed (JSON merge patch with nulls).
+async fn remove_extra_keys(
+    cluster: &Cluster,
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    name: &str,
+    want: &Value,
+    applied: &Value,
+) -> Result<(), KubeError> {
+    let mut patch = serde_json::Map::new();
+    for field in ["data", "binaryData", "stringData"] {
+        let Some(have) = applied.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        let keep = want.get(field).and_then(Value::as_object);
+        let extra: serde_json::Map<String, Value> = have
+            .keys()
+            .filter(|k| !keep.is_some_and(|m| m.contains_key(*k)))
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        if !extra.is_empty() {
+            patch.insert(field.to_string(), Value::Object(extra));
+        }
+    }
+    if patch.is_empty() {
+        return Ok(());
+    }
+    cluster
+        .merge_patch(rt, namespace, name, &Value::Object(patch))
+        .await
+        .map(|_| ())
 }
 
 /// Waits until every CRD just applied reports `Established`; one that

@@ -75,6 +75,9 @@ pub enum Fault {
     /// object with this name (any kind) fails with 422 Invalid whose message
     /// is `message`.
     Reject { name: String, message: String },
+    /// Discovery of this group version (`metrics.example.io/v1`) answers 503,
+    /// like an aggregated API whose backing service is down.
+    GroupDown { group_version: String },
 }
 
 /// A fake Kubernetes API server on `127.0.0.1:<free port>`; stops on drop.
@@ -1202,6 +1205,19 @@ impl State {
         }
         if rest.is_empty() {
             require_get(ctx)?;
+            let this = gv(group, version);
+            if self
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::GroupDown { group_version } if *group_version == this))
+            {
+                return Err(status_reply(
+                    503,
+                    "ServiceUnavailable",
+                    &format!("the server is currently unable to handle the request ({this})"),
+                    None,
+                ));
+            }
             return Ok(Reply::ok(self.resource_list(group, version)));
         }
         // `namespaces/{ns}/{plural}[/{name}[/{sub}]]` when {plural} is a

@@ -56,6 +56,18 @@ pub enum KubeError {
     },
     #[error("the export stream stopped before all objects were written (the upload failed; see the error above)")]
     SinkClosed,
+    #[error("{server} cannot list the resources of {detail}; objects of that group would be missing from the backup. Repair the API service (kubectl get apiservices), or if the group holds no configuration leave it out with `exclude_resources: [\"*.{group}\"]` in the policy")]
+    GroupUnavailable {
+        server: String,
+        group: String,
+        detail: String,
+    },
+    #[error("cannot get credentials for {server} (context {context}): {detail}. Check the kubeconfig's user entry (token, client certificate, or exec plugin)")]
+    Credentials {
+        server: String,
+        context: String,
+        detail: String,
+    },
 }
 
 impl KubeError {
@@ -180,8 +192,8 @@ pub struct Discovery {
     /// Every served resource type in every version (subresources excluded).
     pub types: Vec<ResourceType>,
     /// Group versions whose resource list could not be read (an aggregated
-    /// API that is down, say), with the reason.
-    pub unavailable: Vec<String>,
+    /// API that is down, say): (group, "group/version: reason").
+    pub unavailable: Vec<(String, String)>,
 }
 
 impl Discovery {
@@ -337,6 +349,11 @@ impl Cluster {
                 code: resp.code,
                 message: resp.message,
             },
+            kube::Error::Auth(e) => KubeError::Credentials {
+                server: self.server.clone(),
+                context: self.context.clone(),
+                detail: error_chain(&e),
+            },
             kube::Error::SerdeError(e) => KubeError::BadResponse {
                 server: self.server.clone(),
                 action: action.to_string(),
@@ -429,8 +446,8 @@ impl Cluster {
                         ) {
                             return Err(err);
                         }
-                        tracing::warn!(group_version = %gv, error = %err, "API group version unavailable; its resources are not included");
-                        out.unavailable.push(format!("{gv}: {err}"));
+                        out.unavailable
+                            .push((group.clone(), format!("{gv}: {err}")));
                         continue;
                     }
                 };
@@ -538,6 +555,26 @@ impl Cluster {
         pp.force = force;
         let req = kube::core::Request::new(rt.collection_path(namespace))
             .patch(name, &pp, &kube::api::Patch::Apply(obj))
+            .map_err(|e| self.bad_request(&action, e))?;
+        self.send(req, &action, "patch", Some((rt, namespace)))
+            .await
+    }
+
+    /// JSON merge patch (RFC 7386): `null` removes a key.
+    pub async fn merge_patch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, KubeError> {
+        let action = format!("patch {} {name}", rt.group_resource());
+        let req = kube::core::Request::new(rt.collection_path(namespace))
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
             .map_err(|e| self.bad_request(&action, e))?;
         self.send(req, &action, "patch", Some((rt, namespace)))
             .await
@@ -1056,11 +1093,33 @@ pub async fn export(
         .collect();
     tracing::info!(server = %cluster.server, namespaces = %names.join(","), types = discovery.preferred().count(), "exporting");
 
+    // A group whose discovery failed may hold configuration: its objects
+    // would silently be missing. Only groups that never hold any, or that
+    // the policy leaves out, are passed over.
+    let mut groups_unavailable = Vec::new();
+    for (group, detail) in &discovery.unavailable {
+        let never = NEVER_EXPORTED
+            .iter()
+            .any(|(g, p, _)| g == group && *p == "*");
+        let excluded = src
+            .exclude_resources
+            .iter()
+            .any(|e| e.strip_prefix("*.") == Some(group.as_str()));
+        if !never && !excluded {
+            return Err(KubeError::GroupUnavailable {
+                server: cluster.server.clone(),
+                group: group.clone(),
+                detail: detail.clone(),
+            });
+        }
+        tracing::warn!(detail = %detail, "API group version unavailable; it holds no configuration to export");
+        groups_unavailable.push(detail.clone());
+    }
     let mut summary = KubeExport {
         server: cluster.server.clone(),
         context: cluster.context.clone(),
         namespaces: names.clone(),
-        groups_unavailable: discovery.unavailable.clone(),
+        groups_unavailable,
         ..Default::default()
     };
     let mut counts: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
@@ -1095,7 +1154,11 @@ pub async fn export(
                 .push(format!("{}: {why}", rt.group_resource()));
             continue;
         }
-        if src.exclude_resources.iter().any(|e| rt.matches(e)) {
+        if src
+            .exclude_resources
+            .iter()
+            .any(|e| rt.matches(e) || e.strip_prefix("*.") == Some(rt.group.as_str()))
+        {
             summary
                 .types_left_out
                 .push(format!("{}: excluded by the policy", rt.group_resource()));

@@ -137,8 +137,36 @@ fn write_string(out: &mut String, s: &str, level: usize, is_key: bool) {
     } else if !is_key && literal_block_ok(s) {
         write_literal(out, s, level);
     } else {
-        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+        write_double_quoted(out, s);
     }
+}
+
+/// Characters a YAML reader rejects raw (controls) or reads as line breaks
+/// (NEL, LS, PS), and the byte-order mark: escaped in quoted strings, never
+/// in literal blocks.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
+/// A double-quoted scalar: JSON escapes, which YAML shares, plus `\uXXXX`
+/// for every character in [`needs_escape`].
+fn write_double_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A multi-line string of printable text reads best as a literal block.
@@ -146,8 +174,7 @@ fn literal_block_ok(s: &str) -> bool {
     // Only newlines (no text) would read back as "" with any chomping.
     s.contains('\n')
         && !s.trim_end_matches('\n').is_empty()
-        && !s.chars().any(|c| c.is_control() && c != '\n')
-        && !s.contains('\u{feff}')
+        && !s.chars().any(|c| needs_escape(c) && c != '\n')
         // Trailing spaces on a line survive a literal block, but a line of
         // only spaces before the end is ambiguous with the chomping rules.
         && !s.lines().any(|l| l.ends_with(' '))
@@ -251,6 +278,14 @@ mod tests {
             "?",
             "|",
             ">",
+            "\tstarts with a tab\nline\n",
+            "del\u{7f}",
+            "c1\u{85}nel",
+            "ls\u{2028}ps\u{2029}",
+            "multi\nls\u{2028}\n",
+            "bom\u{feff}",
+            "nonchar\u{fffe}\u{ffff}",
+            "\u{1}\u{1f}",
         ];
         for s in tricky {
             roundtrip(json!({ "data": { "k": s } }));
