@@ -1,5 +1,5 @@
-//! lifeboat: backup and disaster recovery for PostgreSQL (and, as it grows,
-//! MySQL/MariaDB and Kubernetes configuration), streamed through compression
+//! lifeboat: backup and disaster recovery for PostgreSQL, MySQL/MariaDB and
+//! Kubernetes configuration, streamed through compression
 //! and age encryption into S3 or a local folder, restorable with one command
 //! and verifiable without the key.
 //!
@@ -12,9 +12,10 @@
 //! | [`storage`] | the [`storage::ObjectStore`] trait; `s3` and `local` backends |
 //! | [`pipeline`] | encode: plaintext → sha256 → zstd/gzip → age → store; decode: the reverse, verifying hashes |
 //! | [`repository`] | object key layout, manifests, listing backups |
-//! | [`source`] | producing plaintext streams and their consistency points (`postgres`) |
+//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`, `kubernetes`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
+//! | [`retention`] | pure planning: which backups to keep, and why |
 //! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
 //! | [`verify`] | checking stored objects, with or without the key |
@@ -39,6 +40,7 @@ pub mod process;
 pub mod progress;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod shutdown;
 pub mod source;
 pub mod storage;

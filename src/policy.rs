@@ -463,10 +463,16 @@ impl Algorithm {
 /// A schedule in Kubernetes CronJob syntax: five fields (minute hour
 /// day-of-month month day-of-week, Sunday = 0) or `@hourly`, `@daily`,
 /// `@weekly`, `@monthly`, `@yearly`.
+///
+/// Like Kubernetes (robfig/cron), when both day-of-month and day-of-week
+/// are restricted (neither starts with `*`), a day matches if *either*
+/// does: `0 0 1 * 1` fires on the 1st and on every Monday. The `cron`
+/// crate requires both, so such a schedule is kept as two: one per field.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub expression: String,
-    pub parsed: cron::Schedule,
+    /// One schedule, or two whose union is the expression.
+    parsed: Vec<cron::Schedule>,
 }
 
 impl<'de> Deserialize<'de> for Schedule {
@@ -498,19 +504,46 @@ impl Schedule {
                 }
                 let dow = translate_day_of_week(fields[4])
                     .map_err(|m| format!("schedule '{expr}', day-of-week field: {m}"))?;
-                format!(
-                    "0 {} {} {} {} {}",
-                    fields[0], fields[1], fields[2], fields[3], dow
-                )
+                let restricted = |f: &str| !(f.starts_with('*') || f.starts_with('?'));
+                if restricted(fields[2]) && restricted(fields[4]) {
+                    // Either day field matches: the union of two schedules.
+                    let by_dom = format!(
+                        "0 {} {} {} {} *",
+                        fields[0], fields[1], fields[2], fields[3]
+                    );
+                    let by_dow = format!("0 {} {} * {} {dow}", fields[0], fields[1], fields[3]);
+                    format!("{by_dom}|{by_dow}")
+                } else {
+                    format!(
+                        "0 {} {} {} {} {}",
+                        fields[0], fields[1], fields[2], fields[3], dow
+                    )
+                }
             }
         };
-        let parsed = cron::Schedule::from_str(&translated).map_err(|err| {
-            format!("schedule '{expr}' is not valid CronJob syntax ({err}); e.g. \"15 2 * * *\" runs daily at 02:15")
-        })?;
+        let parsed = translated
+            .split('|')
+            .map(|t| {
+                cron::Schedule::from_str(t).map_err(|err| {
+                    format!("schedule '{expr}' is not valid CronJob syntax ({err}); e.g. \"15 2 * * *\" runs daily at 02:15")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Schedule {
             expression: e.to_string(),
             parsed,
         })
+    }
+
+    /// The first time the schedule fires strictly after `after`.
+    pub fn next_after<Z: chrono::TimeZone>(
+        &self,
+        after: &chrono::DateTime<Z>,
+    ) -> Option<chrono::DateTime<Z>> {
+        self.parsed
+            .iter()
+            .filter_map(|s| s.after(after).next())
+            .min()
     }
 }
 
@@ -1382,8 +1415,68 @@ mod tests {
         let after = chrono::DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        let next = s.parsed.after(&after).next().unwrap();
+        let next = s.next_after(&after).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-11-22T03:00:00+00:00");
+    }
+
+    /// Expressions and their next fire times after Friday 2026-11-20
+    /// 10:07 UTC, as Kubernetes (robfig/cron) computes them.
+    #[test]
+    fn schedule_fire_times() {
+        let after = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:07:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let table: &[(&str, &[&str])] = &[
+            ("15 2 * * *", &["2026-11-21T02:15", "2026-11-22T02:15"]),
+            ("*/15 * * * *", &["2026-11-20T10:15", "2026-11-20T10:30"]),
+            (
+                "0 */6 * * *",
+                &["2026-11-20T12:00", "2026-11-20T18:00", "2026-11-21T00:00"],
+            ),
+            // Sunday is 0 and 7.
+            ("0 3 * * 0", &["2026-11-22T03:00", "2026-11-29T03:00"]),
+            ("0 3 * * 7", &["2026-11-22T03:00", "2026-11-29T03:00"]),
+            // Weekdays; Saturday is 6.
+            ("30 9 * * 1-5", &["2026-11-23T09:30", "2026-11-24T09:30"]),
+            ("0 0 * * 6", &["2026-11-21T00:00", "2026-11-28T00:00"]),
+            (
+                "0 0 * * */2",
+                &["2026-11-21T00:00", "2026-11-22T00:00", "2026-11-24T00:00"],
+            ),
+            ("0 0 * * MON,FRI", &["2026-11-23T00:00", "2026-11-27T00:00"]),
+            // Day of month and day of week both restricted: either matches.
+            (
+                "0 0 1 * 1",
+                &[
+                    "2026-11-23T00:00",
+                    "2026-11-30T00:00",
+                    "2026-12-01T00:00",
+                    "2026-12-07T00:00",
+                ],
+            ),
+            // One of them a star (even with a step): both must match.
+            ("0 0 */2 * 1", &["2026-11-23T00:00", "2026-12-07T00:00"]),
+            (
+                "0 0 31 * *",
+                &["2026-12-31T00:00", "2027-01-31T00:00", "2027-03-31T00:00"],
+            ),
+            ("0 12 29 2 *", &["2028-02-29T12:00"]),
+            ("@hourly", &["2026-11-20T11:00", "2026-11-20T12:00"]),
+            ("@daily", &["2026-11-21T00:00"]),
+            ("@weekly", &["2026-11-22T00:00", "2026-11-29T00:00"]),
+            ("@monthly", &["2026-12-01T00:00", "2027-01-01T00:00"]),
+            ("@yearly", &["2027-01-01T00:00"]),
+        ];
+        for (expr, expected) in table {
+            let s = Schedule::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            let mut t = after;
+            for want in *expected {
+                t = s
+                    .next_after(&t)
+                    .unwrap_or_else(|| panic!("{expr}: no next time"));
+                assert_eq!(t.format("%Y-%m-%dT%H:%M").to_string(), *want, "{expr}");
+            }
+        }
     }
 
     #[test]
