@@ -102,6 +102,10 @@ pub struct Policy {
     /// When `lifeboat run` starts a backup (Kubernetes CronJob syntax).
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// The time zone the schedule is read in (an IANA name such as
+    /// `Europe/Berlin`, like a CronJob's `spec.timeZone`). Default: UTC.
+    #[serde(default)]
+    pub timezone: Option<TimeZone>,
     /// Which backups `lifeboat prune` keeps.
     #[serde(default)]
     pub retention: Option<Retention>,
@@ -573,6 +577,36 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
         out.push(r);
     }
     Ok(out.join(","))
+}
+
+/// An IANA time zone name (`Europe/Berlin`, `America/New_York`, `UTC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<chrono_tz::Tz>().map(TimeZone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "timezone '{s}' is not an IANA time zone name; write e.g. `timezone: Europe/Berlin` or `timezone: UTC`"
+            ))
+        })
+    }
+}
+
+impl Policy {
+    /// When the policy's schedule fires next after `after`, read in the
+    /// policy's time zone. `None` without a schedule.
+    pub fn next_run(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let schedule = self.schedule.as_ref()?;
+        let tz = self.timezone.map(|t| t.0).unwrap_or(chrono_tz::UTC);
+        schedule
+            .next_after(&after.with_timezone(&tz))
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
 }
 
 /// Which backups to keep. At least one rule must keep something.
@@ -1417,6 +1451,66 @@ mod tests {
             .with_timezone(&chrono::Utc);
         let next = s.next_after(&after).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-11-22T03:00:00+00:00");
+    }
+
+    /// In a time zone with daylight saving time, slots stay at the same
+    /// wall-clock time: a slot inside the spring-forward gap (02:30 on
+    /// 2026-03-29 in Berlin) does not exist that day, and one in the
+    /// repeated autumn hour (02:30 on 2026-10-25) fires once.
+    #[test]
+    fn schedules_follow_the_policy_time_zone_across_dst() {
+        let text = |tz: &str| {
+            format!(
+                "name: app\nrepository:\n  url: ./b\nencryption:\n  recipients: [{R}]\nschedule: \"30 2 * * *\"\n{tz}sources:\n  - name: db\n    postgres:\n      host: db\n"
+            )
+        };
+        let p = parse(&text("timezone: Europe/Berlin\n")).unwrap();
+        let fire = |from: &str, n: usize| -> Vec<String> {
+            let mut t = chrono::DateTime::parse_from_rfc3339(from)
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            (0..n)
+                .map(|_| {
+                    t = p.next_run(t).unwrap();
+                    t.format("%Y-%m-%dT%H:%MZ").to_string()
+                })
+                .collect()
+        };
+        // Spring: 02:30 CET is 01:30Z; on the 29th 02:30 does not exist;
+        // afterwards 02:30 CEST is 00:30Z.
+        assert_eq!(
+            fire("2026-03-27T12:00:00Z", 3),
+            [
+                "2026-03-28T01:30Z",
+                "2026-03-30T00:30Z",
+                "2026-03-31T00:30Z"
+            ]
+        );
+        // Autumn: 02:30 happens twice on the 25th (CEST then CET); one run.
+        assert_eq!(
+            fire("2026-10-23T12:00:00Z", 3),
+            [
+                "2026-10-24T00:30Z",
+                "2026-10-25T00:30Z",
+                "2026-10-26T01:30Z"
+            ]
+        );
+        // Without a time zone: UTC.
+        let utc = parse(&text("")).unwrap();
+        let after = chrono::DateTime::parse_from_rfc3339("2026-03-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            utc.next_run(after).unwrap().to_rfc3339(),
+            "2026-03-28T02:30:00+00:00"
+        );
+        let e = parse(&text("timezone: Mars/Olympus\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'Mars/Olympus' is not an IANA time zone") && e.contains(":7:"),
+            "{e}"
+        );
     }
 
     /// Expressions and their next fire times after Friday 2026-11-20
