@@ -24,6 +24,8 @@ pub enum BackupError {
     Mysql(#[from] crate::source::mysql::MyError),
     #[error(transparent)]
     Kubernetes(#[from] crate::source::kubernetes::KubeError),
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
     #[error("writing the export's tar stream failed: {0}")]
     Tar(std::io::Error),
     #[error(transparent)]
@@ -203,8 +205,29 @@ impl Run<'_> {
 
 /// Backs up one source and returns its manifest. On failure, artifacts
 /// already written are deleted and no manifest is written, so nothing is
-/// listed.
+/// listed. Holds the source's lock (see [`crate::lock`]) meanwhile: a
+/// second process backing up the same source is refused.
 pub async fn backup_source(
+    policy: &Policy,
+    source: &Source,
+    repo: &Repository,
+    kind: BackupKind,
+) -> Result<Manifest, BackupError> {
+    let lock = crate::lock::acquire(
+        Arc::clone(repo.store()),
+        policy.name.as_str(),
+        source.name.as_str(),
+        "backup",
+        crate::lock::DEFAULT_LEASE,
+        crate::lock::DEFAULT_SETTLE,
+    )
+    .await?;
+    let result = backup_source_locked(policy, source, repo, kind).await;
+    lock.release().await;
+    result
+}
+
+async fn backup_source_locked(
     policy: &Policy,
     source: &Source,
     repo: &Repository,

@@ -15,6 +15,7 @@
 //! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`, `kubernetes`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
+//! | [`lock`] | per-source locks in the repository (claims, leases, takeover) |
 //! | [`retention`] | pure planning: which backups to keep, and why |
 //! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
@@ -34,6 +35,7 @@ pub mod backup;
 pub mod binlog;
 pub mod cli;
 pub mod keys;
+pub mod lock;
 pub mod pipeline;
 pub mod policy;
 pub mod process;

@@ -28,7 +28,7 @@ Exit codes:
   2  invalid usage or policy (the message names the file and line)
   3  integrity problem: an object is corrupt or a restored table's row count differs from the inventory
   4  not found: a backup or object is missing, or the WAL archive cannot reach the recovery target
-  5  refused: the restore target is not empty (see --clean)
+  5  refused: the restore target is not empty (see --clean), or another lifeboat holds the source's lock
   6  wrong key: the identity cannot decrypt the backup
   7  partly restored: a Kubernetes restore finished, but the server rejected some objects (the table names them)
   255  wal-fetch only: a failure other than 'not archived', so PostgreSQL stops recovery
@@ -259,6 +259,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 BackupError::Pipeline(p) => pipeline(p),
                 BackupError::Repository(r) => repository(r),
                 BackupError::Storage(s) => storage(s),
+                BackupError::Locked(crate::lock::LockError::Held { .. }) => Outcome::Refused,
                 _ => Outcome::Failure,
             }
         } else if let Some(e) = cause.downcast_ref::<RestoreError>() {

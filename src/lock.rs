@@ -1,0 +1,406 @@
+//! Per-source locks in the repository, so two lifeboat processes (two pods,
+//! a CronJob that overlaps itself) never back up the same source at once.
+//!
+//! Stores cannot be trusted with conditional writes: Garage 2.5 accepts
+//! `If-None-Match: *` and `If-Match` on PutObject and ignores them (it
+//! overwrites; measured by the tests of this project), so a lock cannot be
+//! "create this key unless it exists". Instead every contender writes its
+//! own claim under a unique key and then lists the claims; the live claim
+//! with the earliest `since` (ties: the holder id) holds the lock, the
+//! others withdraw their claim. A claim is live while its lease runs; the
+//! holder renews it (a new claim object, the old one deleted) every third
+//! of the lease, and a claim whose lease ran out (a killed process) is
+//! taken over with a warning.
+//!
+//! Key: `locks/<policy>/<source>/<renewed-at>-<holder>.json`.
+//!
+//! The window: two contenders that write their claims within the store's
+//! listing delay of each other could both see only their own claim. Object
+//! stores with read-after-write listing (S3, Garage single-region, a local
+//! folder) close it; the claim is also re-checked before work starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{ObjectStore, StorageError};
+
+/// Errors taking a lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("source '{source_name}' is locked by {} (pid {} on {}, {} since {}); another lifeboat is working on it. If that process is gone, the lock expires {} after its last renewal", .holder.holder, .holder.pid, .holder.host, .holder.operation, .holder.since.unwrap_or(.holder.renewed_at).format("%Y-%m-%d %H:%M:%S UTC"), humantime::format_duration(Duration::from_secs(.holder.lease_secs)))]
+    Held {
+        source_name: String,
+        holder: Box<Claim>,
+    },
+    #[error("cannot read or write the lock of source '{source_name}': {error}")]
+    Storage {
+        source_name: String,
+        error: StorageError,
+    },
+}
+
+/// One contender's claim on a source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claim {
+    /// A random id for this process's claim.
+    pub holder: String,
+    pub host: String,
+    pub pid: u32,
+    /// What it is doing: `backup`, `prune`.
+    pub operation: String,
+    /// When the store first recorded this process's claim (its clock, one
+    /// for all contenders): decides between them. Unset in the first claim
+    /// object, whose own store time is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// When the claim was last renewed.
+    pub renewed_at: DateTime<Utc>,
+    pub lease_secs: u64,
+}
+
+impl Claim {
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        let lease = chrono::Duration::seconds(self.lease_secs as i64);
+        self.renewed_at + lease > now
+    }
+    fn key(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}{}-{}.json",
+            self.renewed_at.format("%Y%m%dT%H%M%S%.3fZ"),
+            self.holder
+        )
+    }
+}
+
+/// How long a claim lives without renewal.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// How long a contender waits after writing its claim before deciding:
+/// longer than a write takes to become visible in listings, and than the
+/// store's clock resolution (S3 LastModified has whole seconds).
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1100);
+
+/// A lock held; renewed in the background until released or dropped.
+pub struct Lock {
+    store: Arc<dyn ObjectStore>,
+    current: Arc<tokio::sync::Mutex<String>>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+    source_name: String,
+}
+
+fn prefix(policy: &str, source: &str) -> String {
+    format!(
+        "locks/{}/{}/",
+        crate::backup::key_safe(policy),
+        crate::backup::key_safe(source)
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Takes the lock on a source, or says who holds it.
+pub async fn acquire(
+    store: Arc<dyn ObjectStore>,
+    policy: &str,
+    source: &str,
+    operation: &str,
+    lease: Duration,
+    settle: Duration,
+) -> Result<Lock, LockError> {
+    let storage = |error| LockError::Storage {
+        source_name: source.to_string(),
+        error,
+    };
+    let prefix = prefix(policy, source);
+    let now = Utc::now();
+    let mine = Claim {
+        holder: format!("{:016x}", rand::random::<u64>()),
+        host: hostname(),
+        pid: std::process::id(),
+        operation: operation.to_string(),
+        since: None,
+        renewed_at: now,
+        lease_secs: lease.as_secs().max(1),
+    };
+    let key = mine.key(&prefix);
+    let body = serde_json::to_vec_pretty(&mine).expect("a claim serializes");
+    store.put(&key, body.into()).await.map_err(storage)?;
+    // Let claims written at the same moment land, then decide.
+    tokio::time::sleep(settle).await;
+    let mine = match decide(store.as_ref(), &prefix, mine).await {
+        Ok(Ok(mine)) => mine,
+        Ok(Err(other)) => {
+            let _ = store.delete(&key).await;
+            return Err(LockError::Held {
+                source_name: source.to_string(),
+                holder: Box::new(other),
+            });
+        }
+        Err(e) => {
+            let _ = store.delete(&key).await;
+            return Err(storage(e));
+        }
+    };
+    let current = Arc::new(tokio::sync::Mutex::new(key));
+    let renew = tokio::spawn(renew_loop(
+        Arc::clone(&store),
+        prefix,
+        mine,
+        Arc::clone(&current),
+        lease,
+    ));
+    Ok(Lock {
+        store,
+        current,
+        renew: Some(renew),
+        source_name: source.to_string(),
+    })
+}
+
+/// Decides between the live claims: the one the store recorded first
+/// (ties: the holder id) holds the lock. Returns my claim with its `since`
+/// set if it is mine, or the holder's claim. Stale claims of others are
+/// deleted on the way (a takeover, logged).
+async fn decide(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    mut mine: Claim,
+) -> Result<Result<Claim, Claim>, StorageError> {
+    let now = Utc::now();
+    let mut live: Vec<(DateTime<Utc>, Claim)> = Vec::new();
+    for obj in store.list(prefix).await? {
+        let claim: Option<Claim> = match store.get_bytes(&obj.key).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            // Renewed or released meanwhile.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(c) = claim else {
+            tracing::warn!(key = %obj.key, "an unreadable lock claim is ignored; delete it by hand if it stays");
+            continue;
+        };
+        let first = c.since.or(obj.modified).unwrap_or(c.renewed_at);
+        if c.holder == mine.holder {
+            mine.since = Some(first);
+            live.push((first, c));
+        } else if c.live(now) {
+            live.push((first, c));
+        } else {
+            tracing::warn!(key = %obj.key, holder = %c.holder, host = %c.host, pid = c.pid, operation = %c.operation, renewed_at = %c.renewed_at, "taking over a stale lock: its holder stopped renewing it");
+            store.delete(&obj.key).await?;
+        }
+    }
+    let winner = live
+        .into_iter()
+        .min_by(|a, b| (a.0, &a.1.holder).cmp(&(b.0, &b.1.holder)));
+    Ok(match winner {
+        Some((since, c)) if c.holder != mine.holder => Err(Claim {
+            since: Some(since),
+            ..c
+        }),
+        _ => Ok(mine),
+    })
+}
+
+async fn renew_loop(
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    mut claim: Claim,
+    current: Arc<tokio::sync::Mutex<String>>,
+    lease: Duration,
+) {
+    let every = (lease / 3).max(Duration::from_millis(200));
+    loop {
+        tokio::time::sleep(every).await;
+        let mut key = current.lock().await;
+        claim.renewed_at = Utc::now();
+        let next = claim.key(&prefix);
+        let body = serde_json::to_vec_pretty(&claim).expect("a claim serializes");
+        match store.put(&next, body.into()).await {
+            Ok(()) => {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::warn!(key = %*key, error = %e, "cannot delete the previous lock claim");
+                }
+                *key = next;
+            }
+            Err(e) => {
+                tracing::warn!(key = %next, error = %e, "cannot renew the lock; retrying");
+            }
+        }
+    }
+}
+
+impl Lock {
+    /// Stops renewing and deletes the claim.
+    pub async fn release(mut self) {
+        if let Some(r) = self.renew.take() {
+            r.abort();
+            let _ = r.await;
+        }
+        let key = self.current.lock().await.clone();
+        if let Err(e) = self.store.delete(&key).await {
+            tracing::warn!(source = %self.source_name, key = %key, error = %e, "cannot delete the lock claim; it expires by itself");
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Not released (a panic, or the future dropped): stop renewing; the
+        // claim expires after its lease.
+        if let Some(r) = self.renew.take() {
+            r.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStore;
+
+    const SETTLE: Duration = Duration::from_millis(50);
+
+    fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")));
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn the_second_contender_is_refused_and_told_who_holds_it() {
+        let (_dir, store) = store();
+        let first = acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "backup",
+            DEFAULT_LEASE,
+            SETTLE,
+        )
+        .await
+        .unwrap();
+        let err = acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "backup",
+            DEFAULT_LEASE,
+            SETTLE,
+        )
+        .await
+        .err()
+        .expect("held");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("locked by") && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        // Another source is free.
+        let other = acquire(
+            Arc::clone(&store),
+            "p",
+            "other",
+            "backup",
+            DEFAULT_LEASE,
+            SETTLE,
+        )
+        .await
+        .unwrap();
+        other.release().await;
+        first.release().await;
+        // Released: free again, and no claim is left.
+        let again = acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "prune",
+            DEFAULT_LEASE,
+            SETTLE,
+        )
+        .await
+        .unwrap();
+        again.release().await;
+        assert!(store.list("locks/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_contenders_get_exactly_one_lock() {
+        let (_dir, store) = store();
+        let tries = (0..8).map(|_| {
+            acquire(
+                Arc::clone(&store),
+                "p",
+                "db",
+                "backup",
+                DEFAULT_LEASE,
+                SETTLE,
+            )
+        });
+        let results = futures::future::join_all(tries).await;
+        let won: Vec<Lock> = results.into_iter().filter_map(Result::ok).collect();
+        assert_eq!(won.len(), 1);
+        for l in won {
+            l.release().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_claim_is_taken_over_and_a_live_one_is_renewed() {
+        let (_dir, store) = store();
+        let old = Utc::now() - chrono::Duration::seconds(600);
+        let stale = Claim {
+            holder: "dead".into(),
+            host: "gone".into(),
+            pid: 1,
+            operation: "backup".into(),
+            since: Some(old),
+            renewed_at: old,
+            lease_secs: 60,
+        };
+        let prefix = prefix("p", "db");
+        store
+            .put(
+                &stale.key(&prefix),
+                serde_json::to_vec(&stale).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        let lock = acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "backup",
+            Duration::from_secs(1),
+            SETTLE,
+        )
+        .await
+        .unwrap();
+        let keys = store.list(&prefix).await.unwrap();
+        assert_eq!(keys.len(), 1, "the stale claim is gone: {keys:?}");
+        let first_key = keys[0].key.clone();
+        // Renewals replace the claim while the lease is short.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let keys = store.list(&prefix).await.unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_ne!(keys[0].key, first_key, "renewed");
+        // Still held: a contender 1.2 s later (past the first lease) is refused.
+        assert!(acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "backup",
+            DEFAULT_LEASE,
+            SETTLE
+        )
+        .await
+        .is_err());
+        lock.release().await;
+    }
+}
