@@ -147,6 +147,33 @@ impl Run<'_> {
         });
     }
 
+    /// The manifest of this run's artifacts, for the kind-specific fields
+    /// to be filled in by the caller.
+    fn manifest(
+        &mut self,
+        kind: &str,
+        started_at: chrono::DateTime<Utc>,
+        server_version: String,
+        dump_tool_version: String,
+    ) -> Manifest {
+        Manifest {
+            format: repository::FORMAT_VERSION,
+            id: self.id.clone(),
+            policy: self.policy.name.to_string(),
+            source: self.source.name.to_string(),
+            kind: kind.to_string(),
+            started_at,
+            finished_at: Utc::now(),
+            server_version,
+            tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+            dump_tool_version,
+            artifacts: std::mem::take(&mut self.artifacts),
+            physical: None,
+            binlog: None,
+            kubernetes: None,
+        }
+    }
+
     /// Stores a small artifact held in memory (an inventory, a manifest)
     /// and records it.
     async fn store_small(
@@ -444,22 +471,7 @@ async fn backup_postgres(
         .await?;
     }
 
-    Ok(Manifest {
-        format: repository::FORMAT_VERSION,
-        id: run.id.clone(),
-        policy: run.policy.name.to_string(),
-        source: source_name,
-        kind: "postgres-dump".into(),
-        started_at,
-        finished_at: Utc::now(),
-        server_version: server.version,
-        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        dump_tool_version: tools.version,
-        artifacts: std::mem::take(&mut run.artifacts),
-        physical: None,
-        binlog: None,
-        kubernetes: None,
-    })
+    Ok(run.manifest("postgres-dump", started_at, server.version, tools.version))
 }
 
 /// A physical base backup: `pg_basebackup` as one tar on its stdout,
@@ -622,17 +634,6 @@ async fn backup_postgres_base(
     .await?;
 
     Ok(Manifest {
-        format: repository::FORMAT_VERSION,
-        id: run.id.clone(),
-        policy: run.policy.name.to_string(),
-        source: source_name,
-        kind: "postgres-base".into(),
-        started_at,
-        finished_at: Utc::now(),
-        server_version: server.version,
-        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        dump_tool_version: tools.version,
-        artifacts: std::mem::take(&mut run.artifacts),
         physical: Some(repository::Physical {
             timeline,
             start_lsn,
@@ -647,8 +648,7 @@ async fn backup_postgres_base(
             stop_segment: wal::segment_name(timeline, stop_lsn.segment(segment_size), segment_size),
             backup_label: label,
         }),
-        binlog: None,
-        kubernetes: None,
+        ..run.manifest("postgres-base", started_at, server.version, tools.version)
     })
 }
 
@@ -848,20 +848,8 @@ async fn backup_mysql(
     }
 
     Ok(Manifest {
-        format: repository::FORMAT_VERSION,
-        id: run.id.clone(),
-        policy: run.policy.name.to_string(),
-        source: source_name,
-        kind: "mysql-dump".into(),
-        started_at,
-        finished_at: Utc::now(),
-        server_version: info.version,
-        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        dump_tool_version: tool_version,
-        artifacts: std::mem::take(&mut run.artifacts),
-        physical: None,
         binlog,
-        kubernetes: None,
+        ..run.manifest("mysql-dump", started_at, info.version, tool_version)
     })
 }
 
@@ -920,19 +908,12 @@ async fn backup_kubernetes(
     tracing::info!(source = %source_name, objects = summary.objects(), namespaces = summary.namespaces.len(), plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), "cluster configuration exported");
     run.record("objects".into(), "kubernetes-yaml-tar", None, key, enc);
     Ok(Manifest {
-        format: repository::FORMAT_VERSION,
-        id: run.id.clone(),
-        policy: run.policy.name.to_string(),
-        source: source_name,
-        kind: "kubernetes-export".into(),
-        started_at,
-        finished_at: Utc::now(),
-        server_version: format!("Kubernetes {version}"),
-        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        dump_tool_version: "lifeboat kubernetes export (kube-rs 2)".into(),
-        artifacts: std::mem::take(&mut run.artifacts),
-        physical: None,
-        binlog: None,
         kubernetes: Some(summary),
+        ..run.manifest(
+            "kubernetes-export",
+            started_at,
+            format!("Kubernetes {version}"),
+            "lifeboat kubernetes export (kube-rs 2)".into(),
+        )
     })
 }

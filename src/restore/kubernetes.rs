@@ -270,48 +270,49 @@ pub struct Plan {
 /// --include/--exclude without a server.
 fn known_types(manifest: &Manifest, objects: &[Exported]) -> Vec<ResourceType> {
     let mut out: Vec<ResourceType> = Vec::new();
-    if let Some(k) = &manifest.kubernetes {
-        for c in &k.counts {
-            if out
-                .iter()
-                .any(|t| t.kind == c.kind && t.api_version() == c.api_version)
-            {
-                continue;
-            }
-            let (group, version) = match c.api_version.split_once('/') {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (String::new(), c.api_version.clone()),
-            };
-            out.push(ResourceType {
-                group,
-                version,
-                kind: c.kind.clone(),
-                plural: c.resource.clone(),
-                singular: c.kind.to_ascii_lowercase(),
-                namespaced: !c.namespace.is_empty(),
-                verbs: Vec::new(),
-                short_names: Vec::new(),
-                preferred: true,
-            });
-        }
-    }
+    let counted = manifest.kubernetes.iter().flat_map(|k| &k.counts).map(|c| {
+        (
+            c.api_version.as_str(),
+            c.kind.as_str(),
+            Some(c.resource.as_str()),
+        )
+    });
     // Kinds in the export the manifest does not count (it always should).
-    for e in objects {
-        let api_version = e
-            .obj
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let kind = e.obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let exported = objects.iter().map(|e| {
+        let field = |f: &str| e.obj.get(f).and_then(Value::as_str).unwrap_or("");
+        (field("apiVersion"), field("kind"), None)
+    });
+    for (api_version, kind, plural) in counted.chain(exported) {
         if !out
             .iter()
             .any(|t| t.kind == kind && t.api_version() == api_version)
         {
-            let t = type_of(&out, api_version, kind);
-            out.push(t);
+            out.push(described_type(api_version, kind, plural));
         }
     }
     out
+}
+
+/// A type known only by its apiVersion, kind and (if recorded) plural;
+/// without one the plural is guessed (`ConfigMap` → `configmaps`).
+fn described_type(api_version: &str, kind: &str, plural: Option<&str>) -> ResourceType {
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.to_string()),
+    };
+    ResourceType {
+        group,
+        version,
+        kind: kind.to_string(),
+        plural: plural
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}s", kind.to_ascii_lowercase())),
+        singular: kind.to_ascii_lowercase(),
+        namespaced: true,
+        verbs: Vec::new(),
+        short_names: Vec::new(),
+        preferred: true,
+    }
 }
 
 fn type_of(known: &[ResourceType], api_version: &str, kind: &str) -> ResourceType {
@@ -319,23 +320,7 @@ fn type_of(known: &[ResourceType], api_version: &str, kind: &str) -> ResourceTyp
         .iter()
         .find(|t| t.kind == kind && t.api_version() == api_version)
         .cloned()
-        .unwrap_or_else(|| {
-            let (group, version) = match api_version.split_once('/') {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (String::new(), api_version.to_string()),
-            };
-            ResourceType {
-                group,
-                version,
-                kind: kind.to_string(),
-                plural: format!("{}s", kind.to_ascii_lowercase()),
-                singular: kind.to_ascii_lowercase(),
-                namespaced: true,
-                verbs: Vec::new(),
-                short_names: Vec::new(),
-                preferred: true,
-            }
-        })
+        .unwrap_or_else(|| described_type(api_version, kind, None))
 }
 
 /// Selects, rewrites and orders the objects. `harmless` applies the

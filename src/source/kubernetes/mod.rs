@@ -1040,13 +1040,8 @@ async fn select_namespaces(
         (_, selector) => {
             let excluded = src.excluded_namespaces();
             cluster
-                .list(&ns_type, None, selector.as_deref(), |mut ns| {
-                    let name = object_name(&ns).to_string();
-                    if !excluded.contains(&name) {
-                        if let Some(o) = ns.as_object_mut() {
-                            o.insert("apiVersion".into(), "v1".into());
-                            o.insert("kind".into(), "Namespace".into());
-                        }
+                .list(&ns_type, None, selector.as_deref(), |ns| {
+                    if !excluded.iter().any(|e| e == object_name(&ns)) {
                         out.push(ns);
                     }
                     Ok(())
