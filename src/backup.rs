@@ -77,7 +77,8 @@ pub enum BackupError {
 }
 
 /// What `lifeboat backup --kind` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackupKind {
     /// Logical dumps (pg_dump) of each database, with row-count inventories.
     #[default]
@@ -230,16 +231,26 @@ impl Run<'_> {
     }
 }
 
-/// Backs up one source and returns its manifest. On failure, artifacts
-/// already written are deleted and no manifest is written, so nothing is
-/// listed. Holds the source's lock (see [`crate::lock`]) meanwhile: a
-/// second process backing up the same source is refused.
+/// A finished backup, and the prune that followed it.
+#[derive(Debug)]
+pub struct Finished {
+    pub manifest: Manifest,
+    /// The policy's retention applied after the backup (`None` without a
+    /// retention section). Its failure does not fail the backup.
+    pub prune: Option<Result<(crate::prune::Plan, crate::prune::Done), crate::prune::PruneError>>,
+}
+
+/// Backs up one source and returns its manifest, then applies the
+/// policy's retention to the source. On failure, artifacts already
+/// written are deleted and no manifest is written, so nothing is listed.
+/// Holds the source's lock (see [`crate::lock`]) meanwhile: a second
+/// process backing up or pruning the same source is refused.
 pub async fn backup_source(
     policy: &Policy,
     source: &Source,
     repo: &Repository,
     kind: BackupKind,
-) -> Result<Manifest, BackupError> {
+) -> Result<Finished, BackupError> {
     let lock = crate::lock::acquire(
         Arc::clone(repo.store()),
         policy.name.as_str(),
@@ -250,6 +261,34 @@ pub async fn backup_source(
     )
     .await?;
     let result = backup_source_locked(policy, source, repo, kind).await;
+    let result = match result {
+        Ok(manifest) => {
+            let prune = match &policy.retention {
+                Some(rules) if !crate::shutdown::is_requested() => {
+                    let opts = crate::prune::Options {
+                        dry_run: false,
+                        grace: crate::prune::DEFAULT_GRACE,
+                        now: Utc::now(),
+                    };
+                    let r = crate::prune::prune_locked(
+                        repo,
+                        policy.name.as_str(),
+                        source.name.as_str(),
+                        rules,
+                        opts,
+                    )
+                    .await;
+                    if let Err(e) = &r {
+                        tracing::warn!(source = %source.name, error = %e, "retention after the backup failed; the backup itself is complete");
+                    }
+                    Some(r)
+                }
+                _ => None,
+            };
+            Ok(Finished { manifest, prune })
+        }
+        Err(e) => Err(e),
+    };
     lock.release().await;
     result
 }

@@ -17,8 +17,14 @@
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
 //! | [`lock`] | per-source locks in the repository (claims, leases, takeover) |
 //! | [`retention`] | pure planning: which backups to keep, and why |
+//! | [`prune`] | applying retention to a source: backups, WAL and binlog archives, leftovers of crashed runs |
 //! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
+//! | [`catalog`] | the local SQLite index of backups and history of runs (rebuildable from the repository) |
+//! | [`daemon`] | `lifeboat run`: schedules, supervised archivers, `/metrics`, reload and graceful stop |
+//! | [`metrics`] | the Prometheus metrics the daemon exports |
+//! | [`drill`] | restore drills: scratch servers, checks, RTO/RPO, reports in the repository |
+//! | [`status`] | newest backup, last attempt and archive lag of each source |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
@@ -33,18 +39,24 @@
 
 pub mod backup;
 pub mod binlog;
+pub mod catalog;
 pub mod cli;
+pub mod daemon;
+pub mod drill;
 pub mod keys;
 pub mod lock;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod progress;
+pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod shutdown;
 pub mod source;
+pub mod status;
 pub mod storage;
 pub mod verify;
 pub mod wal;

@@ -111,6 +111,9 @@ pub struct Policy {
     pub retention: Option<Retention>,
     /// The systems this policy protects.
     pub sources: Vec<Source>,
+    /// Restore drills (`lifeboat drill`): scratch targets and checks.
+    #[serde(default)]
+    pub drill: DrillConfig,
     /// The file this policy was read from (set by [`Policy::load`]).
     #[serde(skip)]
     pub path: PathBuf,
@@ -601,7 +604,22 @@ impl Policy {
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let schedule = self.schedule.as_ref()?;
+        self.next_of(self.schedule.as_ref()?, after)
+    }
+
+    /// When the drill schedule fires next after `after` (policy time zone).
+    pub fn next_drill(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.next_of(self.drill.schedule.as_ref()?, after)
+    }
+
+    fn next_of(
+        &self,
+        schedule: &Schedule,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
         let tz = self.timezone.map(|t| t.0).unwrap_or(chrono_tz::UTC);
         schedule
             .next_after(&after.with_timezone(&tz))
@@ -643,6 +661,195 @@ impl Retention {
         .iter()
         .any(|k| k.unwrap_or(0) > 0)
             || self.keep_within.is_some_and(|d| !d.0.is_zero())
+    }
+}
+
+/// Restore drills: where the scratch targets run and what is checked
+/// beyond every object's hashes and the inventory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// When `lifeboat run` drills the policy's PostgreSQL sources
+    /// (Kubernetes CronJob syntax, read in the policy's `timezone`), e.g.
+    /// `"0 5 1 * *"` for 05:00 on the 1st of each month. Needs `identity`.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// The age identity file the daemon's scheduled drills decrypt with
+    /// (relative paths are relative to the policy file). Keep it readable
+    /// by the daemon only; `lifeboat drill` takes `--identity` instead.
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// Folder for scratch servers' data directories (default: the system
+    /// temp folder). It needs room for the largest restored database.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    /// The throwaway PostgreSQL cluster drills restore into.
+    #[serde(default)]
+    pub postgres: ScratchPostgresConfig,
+    /// A drill fails when the restored data is older than this (the
+    /// recovery point objective, e.g. `26h` for nightly backups).
+    #[serde(default)]
+    pub max_rpo: Option<HumanDuration>,
+    /// Queries run on the restored data.
+    #[serde(default)]
+    pub checks: Vec<DrillCheck>,
+}
+
+/// The throwaway PostgreSQL cluster of a drill (initdb and pg_ctl).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchPostgresConfig {
+    /// Folder holding initdb, pg_ctl and postgres (default: Debian's
+    /// `/usr/lib/postgresql/N/bin` for the backup's major version or newer).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Port on 127.0.0.1 (default: a free one).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The system user the cluster runs as when lifeboat runs as root
+    /// (PostgreSQL refuses root). Default: `postgres`.
+    #[serde(default)]
+    pub run_as: Option<String>,
+}
+
+/// A query run on a drill's restored data, and what its result must be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    /// Shown in the report (`orders in the last day`).
+    pub name: String,
+    /// The source whose restored backup is queried.
+    pub source: Name,
+    /// The database queried (default: the backup's only database).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// One query; the first column of the first row is compared.
+    pub sql: String,
+    /// `> 0`, `>= 1000`, `== 42`, `!= 0`, `< 5`, `<= 5`, or `== text`.
+    pub expect: Expectation,
+}
+
+/// A comparison a check's result must satisfy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expectation {
+    pub op: CompareOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CompareOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "==",
+            CompareOp::Ne => "!=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+        }
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op.symbol(), self.value)
+    }
+}
+
+impl FromStr for Expectation {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        // Two-character operators first.
+        let ops = [
+            (">=", CompareOp::Ge),
+            ("<=", CompareOp::Le),
+            ("==", CompareOp::Eq),
+            ("!=", CompareOp::Ne),
+            (">", CompareOp::Gt),
+            ("<", CompareOp::Lt),
+            ("=", CompareOp::Eq),
+        ];
+        let (op, rest) = ops
+            .iter()
+            .find_map(|(sym, op)| t.strip_prefix(sym).map(|rest| (*op, rest.trim())))
+            .ok_or_else(|| {
+                format!("expect '{text}' has no comparison; write e.g. '> 0', '>= 1000', '== 42' or '== text'")
+            })?;
+        if rest.is_empty() {
+            return Err(format!(
+                "expect '{text}' has nothing to compare with; write e.g. '{} 0'",
+                op.symbol()
+            ));
+        }
+        if !matches!(op, CompareOp::Eq | CompareOp::Ne) && rest.parse::<f64>().is_err() {
+            return Err(format!(
+                "expect '{text}': {} needs a number, '{rest}' is not one",
+                op.symbol()
+            ));
+        }
+        Ok(Expectation {
+            op,
+            value: rest.to_string(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Expectation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `expect: 5` arrives as a number.
+        let v = serde_yaml::Value::deserialize(d)?;
+        let text = match v {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => format!("== {n}"),
+            serde_yaml::Value::Bool(b) => format!("== {b}"),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "expect must be a comparison such as '> 0' or '== 42'",
+                ))
+            }
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Expectation {
+    /// Whether `actual` (the query's result as text; `None` for SQL NULL
+    /// or no row) satisfies it. Numbers compare as numbers; text only with
+    /// `==` and `!=`.
+    pub fn holds(&self, actual: Option<&str>) -> Result<bool, String> {
+        let Some(actual) = actual else {
+            return Ok(self.op == CompareOp::Ne);
+        };
+        let actual = actual.trim();
+        if let (Ok(a), Ok(b)) = (actual.parse::<f64>(), self.value.parse::<f64>()) {
+            return Ok(match self.op {
+                CompareOp::Eq => a == b,
+                CompareOp::Ne => a != b,
+                CompareOp::Gt => a > b,
+                CompareOp::Ge => a >= b,
+                CompareOp::Lt => a < b,
+                CompareOp::Le => a <= b,
+            });
+        }
+        match self.op {
+            CompareOp::Eq => Ok(actual == self.value),
+            CompareOp::Ne => Ok(actual != self.value),
+            op => Err(format!(
+                "the result '{actual}' is not a number, so it cannot be compared with {} {}",
+                op.symbol(),
+                self.value
+            )),
+        }
     }
 }
 
@@ -733,6 +940,14 @@ pub struct Source {
 }
 
 impl Source {
+    /// What a backup of this source takes unless told otherwise.
+    pub fn default_backup_kind(&self) -> crate::backup::BackupKind {
+        match self.kind() {
+            SourceKind::Postgres(pg) => pg.backup,
+            _ => crate::backup::BackupKind::Dump,
+        }
+    }
+
     /// The source's kind.
     pub fn kind(&self) -> SourceKind<'_> {
         match (&self.postgres, &self.mysql, &self.kubernetes) {
@@ -845,6 +1060,20 @@ pub struct MysqlSource {
     /// Folder holding mariadb-dump/mysqldump and the client. Default: `PATH`.
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    /// `lifeboat run` archives this server's binlogs continuously (as
+    /// `lifeboat binlog-archive` does), restarting the archiver when it
+    /// stops (default false).
+    #[serde(default)]
+    pub archive_binlogs: bool,
+    /// How often the binlog file in progress is stored by the daemon's
+    /// archiver: the most recent changes a lost server can take with it
+    /// (default 60s).
+    #[serde(default = "default_binlog_interval")]
+    pub binlog_interval: HumanDuration,
+}
+
+fn default_binlog_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_my_host() -> String {
@@ -889,6 +1118,12 @@ pub struct PostgresSource {
     /// the server, then `PATH`.
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    /// What scheduled backups (`lifeboat run`) and `lifeboat backup`
+    /// without `--kind` take: `dump` (pg_dump per database, default) or
+    /// `base` (pg_basebackup, for point-in-time recovery with the WAL
+    /// archive).
+    #[serde(default)]
+    pub backup: crate::backup::BackupKind,
 }
 
 fn default_pg_host() -> String {
@@ -1052,6 +1287,16 @@ impl Policy {
         if let Some(p) = &mut self.encryption.recipients_file {
             abs(p);
         }
+        for p in [
+            self.drill.scratch_dir.as_mut(),
+            self.drill.identity.as_mut(),
+            self.drill.postgres.bin_dir.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
         for src in &mut self.sources {
             if let Some(pg) = &mut src.postgres {
                 if let Some(SecretRef::File(p)) = &mut pg.password {
@@ -1201,6 +1446,56 @@ impl Policy {
                     }
                     _ => {}
                 }
+            }
+        }
+        if self.drill.schedule.is_some() {
+            if self.drill.identity.is_none() {
+                return Err(invalid(
+                    "drill.schedule is set but drill.identity is not: the daemon's drills decrypt the backups with it; name the age identity file (or remove the schedule and run `lifeboat drill --identity FILE`)".to_string(),
+                ));
+            }
+            if !self
+                .sources
+                .iter()
+                .any(|s| matches!(s.kind(), SourceKind::Postgres(_)))
+            {
+                return Err(invalid(
+                    "drill.schedule is set but the policy has no PostgreSQL source; drills restore PostgreSQL dumps so far".to_string(),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.drill.checks.iter().enumerate() {
+            let at = format!("drill.checks[{i}] ('{}')", c.name);
+            if c.name.trim().is_empty() {
+                return Err(invalid(format!(
+                    "drill.checks[{i}] has an empty name; name it for the report"
+                )));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid(format!(
+                    "{at}: two checks have this name; names tell checks apart in reports"
+                )));
+            }
+            let Some(source) = self.sources.iter().find(|s| s.name == c.source) else {
+                return Err(invalid(format!(
+                    "{at}: source '{}' is not in this policy (it has: {})",
+                    c.source,
+                    self.sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            if source.postgres.is_none() {
+                return Err(invalid(format!(
+                    "{at}: source '{}' is not a PostgreSQL source; drill checks are SQL on PostgreSQL restores",
+                    c.source
+                )));
+            }
+            if c.sql.trim().is_empty() {
+                return Err(invalid(format!("{at}: sql is empty")));
             }
         }
         Ok(())
@@ -1510,6 +1805,61 @@ mod tests {
         assert!(
             e.contains("'Mars/Olympus' is not an IANA time zone") && e.contains(":7:"),
             "{e}"
+        );
+    }
+
+    /// A drill schedule is read in the policy's zone, needs an identity
+    /// (resolved beside the policy file) and a PostgreSQL source.
+    #[test]
+    fn drill_schedules_need_an_identity_and_a_postgres_source() {
+        let text = |drill: &str, source: &str| {
+            format!(
+                "name: app\nrepository:\n  url: ./b\nencryption:\n  recipients: [{R}]\ntimezone: Europe/Berlin\nsources:\n  - name: db\n{source}drill:\n{drill}"
+            )
+        };
+        let pg = "    postgres:\n      host: db\n";
+        let p = Policy::parse(
+            &text(
+                "  schedule: \"0 5 1 * *\"\n  identity: keys/drill.key\n",
+                pg,
+            ),
+            Path::new("/etc/lifeboat/app.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.drill.identity.as_deref(),
+            Some(Path::new("/etc/lifeboat/keys/drill.key"))
+        );
+        let after = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:07:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        // 05:00 CET on December 1st is 04:00Z.
+        assert_eq!(
+            p.next_drill(after).unwrap().to_rfc3339(),
+            "2026-12-01T04:00:00+00:00"
+        );
+        assert_eq!(p.next_run(after), None, "no backup schedule");
+
+        let e = parse(&text("  schedule: \"0 5 1 * *\"\n", pg))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("drill.schedule is set but drill.identity is not"),
+            "{e}"
+        );
+        let e = parse(&text(
+            "  schedule: \"0 5 1 * *\"\n  identity: k.key\n",
+            "    kubernetes:\n      namespaces: [a]\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no PostgreSQL source"), "{e}");
+        let e = parse(&text("  schedule: \"0 5 32 * *\"\n  identity: k.key\n", pg))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":12:") && e.contains("schedule '0 5 32 * *'"),
+            "the schedule's line: {e}"
         );
     }
 

@@ -21,9 +21,10 @@ pub struct Args {
     source: Vec<String>,
     /// What to take: `dump` (pg_dump per database, restorable anywhere) or
     /// `base` (pg_basebackup of the cluster; with the WAL archive it
-    /// restores to any point in time).
-    #[arg(long, value_enum, default_value_t = crate::backup::BackupKind::Dump)]
-    kind: crate::backup::BackupKind,
+    /// restores to any point in time). Default: the source's `backup:`
+    /// setting, else dump.
+    #[arg(long, value_enum)]
+    kind: Option<crate::backup::BackupKind>,
     /// Print the manifests of the new backups as JSON.
     #[arg(long)]
     json: bool,
@@ -47,8 +48,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if crate::shutdown::is_requested() {
             break;
         }
-        let m = match crate::backup::backup_source(&policy, source, &repo, args.kind).await {
-            Ok(m) => m,
+        let finished = match crate::backup::backup_source(
+            &policy,
+            source,
+            &repo,
+            args.kind.unwrap_or_else(|| source.default_backup_kind()),
+        )
+        .await
+        {
+            Ok(f) => f,
             Err(e) => {
                 failed.push(anyhow::Error::new(e).context(format!(
                     "backup of source '{}' failed; nothing was listed",
@@ -57,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        let m = finished.manifest;
         let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
         if !args.json {
             println!(
@@ -76,6 +85,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     k.namespaces.join(", "),
                     skipped
                 );
+            }
+        }
+        if !args.json {
+            match &finished.prune {
+                Some(Ok((_, d))) if d.backups > 0 || !d.objects.is_empty() => println!(
+                    "  retention: {} older backups deleted, {} objects ({}) in all",
+                    d.backups,
+                    d.objects.values().sum::<u64>(),
+                    human_bytes(d.bytes)
+                ),
+                Some(Ok((plan, _))) => println!(
+                    "  retention: nothing to delete ({} backups kept)",
+                    plan.backups.iter().filter(|b| b.keep).count()
+                ),
+                Some(Err(e)) => eprintln!(
+                    "warning: {}: retention after the backup failed: {e}",
+                    m.source
+                ),
+                None => {}
             }
         }
         done.push(m);

@@ -3,10 +3,13 @@
 
 mod backup;
 mod binlog;
+mod daemon;
+mod drill;
 mod keygen;
 mod list;
 mod pitr;
 mod policy;
+mod prune;
 mod restore;
 mod restore_kube;
 mod restore_mysql;
@@ -74,6 +77,13 @@ enum Command {
     /// Restore a backup: a PostgreSQL or MySQL database, a point in time,
     /// or Kubernetes objects. Shows the plan first; --dry-run stops there.
     Restore(Box<restore::Args>),
+    /// Apply the policy's retention: delete old backups, the WAL and
+    /// binlogs no kept backup needs, and leftovers of crashed runs.
+    Prune(prune::Args),
+    /// Prove a backup restores: restore it into a throwaway server, check
+    /// row counts, hashes and the policy's checks, measure RTO and RPO,
+    /// report, and remove the scratch server.
+    Drill(drill::Args),
     /// Archive one WAL file (PostgreSQL's archive_command).
     WalPush(wal::PushArgs),
     /// Fetch one WAL file from the archive (PostgreSQL's restore_command).
@@ -90,6 +100,15 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Run as a daemon: every policy of a folder on its schedule, binlog
+    /// archivers, /metrics, /healthz and /readyz.
+    Run(daemon::RunArgs),
+    /// Show each source's newest backup, last attempt, archive lag and the
+    /// next scheduled run.
+    Status(daemon::StatusArgs),
+    /// Work with the local catalog (backup index and run history).
+    #[command(subcommand)]
+    Catalog(daemon::CatalogCommand),
 }
 
 /// Entry point of the binary.
@@ -106,6 +125,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Run(args) = cli.command {
+        // The daemon handles its signals itself (SIGHUP reloads; SIGTERM
+        // lets running backups finish until a deadline).
+        let result = runtime.block_on(daemon::run(args));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+        return match result {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(exit_code(&err))
+            }
+        };
+    }
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
@@ -114,12 +146,17 @@ pub fn main() -> ExitCode {
                 Command::List(a) => list::run(a).await,
                 Command::Verify(a) => verify::run(a).await,
                 Command::Restore(a) => restore::run(*a).await,
+                Command::Prune(a) => prune::run(a).await,
+                Command::Drill(a) => drill::run(a).await,
                 Command::Policy(c) => policy::run(c).await,
                 Command::WalPush(a) => wal::push(a).await,
                 Command::WalFetch(a) => wal::fetch(a).await,
                 Command::WalVerify(a) => wal::verify(a).await,
                 Command::BinlogArchive(a) => binlog::archive(a).await,
                 Command::BinlogVerify(a) => binlog::verify(a).await,
+                Command::Status(a) => daemon::status(a).await,
+                Command::Catalog(c) => daemon::catalog(c).await,
+                Command::Run(_) => unreachable!("handled above"),
             }
         };
         // On SIGINT/SIGTERM running work is asked to stop and given time
@@ -253,6 +290,31 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             repository(e)
         } else if let Some(e) = cause.downcast_ref::<StorageError>() {
             storage(e)
+        } else if let Some(e) = cause.downcast_ref::<crate::daemon::DaemonError>() {
+            use crate::daemon::DaemonError as D;
+            match e {
+                D::Strict { .. } | D::NoPolicies { .. } | D::DuplicateName { .. } => Outcome::Usage,
+                _ => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::drill::DrillError>() {
+            use crate::drill::DrillError as D;
+            match e {
+                D::Repository(r) => repository(r),
+                D::Storage(s) => storage(s),
+                D::Policy(p) => policy(p),
+                D::UnsupportedSource { .. } | D::UnsupportedBackup { .. } => Outcome::Usage,
+                D::NoDumps { .. } => Outcome::NotFound,
+                D::Report { .. } => Outcome::Integrity,
+                D::Interrupted => Outcome::Failure,
+            }
+        } else if let Some(e) = cause.downcast_ref::<crate::prune::PruneError>() {
+            use crate::prune::PruneError as P;
+            match e {
+                P::NoRetention { .. } => Outcome::Usage,
+                P::Locked(crate::lock::LockError::Held { .. }) => Outcome::Refused,
+                P::Repository(r) => repository(r),
+                _ => Outcome::Failure,
+            }
         } else if let Some(e) = cause.downcast_ref::<BackupError>() {
             match e {
                 BackupError::Policy(p) => policy(p),

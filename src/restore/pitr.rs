@@ -476,7 +476,7 @@ pub async fn execute(
 }
 
 /// `PostgreSQL 15.20 (Debian ...)` → 15.
-fn server_major(version: &str) -> u32 {
+pub(crate) fn server_major(version: &str) -> u32 {
     version
         .split_whitespace()
         .nth(1)

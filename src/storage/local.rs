@@ -136,6 +136,43 @@ impl ObjectStore for LocalStore {
             Err(e) => Err(io_err("remove", &path)(e)),
         }
     }
+
+    /// Temp files of writes that never finished (shared by every prefix:
+    /// they carry no key).
+    async fn unfinished(&self, _prefix: &str) -> Result<Vec<super::Unfinished>, StorageError> {
+        let dir = self.root.join(TMP_DIR);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(io_err("list", &dir))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let started = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(chrono::DateTime::<chrono::Utc>::from);
+            out.push(super::Unfinished {
+                key: format!("{TMP_DIR}/{name}"),
+                id: name,
+                started,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn discard(&self, write: &super::Unfinished) -> Result<(), StorageError> {
+        let path = self.root.join(TMP_DIR).join(&write.id);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
 }
 
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

@@ -29,6 +29,17 @@ pub struct ObjectMeta {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A write that was started and never finished.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unfinished {
+    /// The object key it was writing (a local temp file's own path
+    /// relative to the root).
+    pub key: String,
+    /// The S3 upload id, or the temp file's name.
+    pub id: String,
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Errors from a storage backend. Each names the object or bucket involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -105,6 +116,18 @@ pub trait ObjectStore: Send + Sync {
 
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Writes that were started under `prefix` and never finished nor
+    /// aborted (a killed process): S3 multipart uploads, which the bucket
+    /// keeps and bills until aborted; a local folder's temp files.
+    async fn unfinished(&self, _prefix: &str) -> Result<Vec<Unfinished>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Discards one unfinished write.
+    async fn discard(&self, _write: &Unfinished) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     /// Writes a small object in one call.
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {

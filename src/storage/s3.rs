@@ -78,6 +78,7 @@ pub struct S3Store {
 pub struct PendingUpload {
     pub key: String,
     pub upload_id: String,
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl S3Store {
@@ -167,6 +168,11 @@ impl S3Store {
     /// Multipart uploads started under this repository and never completed
     /// or aborted.
     pub async fn list_pending_uploads(&self) -> Result<Vec<PendingUpload>, StorageError> {
+        self.pending_uploads("").await
+    }
+
+    /// Pending multipart uploads whose key starts with `prefix`.
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StorageError> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
@@ -175,7 +181,7 @@ impl S3Store {
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
-                .prefix(self.full_key(""))
+                .prefix(self.full_key(prefix))
                 .set_key_marker(key_marker.clone())
                 .set_upload_id_marker(id_marker.clone())
                 .send()
@@ -186,6 +192,9 @@ impl S3Store {
                     out.push(PendingUpload {
                         key: self.rel_key(k).to_string(),
                         upload_id: id.to_string(),
+                        initiated: u.initiated().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
                     });
                 }
             }
@@ -377,6 +386,28 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
     }
+
+    async fn unfinished(&self, prefix: &str) -> Result<Vec<super::Unfinished>, StorageError> {
+        Ok(self
+            .pending_uploads(prefix)
+            .await?
+            .into_iter()
+            .map(|u| super::Unfinished {
+                key: u.key,
+                id: u.upload_id,
+                started: u.initiated,
+            })
+            .collect())
+    }
+
+    async fn discard(&self, write: &super::Unfinished) -> Result<(), StorageError> {
+        self.abort_upload(&PendingUpload {
+            key: write.key.clone(),
+            upload_id: write.id.clone(),
+            initiated: write.started,
+        })
+        .await
+    }
 }
 
 /// Buffers one part at a time and uploads full parts concurrently, at most
@@ -514,6 +545,7 @@ impl S3Writer {
         while self.in_flight.join_next().await.is_some() {}
         if let Some(id) = self.upload_id.take() {
             let pending = PendingUpload {
+                initiated: None,
                 key: self.key.clone(),
                 upload_id: id,
             };
@@ -563,6 +595,7 @@ impl Drop for S3Writer {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let store = self.store.clone();
                 let pending = PendingUpload {
+                    initiated: None,
                     key: self.key.clone(),
                     upload_id: id,
                 };

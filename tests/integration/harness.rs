@@ -704,6 +704,11 @@ impl Lifeboat {
                 )
             }
         };
+        // The run history goes to this folder, never to the user's own catalog.
+        envs.push((
+            "LIFEBOAT_CATALOG".into(),
+            dir.path().join("catalog.db").display().to_string(),
+        ));
         let policy = dir.path().join("policy.yaml");
         std::fs::write(
             &policy,

@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod deploy;
+mod drill;
 mod failures;
 mod kube_server;
 mod kubernetes;
@@ -12,3 +14,4 @@ mod pitr;
 mod policies;
 mod roundtrip;
 mod secrets;
+mod unattended;

@@ -11,7 +11,7 @@ const PASSWORD: &str = "lifeboat-test-pw";
 
 /// A cluster archiving with `lifeboat wal-push` into `repo`, and a lifeboat
 /// folder the postgres user can use.
-fn archiving(repo: Repo<'_>) -> (PgCluster, Lifeboat) {
+pub(crate) fn archiving(repo: Repo<'_>) -> (PgCluster, Lifeboat) {
     // The archive_command needs the policy, which needs the port: the
     // server starts with archiving paused (an empty command) until both exist.
     let pg = PgCluster::start_with(
@@ -47,7 +47,7 @@ fn local_repo() -> tempfile::TempDir {
 }
 
 /// Some write load: inserts, updates and deletes, several transactions.
-fn load(pg: &PgCluster, rows: u32) {
+pub(crate) fn load(pg: &PgCluster, rows: u32) {
     pg.psql(
         "app",
         &format!(
@@ -62,7 +62,7 @@ fn load(pg: &PgCluster, rows: u32) {
 }
 
 /// Row count and a digest of every row of `orders` on the server at `port`.
-fn contents(pg: &PgCluster, port: u16) -> String {
+pub(crate) fn contents(pg: &PgCluster, port: u16) -> String {
     pg.psql_at(
         port,
         "app",
@@ -71,7 +71,7 @@ fn contents(pg: &PgCluster, port: u16) -> String {
 }
 
 /// Ends the current WAL segment and waits until the archiver has pushed it.
-fn switch_and_wait(pg: &PgCluster, port: u16, timeout: Duration) -> String {
+pub(crate) fn switch_and_wait(pg: &PgCluster, port: u16, timeout: Duration) -> String {
     let segment = pg.psql_at(port, "postgres", "SELECT pg_walfile_name(pg_switch_wal())");
     let deadline = Instant::now() + timeout;
     loop {
@@ -94,7 +94,7 @@ fn switch_and_wait(pg: &PgCluster, port: u16, timeout: Duration) -> String {
     }
 }
 
-fn restore(lb: &Lifeboat, dir: &RestoredDir, extra: &[&str]) -> crate::harness::Run {
+pub(crate) fn restore(lb: &Lifeboat, dir: &RestoredDir, extra: &[&str]) -> crate::harness::Run {
     let identity = lb.identity.display().to_string();
     let datadir = dir.path.display().to_string();
     let mut args = vec![

@@ -1,0 +1,569 @@
+//! Restore drills against real servers: a PostgreSQL source, dumps in a
+//! local folder or on Garage, throwaway scratch clusters started by
+//! lifeboat itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Garage, Lifeboat, PgCluster, Repo, Run};
+
+/// A cluster with two databases: `shop` (orders) and `crm` (contacts).
+fn source_cluster() -> PgCluster {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql("postgres", "CREATE DATABASE crm");
+    pg.psql(
+        "shop",
+        "CREATE TABLE orders (id serial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(), total numeric NOT NULL); \
+         INSERT INTO orders (total) SELECT g FROM generate_series(1, 500) g; \
+         CREATE TABLE items (order_id int REFERENCES orders, sku text); \
+         INSERT INTO items SELECT g, 'sku-' || g FROM generate_series(1, 500) g; \
+         SELECT lo_from_bytea(0, 'a large object');",
+    );
+    pg.psql(
+        "crm",
+        "CREATE TABLE contacts (id int, name text); INSERT INTO contacts VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Émilie');",
+    );
+    pg
+}
+
+/// Adds a `drill:` section to the test policy.
+fn set_drill(lb: &Lifeboat, drill_yaml: &str) {
+    let text = std::fs::read_to_string(&lb.policy).unwrap();
+    let base = match text.find("\ndrill:\n") {
+        Some(i) => text[..i + 1].to_string(),
+        None => text,
+    };
+    std::fs::write(&lb.policy, format!("{base}drill:\n{drill_yaml}")).unwrap();
+}
+
+/// A scratch folder the scratch cluster's user can reach (run as root,
+/// the cluster runs as postgres; tempdirs are 0700).
+fn scratch_root() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("lifeboat-scratch-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn scratch_yaml(scratch: &Path) -> String {
+    format!("  scratch_dir: {}\n", scratch.display())
+}
+
+fn drill(lb: &Lifeboat, extra: &[&str]) -> Run {
+    let identity = lb.identity.display().to_string();
+    let mut args = vec!["drill", "--identity", &identity];
+    args.extend_from_slice(extra);
+    lb.run(&args)
+}
+
+/// Scratch folders left in `dir`.
+fn scratch_left(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// PostgreSQL processes whose command line mentions `dir`.
+fn servers_in(dir: &Path) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()) && !l.contains("lifeboat drill"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_nothing_left(scratch: &Path) {
+    assert!(
+        scratch_left(scratch).is_empty(),
+        "scratch folders left: {:?}",
+        scratch_left(scratch)
+    );
+    assert!(
+        servers_in(scratch).is_empty(),
+        "scratch servers left: {:?}",
+        servers_in(scratch)
+    );
+}
+
+#[test]
+fn a_drill_of_good_dumps_passes_reports_every_check_and_leaves_nothing() {
+    let garage = Garage::start();
+    let pg = source_cluster();
+    let lb = Lifeboat::new(Repo::Garage(&garage, "drills"), &pg, "[shop, crm]");
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    set_drill(
+        &lb,
+        &format!(
+            "{}  max_rpo: 1h\n  checks:\n    - name: orders exist\n      source: main-db\n      database: shop\n      \
+             sql: SELECT count(*) FROM orders WHERE created_at > now() - interval '1 day'\n      expect: '>= 500'\n    \
+             - name: Ada is a contact\n      source: main-db\n      database: crm\n      \
+             sql: SELECT name FROM contacts WHERE id = 1\n      expect: == Ada\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+    lb.run(&["backup"]).ok();
+    let backup = lb.backup_ids().pop().unwrap();
+
+    let report_file = lb.dir.path().join("drill.md");
+    let r = drill(&lb, &["--report", &report_file.display().to_string()]);
+    r.ok();
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill PASSED:") && first.contains(&backup),
+        "first line: {first}\n{}",
+        r.stdout
+    );
+    for check in [
+        "scratch target",
+        "restore shop",
+        "inventory shop",
+        "restore crm",
+        "inventory crm",
+        "check: orders exist",
+        "check: Ada is a contact",
+        "scratch removed",
+        "object hashes",
+        "recovery point",
+    ] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(check))
+            .unwrap_or_else(|| panic!("no '{check}' line in:\n{}", r.stdout));
+        assert!(line.contains(" ok "), "{line}");
+    }
+    assert!(
+        r.stdout
+            .contains("2 tables, 1000 rows, 1 large objects: all match"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("500 (expected >= 500)"), "{}", r.stdout);
+    assert_nothing_left(&scratch);
+
+    // The report: in the file, in the repository (JSON, Markdown, HTML),
+    // in the history and in the catalog.
+    let md = std::fs::read_to_string(&report_file).unwrap();
+    assert!(
+        md.contains(": PASSED") && md.contains("| check: orders exist | ok |"),
+        "{md}"
+    );
+    let list = lb.run(&["drill", "--list", "--json"]);
+    list.ok();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let drills = v["drills"].as_array().unwrap();
+    assert_eq!(drills.len(), 1, "{v}");
+    let d = &drills[0];
+    assert_eq!(d["passed"], true);
+    assert_eq!(d["backup"], backup.as_str());
+    let rto = d["rto_seconds"].as_f64().unwrap();
+    let rpo = d["rpo_seconds"].as_f64().unwrap();
+    assert!(rto > 0.0 && rpo > 0.0 && rpo < 3600.0, "{d}");
+    eprintln!("drill RTO {rto:.2} s, RPO {rpo:.2} s");
+    let id = d["id"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys: Vec<String> = rt.block_on(async {
+        let store = garage.store("drills").await;
+        use lifeboat::storage::ObjectStore;
+        store
+            .list("drills/test/main-db/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    });
+    for ext in ["json", "md", "html"] {
+        let key = format!("drills/test/main-db/{id}.{ext}");
+        assert!(keys.contains(&key), "{key} not in {keys:?}");
+    }
+    let text = lb.run(&["drill", "--list"]);
+    text.ok();
+    assert!(
+        text.stdout.contains(&id) && text.stdout.contains("passed"),
+        "{}",
+        text.stdout
+    );
+    let catalog = lb
+        .env
+        .iter()
+        .find(|(k, _)| k == "LIFEBOAT_CATALOG")
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap();
+    let recorded = rt.block_on(async {
+        lifeboat::catalog::Catalog::open(&catalog)
+            .await
+            .unwrap()
+            .drill_count("test", "main-db")
+            .await
+            .unwrap()
+    });
+    assert_eq!(recorded, 1);
+}
+
+/// Rewrites the inventory of `database` in a backup of a local-folder
+/// repository so that its first table has one row more than the dump:
+/// re-encrypted, with the manifest's digests updated, so only the row
+/// count comparison can notice.
+fn skew_inventory(lb: &Lifeboat, repo: &Path, backup: &str, database: &str) {
+    let manifest_path = repo.join(format!("manifests/test/main-db/{backup}.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let parsed: lifeboat::repository::Manifest = serde_json::from_value(manifest.clone()).unwrap();
+    let artifact = parsed
+        .artifacts
+        .iter()
+        .find(|a| a.kind == "inventory-json" && a.database.as_deref() == Some(database))
+        .unwrap();
+    let object = repo.join(&artifact.key);
+    let identities = lifeboat::keys::Identities::load(&lb.identity).unwrap();
+    let plain = lifeboat::pipeline::decode_bytes(
+        &std::fs::read(&object).unwrap(),
+        &artifact.expected(),
+        &identities,
+    )
+    .unwrap();
+    let mut inventory: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let rows = inventory["tables"][0]["rows"].as_i64().unwrap();
+    inventory["tables"][0]["rows"] = (rows + 1).into();
+    let policy = lifeboat::policy::Policy::load(&lb.policy).unwrap();
+    let settings = lifeboat::pipeline::EncodeSettings {
+        compression: policy.compression,
+        recipients: Arc::new(policy.encryption.all_recipients().unwrap()),
+    };
+    let (stored, encoded) = lifeboat::pipeline::encode_bytes(
+        &serde_json::to_vec(&inventory).unwrap(),
+        &settings,
+        &artifact.key,
+    )
+    .unwrap();
+    std::fs::write(&object, stored).unwrap();
+    for a in manifest["artifacts"].as_array_mut().unwrap() {
+        if a["key"] == artifact.key.as_str() {
+            a["stored"] = serde_json::to_value(&encoded.stored).unwrap();
+            a["plaintext"] = serde_json::to_value(&encoded.plaintext).unwrap();
+        }
+    }
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_drill_fails_naming_the_cause() {
+    let pg = source_cluster();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repo_dir.path().join("repo");
+    let lb = Lifeboat::new(Repo::Local(repo.clone()), &pg, "[shop]");
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    lb.run(&["backup"]).ok();
+    let good = lb.backup_ids().pop().unwrap();
+
+    // A user check that does not hold.
+    set_drill(
+        &lb,
+        &format!(
+            "{}  checks:\n    - name: many orders\n      source: main-db\n      \
+             sql: SELECT count(*) FROM orders\n      expect: '> 1000'\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+    let r = drill(&lb, &[]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout.lines().next().unwrap(),
+        "drill FAILED: check: many orders: got 500, expected > 1000"
+    );
+    assert!(
+        r.stdout.contains("inventory shop"),
+        "the other checks ran: {}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+
+    // A scratch target that cannot start: its port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    set_drill(
+        &lb,
+        &format!("{}  postgres:\n    port: {port}\n", scratch_yaml(&scratch)),
+    );
+    let r = drill(&lb, &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let first = r.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "drill FAILED: scratch target: the scratch PostgreSQL server did not start on 127.0.0.1:{port}"
+        )) && first.contains("the port is in use"),
+        "{first}"
+    );
+    assert!(
+        r.stdout.contains("restore shop") && r.stdout.contains("skipped"),
+        "{}",
+        r.stdout
+    );
+    drop(taken);
+    assert_nothing_left(&scratch);
+
+    // ... or its binaries are missing.
+    set_drill(
+        &lb,
+        &format!(
+            "{}  postgres:\n    bin_dir: /nonexistent/postgresql/bin\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+    let r = drill(&lb, &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let first = r.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("drill FAILED: scratch target: no PostgreSQL server binaries")
+            && first.contains("/nonexistent/postgresql/bin")
+            && first.contains("drill.postgres.bin_dir"),
+        "{first}"
+    );
+    assert_nothing_left(&scratch);
+    set_drill(&lb, &scratch_yaml(&scratch));
+
+    // A table whose restored row count differs from the inventory.
+    lb.run(&["backup"]).ok();
+    let skewed = lb.backup_ids().pop().unwrap();
+    skew_inventory(&lb, &repo, &skewed, "shop");
+    let r = drill(&lb, &["--backup", &skewed]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    let first = r.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("drill FAILED: inventory shop: public.") && first.contains("rows, found"),
+        "{first}"
+    );
+    // Its objects are intact: only the counts disagree.
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("object hashes") && l.contains(" ok ")),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+
+    // An artifact with one byte changed.
+    lb.run(&["backup"]).ok();
+    let damaged = lb.backup_ids().pop().unwrap();
+    let dump = walk(&repo.join(format!("data/test/main-db/{damaged}")))
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("db-shop.pgdump"))
+        .expect("the dump object");
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&dump, bytes).unwrap();
+    let r = drill(&lb, &["--backup", &damaged]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    let first = r.stdout.lines().next().unwrap();
+    assert!(first.starts_with("drill FAILED: restore shop:"), "{first}");
+    let hashes = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("object hashes"))
+        .unwrap();
+    let key = dump.strip_prefix(&repo).unwrap().display().to_string();
+    assert!(
+        hashes.contains("FAILED") && hashes.contains(&key) && hashes.contains("Corrupt"),
+        "{hashes}"
+    );
+    assert_nothing_left(&scratch);
+
+    // The history has all of them; the good backup still drills clean.
+    drill(&lb, &["--backup", &good]).ok();
+    let list = lb.run(&["drill", "--list"]);
+    list.ok();
+    assert_eq!(list.stdout.matches("FAILED").count(), 5, "{}", list.stdout);
+    assert_eq!(list.stdout.matches("passed").count(), 1, "{}", list.stdout);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn spawn_drill(lb: &Lifeboat, log: &str) -> Child {
+    let identity = lb.identity.display().to_string();
+    lb.spawn(&["drill", "--identity", &identity], log)
+}
+
+/// Waits until a scratch cluster of a running drill accepts connections
+/// (its server has written `postmaster.pid` with "ready" in it).
+fn wait_for_scratch_server(scratch: &Path, lb: &Lifeboat, log: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = scratch_left(scratch).iter().any(|d| {
+            std::fs::read_to_string(d.join("data/postmaster.pid"))
+                .is_ok_and(|t| t.contains("ready"))
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scratch server came up; drill log:\n{}",
+            lb.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn a_drill_killed_leaves_nothing_behind_or_the_next_drill_removes_it() {
+    let pg = source_cluster();
+    // Enough rows that the restore is still running when the signal comes.
+    pg.psql(
+        "shop",
+        "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 2000000) g",
+    );
+    let repo_dir = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::new(Repo::Local(repo_dir.path().join("repo")), &pg, "[shop]");
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    set_drill(&lb, &scratch_yaml(&scratch));
+    lb.run(&["backup"]).ok();
+
+    // SIGTERM: the drill removes its scratch cluster and exits 143.
+    let mut child = spawn_drill(&lb, "term.log");
+    wait_for_scratch_server(&scratch, &lb, "term.log");
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{}", lb.log("term.log"));
+    assert_nothing_left(&scratch);
+
+    // SIGKILL: the cluster stays behind until the next drill.
+    let mut child = spawn_drill(&lb, "kill.log");
+    wait_for_scratch_server(&scratch, &lb, "kill.log");
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    let left = scratch_left(&scratch);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        !servers_in(&scratch).is_empty(),
+        "the killed drill's server still runs"
+    );
+
+    let r = drill(&lb, &[]);
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "removed the scratch target of an earlier drill: {} (removed)",
+            left[0].display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+}
+
+/// The daemon drills on the policy's `drill.schedule` (a slot this very
+/// minute, caught up at start), stores the report, shows it in the
+/// metrics, and leaves nothing behind.
+#[test]
+fn the_daemon_drills_on_schedule_and_exports_the_result() {
+    use crate::unattended::{spawn_daemon, wait_exit, wait_for_metrics};
+    use chrono::Timelike;
+
+    let pg = source_cluster();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::new(Repo::Local(repo_dir.path().join("repo")), &pg, "[shop]");
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    lb.run(&["backup"]).ok();
+
+    let now = chrono::Utc::now();
+    set_drill(
+        &lb,
+        &format!(
+            "{}  schedule: \"{} {} * * *\"\n  identity: {}\n  checks:\n    - name: orders\n      source: main-db\n      \
+             sql: SELECT count(*) FROM orders\n      expect: 500\n",
+            scratch_yaml(&scratch),
+            now.minute(),
+            now.hour(),
+            lb.identity.display()
+        ),
+    );
+    let policies = lb.dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let text = std::fs::read_to_string(&lb.policy)
+        .unwrap()
+        .replace("drill:\n", "timezone: UTC\ndrill:\n");
+    std::fs::write(policies.join("app.yaml"), text).unwrap();
+
+    let log = lb.dir.path().join("daemon.log");
+    let port = crate::harness::free_port();
+    let mut daemon = spawn_daemon(&lb, &policies, port, &["--missed-run-window", "1h"], &log);
+    let series = |name: &str| format!("{name}{{policy=\"test\",source=\"main-db\"}}");
+    let m = wait_for_metrics(port, &log, "the scheduled drill", |m| {
+        m.contains_key(&series("lifeboat_drill_last_success"))
+    });
+    assert_eq!(
+        m[&series("lifeboat_drill_last_success")],
+        1.0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(m[&series("lifeboat_drill_checks_failed")], 0.0);
+    assert!(m[&series("lifeboat_drill_rto_seconds")] > 0.0, "{m:?}");
+    assert!(m[&series("lifeboat_drill_rpo_seconds")] > 0.0, "{m:?}");
+    let finished = m[&series("lifeboat_drill_last_timestamp_seconds")];
+    assert!(finished >= now.timestamp() as f64, "{m:?}");
+
+    let list = lb.run(&["drill", "--list", "--json"]);
+    list.ok();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let drills = v["drills"].as_array().unwrap();
+    assert_eq!(drills.len(), 1, "one caught-up drill, no burst: {v}");
+    assert_eq!(drills[0]["passed"], true);
+    assert!(
+        drills[0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "check: orders" && c["status"] == "passed"),
+        "{v}"
+    );
+
+    signal(&daemon, "-TERM");
+    let (status, _) = wait_exit(&mut daemon, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_nothing_left(&scratch);
+}
