@@ -2,7 +2,8 @@
 # lifeboat's main job on an embedded default, end to end:
 #   a throwaway PostgreSQL with sample data → backup into a local-folder
 #   repository encrypted to a freshly generated key → list → verify →
-#   restore into a scratch database → compare → summary.
+#   restore into a scratch database → compare → restore drill (a throwaway
+#   cluster lifeboat starts, checks, RTO/RPO, report) → summary.
 # Everything lives in one temp folder, removed at the end (KEEP=1 keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,20 @@ sources:
       user: postgres
       password: { env: PGPASSWORD }
       databases: [shop]
+drill:
+  scratch_dir: $work/scratch
+  max_rpo: 1h
+  checks:
+    - name: every account
+      source: main-db
+      sql: SELECT count(*) FROM pgbench_accounts
+      expect: 1000000
+    - name: unicode survived
+      source: main-db
+      sql: SELECT count(*) FROM catalog.products WHERE name LIKE 'Zoë''s lamp%'
+      expect: 1250
 YAML
+mkdir -p "$work/scratch" && chmod 755 "$work/scratch"
 "$lb" policy check "$work/policy.yaml"
 
 echo "== backup"
@@ -101,6 +115,13 @@ sums() {
 }
 if diff <(sums shop) <(sums shop_restored) >/dev/null; then same=yes; else same=NO; fi
 tables=$(sums shop | wc -l)
+
+echo "== restore drill (a throwaway PostgreSQL cluster, restore, checks, RTO/RPO, report)"
+"$lb" -q drill --policy "$work/policy.yaml" --identity "$work/lifeboat.key" --report "$work/drill.md"
+drill=$("$lb" -q drill --policy "$work/policy.yaml" --list --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["drills"][-1]
+print("%s, %d checks, RTO %.1f s, RPO %.1f s" % ("passed" if d["passed"] else "FAILED", len(d["checks"]), d["rto_seconds"] or 0, d["rpo_seconds"] or 0))')
 rows=$(psql -X -At -d shop -c "SELECT sum(n_live_tup) FROM pg_stat_user_tables")
 stored=$(du -sh "$work/repo" | cut -f1)
 
@@ -113,5 +134,6 @@ lifeboat demo summary
   restore       ${restore_ms} ms into shop_restored, row counts checked against the inventory
   verified      stored and plaintext sha256 of every object
   identical     $same (every table's rows compared by checksum)
+  drill         $drill (report: drills/demo/main-db/ in the repository)
 SUMMARY
 [ "$same" = yes ]

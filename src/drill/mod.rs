@@ -246,6 +246,17 @@ pub async fn drill_source(
         &policy.drill.postgres,
     ))
     .await?;
+    // Without globals nothing creates the role a dump's objects usually
+    // belong to. (A failure drops the cluster, which removes it.)
+    let started = match started {
+        Ok(cluster) if manifest.artifact("globals").is_none() => {
+            match interruptible(cluster.create_postgres_role()).await? {
+                Ok(()) => Ok(cluster),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
     let databases: Vec<String> = manifest
         .artifacts
         .iter()

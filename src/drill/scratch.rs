@@ -23,8 +23,9 @@ pub const PREFIX: &str = "lifeboat-drill-";
 const OWNER_FILE: &str = "lifeboat-drill.json";
 /// The superuser lifeboat connects as. Not `postgres`: a backup's roles
 /// (pg_dumpall's globals) redefine `postgres`, password included, which
-/// would lock lifeboat out of its own scratch cluster. A `postgres` role is
-/// created too, so that ownership in a dump without globals finds it.
+/// would lock lifeboat out of its own scratch cluster. For a backup without
+/// globals the drill creates `postgres` ([`ScratchPostgres::create_postgres_role`]),
+/// so that a dump's ownership finds it.
 const SUPERUSER: &str = "lifeboat_drill";
 
 #[derive(Debug, thiserror::Error)]
@@ -166,8 +167,17 @@ impl ScratchPostgres {
             }
         }
         scratch.conn.port = port;
+        tracing::info!(dir = %scratch.dir.display(), port, version = %scratch.tools.version, "scratch PostgreSQL cluster running");
+        Ok(scratch)
+    }
+
+    /// Creates the superuser role `postgres`, which objects of a dump
+    /// usually belong to, for a backup without globals (whose roles would
+    /// otherwise create it).
+    pub async fn create_postgres_role(&self) -> Result<(), ScratchError> {
+        let port = self.conn.port;
         let setup = async {
-            let client = scratch
+            let client = self
                 .conn
                 .connect("postgres")
                 .await
@@ -179,9 +189,7 @@ impl ScratchPostgres {
         };
         setup
             .await
-            .map_err(|detail| ScratchError::Setup { port, detail })?;
-        tracing::info!(dir = %scratch.dir.display(), port, version = %scratch.tools.version, "scratch PostgreSQL cluster running");
-        Ok(scratch)
+            .map_err(|detail| ScratchError::Setup { port, detail })
     }
 
     /// The folder of this cluster.
