@@ -222,7 +222,16 @@ pub async fn drill_source(
             })
         }
     };
-    let leftovers = scratch::sweep(&opts.scratch_dir);
+    // Stopping a leftover server blocks (pg_ctl): off the async workers.
+    let leftovers = {
+        let dir = opts.scratch_dir.clone();
+        tokio::task::spawn_blocking(move || scratch::sweep(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "looking for leftovers of earlier drills failed");
+                Vec::new()
+            })
+    };
     let manifest = pick(repo, policy.name.as_str(), source_name, &opts.pick).await?;
     if manifest.kind != "postgres-dump" {
         return Err(DrillError::UnsupportedBackup {

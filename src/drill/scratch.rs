@@ -333,20 +333,24 @@ impl Drop for ScratchPostgres {
     }
 }
 
-/// Stops a cluster without an async runtime (drop, sweep).
-fn stop_blocking(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
-    if !data.join("postmaster.pid").exists() {
-        return;
-    }
-    let mut cmd = match run_as {
+/// `pg_ctl`, as `run_as` when set, for use without an async runtime.
+fn blocking_pg_ctl(pg_ctl: &Path, run_as: Option<&str>) -> std::process::Command {
+    match run_as {
         Some(user) => {
             let mut c = std::process::Command::new("runuser");
             c.args(["-u", user, "--"]).arg(pg_ctl);
             c
         }
         None => std::process::Command::new(pg_ctl),
-    };
-    let ok = cmd
+    }
+}
+
+/// Stops a cluster without an async runtime (drop, sweep).
+fn stop_blocking(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
+    if !data.join("postmaster.pid").exists() {
+        return;
+    }
+    let ok = blocking_pg_ctl(pg_ctl, run_as)
         .arg("-D")
         .arg(data)
         .args(["-m", "immediate", "-w", "-t", "60", "stop"])
@@ -370,15 +374,7 @@ fn kill_postmaster(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
     else {
         return;
     };
-    let mut cmd = match run_as {
-        Some(user) => {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", user, "--"]).arg(pg_ctl);
-            c
-        }
-        None => std::process::Command::new(pg_ctl),
-    };
-    let _ = cmd
+    let _ = blocking_pg_ctl(pg_ctl, run_as)
         .args(["kill", "KILL", &pid])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
