@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::Outcome;
 use crate::progress::human_bytes;
 
 #[derive(Debug, clap::Args)]
@@ -111,14 +110,5 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&done);
     }
-    let mut failed = failed.into_iter();
-    match failed.next() {
-        None => Ok(Outcome::Ok.into()),
-        Some(first) => {
-            for other in failed {
-                eprintln!("error: {other:#}");
-            }
-            Err(first)
-        }
-    }
+    super::first_failure(failed)
 }

@@ -454,6 +454,21 @@ pub(crate) fn identities(
 }
 
 /// Prints a value as pretty JSON on stdout.
+/// The outcome of a command that works on several sources: success, or
+/// the first source's error (its exit code) with the others printed.
+pub(crate) fn first_failure(failed: Vec<anyhow::Error>) -> anyhow::Result<ExitCode> {
+    let mut failed = failed.into_iter();
+    match failed.next() {
+        None => Ok(Outcome::Ok.into()),
+        Some(first) => {
+            for other in failed {
+                eprintln!("error: {other:#}");
+            }
+            Err(first)
+        }
+    }
+}
+
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",

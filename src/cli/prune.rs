@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{Outcome, UsageError};
+use super::UsageError;
 use crate::progress::human_bytes;
 use crate::prune::{self, What};
 
@@ -99,16 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         super::print_json(&reports);
     }
-    let mut failed = failed.into_iter();
-    match failed.next() {
-        None => Ok(Outcome::Ok.into()),
-        Some(first) => {
-            for other in failed {
-                eprintln!("error: {other:#}");
-            }
-            Err(first)
-        }
-    }
+    super::first_failure(failed)
 }
 
 fn print_plan(plan: &prune::Plan, deleted: Option<&prune::Done>) {

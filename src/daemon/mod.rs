@@ -572,11 +572,7 @@ async fn run_policy(
         let span = tracing::info_span!("backup", source = %s);
         async {
             let started = Utc::now();
-            let run_id = catalog
-                .start_run(p, s, "backup", trigger.as_str(), started)
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "cannot record the run in the catalog"))
-                .ok();
+            let run_id = run_started(&catalog, p, s, "backup", trigger, started).await;
             let result =
                 crate::backup::backup_source(&policy, source, &repo, source.default_backup_kind())
                     .await;
@@ -627,14 +623,41 @@ async fn run_policy(
                     }
                 }
             };
-            if let Some(id) = run_id {
-                if let Err(e) = catalog.finish_run(id, finished, end).await {
-                    tracing::warn!(error = %e, "cannot record the run's end in the catalog");
-                }
-            }
+            run_finished(&catalog, run_id, finished, end).await;
         }
         .instrument(span)
         .await;
+    }
+}
+
+/// Records a run's start in the catalog; a catalog that cannot be written
+/// is logged and does not stop the run.
+async fn run_started(
+    catalog: &Catalog,
+    policy: &str,
+    source: &str,
+    operation: &str,
+    trigger: Trigger,
+    started: chrono::DateTime<Utc>,
+) -> Option<i64> {
+    catalog
+        .start_run(policy, source, operation, trigger.as_str(), started)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot record the run in the catalog"))
+        .ok()
+}
+
+/// Records the end of a run [`run_started`] recorded.
+async fn run_finished(
+    catalog: &Catalog,
+    run: Option<i64>,
+    at: chrono::DateTime<Utc>,
+    end: RunEnd<'_>,
+) {
+    if let Some(id) = run {
+        if let Err(e) = catalog.finish_run(id, at, end).await {
+            tracing::warn!(error = %e, "cannot record the run's end in the catalog");
+        }
     }
 }
 
@@ -710,11 +733,7 @@ async fn drill_policy(
         let span = tracing::info_span!("drill", source = %s);
         async {
             let started = Utc::now();
-            let run_id = catalog
-                .start_run(p, s, "drill", trigger.as_str(), started)
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "cannot record the run in the catalog"))
-                .ok();
+            let run_id = run_started(catalog, p, s, "drill", trigger, started).await;
             let result = crate::drill::drill_source(repo, policy, s, &opts).await;
             let end = match &result {
                 Ok(r) => {
@@ -748,11 +767,7 @@ async fn drill_policy(
                     }
                 }
             };
-            if let Some(id) = run_id {
-                if let Err(e) = catalog.finish_run(id, Utc::now(), end).await {
-                    tracing::warn!(error = %e, "cannot record the run's end in the catalog");
-                }
-            }
+            run_finished(catalog, run_id, Utc::now(), end).await;
         }
         .instrument(span)
         .await;
