@@ -35,6 +35,8 @@ FROM debian:bookworm-slim
 # schedules carry their own. postgresql-15: the server binaries for drills'
 # throwaway clusters (under /usr/lib/postgresql/15/bin, where lifeboat looks);
 # Debian's default cluster is not created, nothing runs in the image.
+# mariadb-server: mariadb-install-db and mariadbd for MySQL/MariaDB drills'
+# throwaway servers (its packaged /var/lib/mysql is unused; nothing runs).
 RUN mkdir -p /etc/postgresql-common/createcluster.d \
  && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/lifeboat.conf \
  && apt-get update \
@@ -44,6 +46,7 @@ RUN mkdir -p /etc/postgresql-common/createcluster.d \
       postgresql-client \
       postgresql-15 \
       mariadb-client \
+      mariadb-server \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 lifeboat \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/lifeboat \

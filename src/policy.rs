@@ -686,6 +686,12 @@ pub struct DrillConfig {
     /// The throwaway PostgreSQL cluster drills restore into.
     #[serde(default)]
     pub postgres: ScratchPostgresConfig,
+    /// The throwaway MariaDB server MySQL/MariaDB drills restore into.
+    #[serde(default)]
+    pub mariadb: ScratchMariaDbConfig,
+    /// The scratch namespaces Kubernetes drills restore into.
+    #[serde(default)]
+    pub kubernetes: ScratchKubernetesConfig,
     /// A drill fails when the restored data is older than this (the
     /// recovery point objective, e.g. `26h` for nightly backups).
     #[serde(default)]
@@ -712,6 +718,55 @@ pub struct ScratchPostgresConfig {
     pub run_as: Option<String>,
 }
 
+/// Where MySQL/MariaDB drills' throwaway server comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchMariaDbConfig {
+    /// Folder holding mariadb-install-db, mariadbd and mariadb (default:
+    /// PATH, then /usr/sbin).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Port on 127.0.0.1 (default: a free one).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The system user mariadbd runs as when lifeboat runs as root.
+    /// Default: `mysql`.
+    #[serde(default)]
+    pub run_as: Option<String>,
+}
+
+/// How Kubernetes drills get the right to restore into their scratch
+/// namespaces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchKubernetesConfig {
+    /// The account the drill runs as (`namespace/name`, e.g.
+    /// `lifeboat/lifeboat-drill`): each scratch namespace gets a
+    /// RoleBinding of `cluster_role` to it before anything is restored.
+    /// Leave it out when the drill's credentials may already write there.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// The ClusterRole bound in each scratch namespace (default
+    /// `lifeboat-drill-scratch`, from deploy/drill/).
+    #[serde(default)]
+    pub cluster_role: Option<String>,
+}
+
+impl ScratchKubernetesConfig {
+    /// `(namespace, name)` of the account to bind, if any.
+    pub fn account(&self) -> Option<(&str, &str)> {
+        self.service_account
+            .as_deref()
+            .and_then(|s| s.split_once('/'))
+    }
+
+    pub fn cluster_role(&self) -> &str {
+        self.cluster_role
+            .as_deref()
+            .unwrap_or("lifeboat-drill-scratch")
+    }
+}
+
 /// A query run on a drill's restored data, and what its result must be.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -723,8 +778,15 @@ pub struct DrillCheck {
     /// The database queried (default: the backup's only database).
     #[serde(default)]
     pub database: Option<String>,
-    /// One query; the first column of the first row is compared.
+    /// One query; the first column of the first row is compared. For
+    /// database sources.
+    #[serde(default)]
     pub sql: String,
+    /// For Kubernetes sources: a kind (`Deployment`, or its plural); the
+    /// number of objects of that kind restored into the scratch namespaces
+    /// is compared.
+    #[serde(default)]
+    pub kind: Option<String>,
     /// `> 0`, `>= 1000`, `== 42`, `!= 0`, `< 5`, `<= 5`, or `== text`.
     pub expect: Expectation,
 }
@@ -1291,6 +1353,7 @@ impl Policy {
             self.drill.scratch_dir.as_mut(),
             self.drill.identity.as_mut(),
             self.drill.postgres.bin_dir.as_mut(),
+            self.drill.mariadb.bin_dir.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -1448,21 +1511,20 @@ impl Policy {
                 }
             }
         }
-        if self.drill.schedule.is_some() {
-            if self.drill.identity.is_none() {
-                return Err(invalid(
-                    "drill.schedule is set but drill.identity is not: the daemon's drills decrypt the backups with it; name the age identity file (or remove the schedule and run `lifeboat drill --identity FILE`)".to_string(),
-                ));
+        if let Some(sa) = &self.drill.kubernetes.service_account {
+            let ok = sa.split_once('/').is_some_and(|(ns, name)| {
+                !ns.is_empty() && !name.is_empty() && !name.contains('/')
+            });
+            if !ok {
+                return Err(invalid(format!(
+                    "drill.kubernetes.service_account '{sa}' is not NAMESPACE/NAME (e.g. lifeboat/lifeboat-drill)"
+                )));
             }
-            if !self
-                .sources
-                .iter()
-                .any(|s| matches!(s.kind(), SourceKind::Postgres(_)))
-            {
-                return Err(invalid(
-                    "drill.schedule is set but the policy has no PostgreSQL source; drills restore PostgreSQL dumps so far".to_string(),
-                ));
-            }
+        }
+        if self.drill.schedule.is_some() && self.drill.identity.is_none() {
+            return Err(invalid(
+                "drill.schedule is set but drill.identity is not: the daemon's drills decrypt the backups with it; name the age identity file (or remove the schedule and run `lifeboat drill --identity FILE`)".to_string(),
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.drill.checks.iter().enumerate() {
@@ -1488,14 +1550,23 @@ impl Policy {
                         .join(", ")
                 )));
             };
-            if source.postgres.is_none() {
-                return Err(invalid(format!(
-                    "{at}: source '{}' is not a PostgreSQL source; drill checks are SQL on PostgreSQL restores",
-                    c.source
-                )));
-            }
-            if c.sql.trim().is_empty() {
-                return Err(invalid(format!("{at}: sql is empty")));
+            if source.kubernetes.is_some() {
+                if c.kind.as_deref().is_none_or(|k| k.trim().is_empty()) || !c.sql.is_empty() {
+                    return Err(invalid(format!(
+                        "{at}: source '{}' is a Kubernetes source: its checks count objects of a kind (`kind: Deployment`, `expect: \">= 1\"`), without `sql:`",
+                        c.source
+                    )));
+                }
+            } else {
+                if c.kind.is_some() {
+                    return Err(invalid(format!(
+                        "{at}: `kind:` is for checks of Kubernetes sources; source '{}' is a database: give `sql:`",
+                        c.source
+                    )));
+                }
+                if c.sql.trim().is_empty() {
+                    return Err(invalid(format!("{at}: sql is empty")));
+                }
             }
         }
         Ok(())
@@ -1808,10 +1879,10 @@ mod tests {
         );
     }
 
-    /// A drill schedule is read in the policy's zone, needs an identity
-    /// (resolved beside the policy file) and a PostgreSQL source.
+    /// A drill schedule is read in the policy's zone and needs an identity
+    /// (resolved beside the policy file); checks fit their source's kind.
     #[test]
-    fn drill_schedules_need_an_identity_and_a_postgres_source() {
+    fn drill_schedules_need_an_identity_and_checks_fit_their_source() {
         let text = |drill: &str, source: &str| {
             format!(
                 "name: app\nrepository:\n  url: ./b\nencryption:\n  recipients: [{R}]\ntimezone: Europe/Berlin\nsources:\n  - name: db\n{source}drill:\n{drill}"
@@ -1847,13 +1918,32 @@ mod tests {
             e.contains("drill.schedule is set but drill.identity is not"),
             "{e}"
         );
+        let kube = "    kubernetes:\n      namespaces: [a]\n";
+        parse(&text(
+            "  schedule: \"0 5 1 * *\"\n  identity: k.key\n  checks:\n    - name: web\n      source: db\n      kind: Deployment\n      expect: \">= 1\"\n",
+            kube,
+        ))
+        .unwrap();
         let e = parse(&text(
-            "  schedule: \"0 5 1 * *\"\n  identity: k.key\n",
-            "    kubernetes:\n      namespaces: [a]\n",
+            "  checks:\n    - name: web\n      source: db\n      sql: SELECT 1\n      expect: 1\n",
+            kube,
         ))
         .unwrap_err()
         .to_string();
-        assert!(e.contains("no PostgreSQL source"), "{e}");
+        assert!(
+            e.contains("is a Kubernetes source: its checks count objects"),
+            "{e}"
+        );
+        let e = parse(&text(
+            "  checks:\n    - name: web\n      source: db\n      kind: Deployment\n      sql: SELECT 1\n      expect: 1\n",
+            pg,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`kind:` is for checks of Kubernetes sources"),
+            "{e}"
+        );
         let e = parse(&text("  schedule: \"0 5 32 * *\"\n  identity: k.key\n", pg))
             .unwrap_err()
             .to_string();

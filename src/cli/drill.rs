@@ -4,19 +4,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::daemon::CatalogArg;
-use super::{Outcome, UsageError};
+use super::Outcome;
 use crate::drill::{self, report, DrillReport, Pick};
-use crate::policy::SourceKind;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "A drill proves a backup restores: it starts a throwaway PostgreSQL cluster\n\
-(initdb and pg_ctl on a free 127.0.0.1 port, in a folder under the scratch dir), restores the\n\
-backup into it the way an incident restore would (roles, then every database), and checks:\n\
-  - the restore itself, and every table's row count against the inventory taken at backup time;\n\
-  - the policy's `drill.checks` (SQL with an expected value, e.g. orders of the last day > 0);\n\
-  - every object's stored and plaintext sha256, read whole;\n\
-  - the recovery point against `drill.max_rpo`, if set.\n\
+    after_help = "A drill proves a backup restores: it restores it into a throwaway server in a\n\
+folder under the scratch dir (or scratch namespaces), the way an incident restore would, and\n\
+checks it.\n\
+A PostgreSQL dump: a new cluster (initdb, pg_ctl on a free 127.0.0.1 port), roles, then every\n\
+  database;
+ every table's row count is compared with the inventory taken at backup time.\n\
+A PostgreSQL base backup: unpacked and checked with pg_verifybackup; the WAL archived after it is fetched\n\
+  and checked, replayed to the newest archived point (a hole in the archive fails the drill,\n\
+  which goes on to the point before it), the server promoted (socket only, no TCP), then\n\
+  pg_amcheck (tables and B-tree indexes) where installed.\n\
+A MySQL/MariaDB dump: a new server (mariadb-install-db, mariadbd), the dump loaded and compared\n\
+  with its inventory, then the archived binlogs replayed to the newest archived event.\n\
+A Kubernetes export: scratch namespaces lifeboat-drill-<id> on the source's cluster, the export\n\
+  restored into them with the harmless-copy rules, every object read back, then deleted.\n\
+All: the policy's `drill.checks` (SQL with an expected value, e.g. orders of the last day > 0;\n\
+for Kubernetes, a count of objects of a kind);\n\
+every object's stored and plaintext sha256, read whole; the recovery point against\n\
+`drill.max_rpo`, if set.\n\
 It measures RTO (start to usable restored target) and RPO (age of the restored data), removes the\n\
 scratch cluster (also on failure and on SIGINT/SIGTERM; a drill killed with SIGKILL leaves it to\n\
 the next drill, which removes it), and stores the report in the repository as JSON, Markdown and\n\
@@ -24,21 +34,28 @@ HTML (drills/<policy>/<source>/<id>.*) and in the catalog.\n\n\
 The first line of output is the verdict and names the first failing check.\n\
 Exit codes: 0 all checks passed; 3 a check failed; 1 the scratch target could not start (or\n\
 another error); 4 no such backup; 143/130 interrupted.\n\
-Run as root, the scratch cluster runs as `drill.postgres.run_as` (default postgres).\n\n\
+Run as root, scratch servers run as `drill.postgres.run_as` (default postgres) and\n\
+`drill.mariadb.run_as` (default mysql).\n\n\
 Examples:\n  lifeboat drill --policy app.yaml --identity lifeboat.key\n  \
 lifeboat drill --policy app.yaml --source main-db --backup random --identity lifeboat.key --report drill.md\n  \
+lifeboat drill --policy app.yaml --source main-db --kind base --identity lifeboat.key\n  \
+lifeboat drill --policy app.yaml --source cluster-config --identity lifeboat.key\n  \
 lifeboat drill --policy app.yaml --list"
 )]
 pub struct Args {
     /// The policy file.
     #[arg(long, env = "LIFEBOAT_POLICY")]
     policy: PathBuf,
-    /// Drill only this source. Default: every PostgreSQL source.
+    /// Drill only this source. Default: every source of the policy.
     #[arg(long)]
     source: Option<String>,
-    /// Backup id, `latest` or `random` (any retained dump).
+    /// Backup id, `latest` or `random` (any retained backup of the kind).
     #[arg(long, default_value = "latest")]
     backup: Pick,
+    /// Drill only this kind of backup (default: the newest, or a random
+    /// one, of either).
+    #[arg(long, value_enum)]
+    kind: Option<drill::Kind>,
     /// The age identity file (private key).
     #[arg(long, required_unless_present = "list")]
     identity: Option<PathBuf>,
@@ -51,7 +68,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
     /// Show the history of drills (from the repository) instead.
-    #[arg(long, conflicts_with_all = ["backup", "identity", "report", "scratch_dir"])]
+    #[arg(long, conflicts_with_all = ["backup", "kind", "identity", "report", "scratch_dir"])]
     list: bool,
     /// Print the reports (or the history) as JSON.
     #[arg(long)]
@@ -71,23 +88,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let sources: Vec<String> = match &args.source {
         Some(s) => vec![s.clone()],
-        None => policy
-            .sources
-            .iter()
-            .filter(|s| matches!(s.kind(), SourceKind::Postgres(_)))
-            .map(|s| s.name.to_string())
-            .collect(),
+        None => policy.sources.iter().map(|s| s.name.to_string()).collect(),
     };
-    if sources.is_empty() {
-        return Err(UsageError(format!(
-            "policy '{}' has no PostgreSQL source; drills restore PostgreSQL dumps so far",
-            policy.name
-        ))
-        .into());
-    }
     let identities = super::identities(&args.identity, "a drill")?;
     let opts = drill::Options {
         pick: args.backup.clone(),
+        kind: args.kind,
         identities,
         scratch_dir: args
             .scratch_dir

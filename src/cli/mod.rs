@@ -302,8 +302,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 D::Repository(r) => repository(r),
                 D::Storage(s) => storage(s),
                 D::Policy(p) => policy(p),
-                D::UnsupportedSource { .. } | D::UnsupportedBackup { .. } => Outcome::Usage,
-                D::NoDumps { .. } => Outcome::NotFound,
+                D::UnsupportedBackup { .. } => Outcome::Usage,
+                D::NoBackups { .. } => Outcome::NotFound,
                 D::Report { .. } => Outcome::Integrity,
                 D::Interrupted => Outcome::Failure,
             }

@@ -160,6 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         no_archive: args.no_archive,
         bin_dir: pg_source.bin_dir.clone(),
+        restore_command: None,
     };
     let report = pitr::execute(
         &plan,

@@ -715,6 +715,7 @@ async fn drill_policy(
     };
     let opts = crate::drill::Options {
         pick: crate::drill::Pick::Latest,
+        kind: None,
         identities,
         scratch_dir: policy
             .drill
@@ -723,9 +724,6 @@ async fn drill_policy(
             .unwrap_or_else(std::env::temp_dir),
     };
     for source in &policy.sources {
-        if !matches!(source.kind(), SourceKind::Postgres(_)) {
-            continue;
-        }
         if crate::shutdown::is_requested() {
             return;
         }
@@ -805,18 +803,13 @@ async fn probe_loop(
                 }
             }
             // Drills stored by this daemon, a drill CronJob or a person.
-            if matches!(source.kind(), SourceKind::Postgres(_)) {
-                match crate::drill::latest(&repo, policy.name.as_str(), source.name.as_str()).await
-                {
-                    Ok(Some(r)) => {
-                        shared
-                            .metrics
-                            .drill(policy.name.as_str(), source.name.as_str(), &r)
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(source = %source.name, error = %e, "cannot read the newest drill report")
-                    }
+            match crate::drill::latest(&repo, policy.name.as_str(), source.name.as_str()).await {
+                Ok(Some(r)) => shared
+                    .metrics
+                    .drill(policy.name.as_str(), source.name.as_str(), &r),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(source = %source.name, error = %e, "cannot read the newest drill report")
                 }
             }
         }

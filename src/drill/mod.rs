@@ -11,12 +11,15 @@
 //! the end, on an error, on SIGINT/SIGTERM (drop), and after a SIGKILL by
 //! the next drill ([`scratch::sweep`]).
 //!
-//! Drills restore PostgreSQL dumps so far; base backups (point in time),
-//! MySQL/MariaDB and Kubernetes drills are refused with a message.
+//! Drills restore PostgreSQL dumps and base backups (point in time, to
+//! the newest archived WAL); MySQL/MariaDB and Kubernetes drills are
+//! refused with a message.
 
+pub mod kube;
 pub mod report;
 pub mod scratch;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
 use crate::repository::{BackupSelector, Manifest, Repository, RepositoryError};
+use crate::restore::mysql as my_restore;
+use crate::restore::pitr;
 use crate::restore::postgres as pg_restore;
 use crate::storage::StorageError;
 
@@ -62,15 +67,14 @@ pub enum DrillError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
-    #[error("source '{source_name}' is a {kind} source; drills restore PostgreSQL dumps so far (MySQL/MariaDB and Kubernetes drills are not built yet)")]
-    UnsupportedSource {
-        source_name: String,
-        kind: &'static str,
-    },
-    #[error("backup {backup} is a {kind} backup; drills restore PostgreSQL dumps so far (point-in-time drills of base backups are not built yet); pick a dump with --backup ID (`lifeboat list`)")]
+    #[error("backup {backup} is a {kind} backup, which this source's drills do not restore; pick one with --backup ID (`lifeboat list`)")]
     UnsupportedBackup { backup: String, kind: String },
-    #[error("source '{source_name}' has no PostgreSQL dump in {store}; take one with `lifeboat backup --source {source_name} --kind dump`")]
-    NoDumps { source_name: String, store: String },
+    #[error("source '{source_name}' has no backup of kind {kind} in {store}; take one with `lifeboat backup --source {source_name}`")]
+    NoBackups {
+        source_name: String,
+        store: String,
+        kind: String,
+    },
     #[error("the drill was interrupted; its scratch target was removed")]
     Interrupted,
     #[error("drill report {key} cannot be read: {detail}; delete it or restore it from a copy")]
@@ -159,6 +163,30 @@ pub struct Options {
     /// Where scratch folders go (the policy's `drill.scratch_dir`, else
     /// the system temp folder).
     pub scratch_dir: PathBuf,
+    /// Drill only backups of this kind (default: whichever is picked).
+    pub kind: Option<Kind>,
+}
+
+/// The kinds of PostgreSQL backup a drill restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A logical dump (pg_dump): restored database by database and
+    /// compared with its inventory.
+    Dump,
+    /// A base backup (pg_basebackup) with the WAL archived after it:
+    /// recovered to the newest archived point.
+    Base,
+}
+
+/// The manifest kinds a drill of a source picks from.
+fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> &'static [&'static str] {
+    match (source, kind) {
+        (SourceKind::Mysql(_), _) => &["mysql-dump"],
+        (SourceKind::Kubernetes(_), _) => &["kubernetes-export"],
+        (SourceKind::Postgres(_), Some(Kind::Dump)) => &["postgres-dump"],
+        (SourceKind::Postgres(_), Some(Kind::Base)) => &["postgres-base"],
+        (SourceKind::Postgres(_), None) => &["postgres-dump", "postgres-base"],
+    }
 }
 
 /// Checks collected in order.
@@ -195,6 +223,33 @@ async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Result<
     }
 }
 
+/// What the restore step of a drill produced.
+struct Restored {
+    /// Where it was restored (`throwaway PostgreSQL 15 on ...`).
+    target: String,
+    rto: Option<f64>,
+    rpo: Option<f64>,
+    restored_point: Option<DateTime<Utc>>,
+}
+
+impl Restored {
+    fn nothing(target: impl Into<String>) -> Restored {
+        Restored {
+            target: target.into(),
+            rto: None,
+            rpo: None,
+            restored_point: None,
+        }
+    }
+
+    /// The target is usable now and holds data up to `point`.
+    fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
+        self.rto = Some(clock.elapsed().as_secs_f64());
+        self.restored_point = Some(point);
+        self.rpo = Some((Utc::now() - point).num_milliseconds() as f64 / 1000.0);
+    }
+}
+
 /// Drills one source: picks a backup, restores it into a scratch target,
 /// checks, measures, tears down. The report is returned, not stored (see
 /// [`store`]).
@@ -207,23 +262,8 @@ pub async fn drill_source(
     let clock = Instant::now();
     let started_at = Utc::now();
     let source = policy.source(source_name)?;
-    let pg_source = match source.kind() {
-        SourceKind::Postgres(pg) => pg,
-        SourceKind::Mysql(_) => {
-            return Err(DrillError::UnsupportedSource {
-                source_name: source_name.into(),
-                kind: "MySQL/MariaDB",
-            })
-        }
-        SourceKind::Kubernetes(_) => {
-            return Err(DrillError::UnsupportedSource {
-                source_name: source_name.into(),
-                kind: "Kubernetes",
-            })
-        }
-    };
     // Stopping a leftover server blocks (pg_ctl): off the async workers.
-    let leftovers = {
+    let mut leftovers = {
         let dir = opts.scratch_dir.clone();
         tokio::task::spawn_blocking(move || scratch::sweep(&dir))
             .await
@@ -232,108 +272,49 @@ pub async fn drill_source(
                 Vec::new()
             })
     };
-    let manifest = pick(repo, policy.name.as_str(), source_name, &opts.pick).await?;
-    if manifest.kind != "postgres-dump" {
-        return Err(DrillError::UnsupportedBackup {
-            backup: manifest.id.clone(),
-            kind: manifest.kind.clone(),
-        });
-    }
-    let id = crate::repository::new_backup_id(started_at);
-    tracing::info!(drill = %id, backup = %manifest.id, source = source_name, "drill started");
-    let mut checks = Checks::default();
-    let mut target = "none (the scratch cluster did not start)".to_string();
-    let mut rto = None;
-    let mut rpo = None;
-    let mut restored_point = None;
-
-    let major = crate::restore::pitr::server_major(&manifest.server_version);
-    let started = interruptible(scratch::ScratchPostgres::start(
-        &opts.scratch_dir,
-        &id,
-        major,
-        &policy.drill.postgres,
-    ))
+    let manifest = pick(
+        repo,
+        policy.name.as_str(),
+        source_name,
+        &opts.pick,
+        kinds(opts.kind, source.kind()),
+    )
     .await?;
-    // Without globals nothing creates the role a dump's objects usually
-    // belong to. (A failure drops the cluster, which removes it.)
-    let started = match started {
-        Ok(cluster) if manifest.artifact("globals").is_none() => {
-            match interruptible(cluster.create_postgres_role()).await? {
-                Ok(()) => Ok(cluster),
-                Err(e) => Err(e),
-            }
-        }
-        other => other,
-    };
-    let databases: Vec<String> = manifest
-        .artifacts
-        .iter()
-        .filter(|a| a.kind == "pg-dump-custom")
-        .filter_map(|a| a.database.clone())
-        .collect();
+    let id = crate::repository::new_backup_id(started_at);
+    tracing::info!(drill = %id, backup = %manifest.id, kind = %manifest.kind, source = source_name, "drill started");
+    let mut checks = Checks::default();
     let user_checks: Vec<&crate::policy::DrillCheck> = policy
         .drill
         .checks
         .iter()
         .filter(|c| c.source.as_str() == source_name)
         .collect();
-    match started {
-        Err(e) => {
-            checks.add("scratch target", false, e.to_string());
-            for db in &databases {
-                checks.skip(format!("restore {db}"), "no scratch target");
-                checks.skip(format!("inventory {db}"), "no scratch target");
-            }
-            for c in &user_checks {
-                checks.skip(format!("check: {}", c.name), "no scratch target");
-            }
+    let drill = Drill {
+        repo,
+        policy,
+        source_name,
+        manifest: &manifest,
+        id: &id,
+        opts,
+        clock,
+        user_checks: &user_checks,
+    };
+    let restored = match (manifest.kind.as_str(), source.kind()) {
+        ("postgres-dump", SourceKind::Postgres(pg)) => drill.dump(pg, &mut checks).await?,
+        ("postgres-base", SourceKind::Postgres(pg)) => drill.base(pg, &mut checks).await?,
+        ("mysql-dump", SourceKind::Mysql(my)) => drill.mysql(my, &mut checks).await?,
+        ("kubernetes-export", SourceKind::Kubernetes(k)) => {
+            let (restored, swept) = drill.kubernetes(k, &mut checks).await?;
+            leftovers.extend(swept);
+            restored
         }
-        Ok(cluster) => {
-            target = format!(
-                "throwaway PostgreSQL {} on 127.0.0.1:{} ({})",
-                cluster.tools.major,
-                cluster.conn.port,
-                cluster.dir().display()
-            );
-            checks.add("scratch target", true, target.clone());
-            let restored = restore_all(
-                repo,
-                &manifest,
-                &databases,
-                &cluster,
-                pg_source.bin_dir.clone(),
-                opts,
-                &mut checks,
-            )
-            .await?;
-            if restored {
-                rto = Some(clock.elapsed().as_secs_f64());
-                // A dump holds the data as of its snapshot, taken when the
-                // backup started.
-                restored_point = Some(manifest.started_at);
-                rpo = Some((Utc::now() - manifest.started_at).num_milliseconds() as f64 / 1000.0);
-            }
-            for c in &user_checks {
-                let name = format!("check: {}", c.name);
-                if !restored {
-                    checks.skip(name, "the restore failed");
-                    continue;
-                }
-                let (passed, detail) = interruptible(user_check(&cluster, c, &databases)).await?;
-                checks.add(name, passed, detail);
-            }
-            let removed = cluster.remove().await;
-            checks.add(
-                "scratch removed",
-                removed.is_ok(),
-                match removed {
-                    Ok(()) => "server stopped, folder removed".to_string(),
-                    Err(e) => e.to_string(),
-                },
-            );
+        (other, _) => {
+            return Err(DrillError::UnsupportedBackup {
+                backup: manifest.id.clone(),
+                kind: other.to_string(),
+            })
         }
-    }
+    };
     // Every object, read whole: stored and plaintext sizes and hashes.
     let verified = interruptible(crate::verify::verify(
         repo,
@@ -365,7 +346,7 @@ pub async fn drill_source(
             bad.join("; ")
         },
     );
-    match (policy.drill.max_rpo, rpo) {
+    match (policy.drill.max_rpo, restored.rpo) {
         (Some(max), Some(seconds)) => checks.add(
             "recovery point",
             seconds <= max.0.as_secs_f64(),
@@ -395,18 +376,1052 @@ pub async fn drill_source(
         backup: manifest.id.clone(),
         backup_kind: manifest.kind.clone(),
         backup_started_at: manifest.started_at,
-        target,
+        target: restored.target,
         passed: first_failure.is_none(),
         first_failure,
-        rto_seconds: rto,
-        rpo_seconds: rpo,
-        restored_point,
+        rto_seconds: restored.rto,
+        rpo_seconds: restored.rpo,
+        restored_point: restored.restored_point,
         bytes_read: manifest.artifacts.iter().map(|a| a.stored.size).sum(),
         checks,
         leftovers_removed: leftovers,
     };
     tracing::info!(drill = %report.id, passed = report.passed, rto = ?report.rto_seconds, "drill finished");
     Ok(report)
+}
+
+/// One drill of one backup: what every restore path needs.
+struct Drill<'a> {
+    repo: &'a Repository,
+    policy: &'a Policy,
+    source_name: &'a str,
+    manifest: &'a Manifest,
+    id: &'a str,
+    opts: &'a Options,
+    clock: Instant,
+    user_checks: &'a [&'a crate::policy::DrillCheck],
+}
+
+impl Drill<'_> {
+    /// A dump: a new cluster, roles, then every database, each compared
+    /// with the inventory taken at backup time.
+    async fn dump(
+        &self,
+        pg_source: &crate::policy::PostgresSource,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        let manifest = self.manifest;
+        let major = crate::restore::pitr::server_major(&manifest.server_version);
+        let started = interruptible(scratch::ScratchPostgres::start(
+            &self.opts.scratch_dir,
+            self.id,
+            major,
+            &self.policy.drill.postgres,
+        ))
+        .await?;
+        // Without globals nothing creates the role a dump's objects usually
+        // belong to. (A failure drops the cluster, which removes it.)
+        let started = match started {
+            Ok(cluster) if manifest.artifact("globals").is_none() => {
+                match interruptible(cluster.create_postgres_role()).await? {
+                    Ok(()) => Ok(cluster),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        let databases: Vec<String> = manifest
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == "pg-dump-custom")
+            .filter_map(|a| a.database.clone())
+            .collect();
+        let cluster = match started {
+            Err(e) => {
+                checks.add("scratch target", false, e.to_string());
+                for db in &databases {
+                    checks.skip(format!("restore {db}"), "no scratch target");
+                    checks.skip(format!("inventory {db}"), "no scratch target");
+                }
+                for c in self.user_checks {
+                    checks.skip(format!("check: {}", c.name), "no scratch target");
+                }
+                return Ok(Restored::nothing(
+                    "none (the scratch cluster did not start)",
+                ));
+            }
+            Ok(cluster) => cluster,
+        };
+        let mut restored = Restored::nothing(format!(
+            "throwaway PostgreSQL {} on 127.0.0.1:{} ({})",
+            cluster.tools.major,
+            cluster.conn.port,
+            cluster.dir().display()
+        ));
+        checks.add("scratch target", true, restored.target.clone());
+        let all = restore_all(
+            self.repo,
+            manifest,
+            &databases,
+            &cluster,
+            pg_source.bin_dir.clone(),
+            self.opts,
+            checks,
+        )
+        .await?;
+        if all {
+            // A dump holds the data as of its snapshot, taken when the
+            // backup started.
+            restored.usable(self.clock, manifest.started_at);
+        }
+        self.user_checks(&cluster, &databases, all, checks).await?;
+        remove(cluster, checks).await;
+        Ok(restored)
+    }
+
+    /// Runs the policy's checks on the restored target.
+    async fn user_checks(
+        &self,
+        cluster: &scratch::ScratchPostgres,
+        databases: &[String],
+        restored: bool,
+        checks: &mut Checks,
+    ) -> Result<(), DrillError> {
+        for c in self.user_checks {
+            let name = format!("check: {}", c.name);
+            if !restored {
+                checks.skip(name, "the restore failed");
+                continue;
+            }
+            let (passed, detail) = interruptible(user_check(&cluster.conn, c, databases)).await?;
+            checks.add(name, passed, detail);
+        }
+        Ok(())
+    }
+
+    /// A base backup: unpacked into a scratch data directory, checked with
+    /// `pg_verifybackup`, WAL replayed to the newest archived point, the
+    /// server promoted, then `pg_amcheck` (where installed) and the
+    /// policy's checks.
+    async fn base(
+        &self,
+        pg_source: &crate::policy::PostgresSource,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        let manifest = self.manifest;
+        let major = crate::restore::pitr::server_major(&manifest.server_version);
+        let prepared = interruptible(scratch::ScratchPostgres::prepare(
+            &self.opts.scratch_dir,
+            self.id,
+            major,
+            &self.policy.drill.postgres,
+            true,
+        ))
+        .await?;
+        let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
+            let names = [
+                "WAL archive",
+                "restore base",
+                "pg_verifybackup",
+                "recovery",
+                "pg_amcheck",
+            ];
+            for n in &names[from..] {
+                checks.skip(*n, why);
+            }
+            for c in self.user_checks {
+                checks.skip(format!("check: {}", c.name), why);
+            }
+        };
+        let mut cluster = match prepared {
+            Ok(c) => c,
+            Err(e) => {
+                checks.add("scratch target", false, e.to_string());
+                skip_rest(checks, 0, "no scratch target");
+                return Ok(Restored::nothing("none (no server binaries to start it)"));
+            }
+        };
+        let mut restored = Restored::nothing(format!(
+            "throwaway PostgreSQL {} from base backup {} ({})",
+            cluster.tools.major,
+            manifest.id,
+            cluster.dir().display()
+        ));
+        checks.add("scratch target", true, restored.target.clone());
+        let datadir = cluster.data_dir();
+        let policy_name = self.policy.name.as_str();
+        let source = self.pg_source_name();
+        // The newest point the archive reaches; a hole in it fails the
+        // check, and the drill goes on to the point before the hole.
+        let mut gap = false;
+        let planned = match interruptible(pitr::plan(
+            self.repo,
+            policy_name,
+            source,
+            pitr::Target::Latest,
+            Some(&manifest.id),
+            &datadir,
+        ))
+        .await?
+        {
+            Ok(plan) => Ok(plan),
+            Err(pitr::PitrError::Gap(hole)) => {
+                gap = true;
+                checks.add("WAL archive", false, hole.to_string());
+                // Planned to the point before the hole; recovery then
+                // replays what is staged (which ends there) and promotes,
+                // as with `latest`: a target LSN no record ends on would
+                // stop recovery with "target not reached".
+                interruptible(pitr::plan(
+                    self.repo,
+                    policy_name,
+                    source,
+                    pitr::Target::Lsn(hole.latest_target),
+                    Some(&manifest.id),
+                    &datadir,
+                ))
+                .await?
+                .map(|mut p| {
+                    p.target = pitr::Target::Latest;
+                    p
+                })
+            }
+            Err(e) => Err(e),
+        };
+        let plan = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                checks.add("WAL archive", false, e.to_string());
+                skip_rest(
+                    checks,
+                    1,
+                    "the WAL archive cannot make the backup consistent",
+                );
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        // Fetched and checked against their hashes here; the server copies
+        // them from the scratch folder.
+        let staged = interruptible(self.stage_wal(&cluster, &plan)).await?;
+        let wal_dir = match staged {
+            Ok((dir, n)) => {
+                if !gap {
+                    checks.add(
+                        "WAL archive",
+                        true,
+                        format!(
+                            "{n} files fetched and checked, up to segment {} (archived {}), timelines {:?}",
+                            plan.reach.last_segment.as_deref().unwrap_or("?"),
+                            plan.reach
+                                .last_archived_at
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                .unwrap_or_else(|| "at an unknown time".into()),
+                            plan.reach.path
+                        ),
+                    );
+                }
+                dir
+            }
+            Err(e) => {
+                if !gap {
+                    checks.add("WAL archive", false, e);
+                } else {
+                    tracing::error!(error = %e, "fetching the WAL before the hole failed too");
+                }
+                skip_rest(checks, 1, "the WAL could not be fetched");
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        let popts = pitr::PitrOptions {
+            exe: PathBuf::new(),
+            policy_file: PathBuf::new(),
+            identity_file: PathBuf::new(),
+            start: false,
+            port: None,
+            timeout: RECOVERY_TIMEOUT,
+            bin_dir: cluster.tools.bin_dir.clone(),
+            no_archive: true,
+            restore_command: Some(format!(
+                "cp '{}'/%f %p",
+                wal_dir.display().to_string().replace('\'', "'\\''")
+            )),
+        };
+        let executed = interruptible(pitr::execute(
+            &plan,
+            self.repo,
+            self.opts.identities.clone(),
+            &popts,
+        ))
+        .await?;
+        match executed {
+            Ok(r) => {
+                checks.add(
+                    "restore base",
+                    true,
+                    format!(
+                        "{} unpacked into {}",
+                        report::human_bytes(plan.base_plaintext_size),
+                        datadir.display()
+                    ),
+                );
+                if r.verified_with_pg_verifybackup {
+                    checks.add(
+                        "pg_verifybackup",
+                        true,
+                        "every file matches the backup's manifest",
+                    );
+                } else {
+                    checks.skip("pg_verifybackup", "not installed");
+                }
+            }
+            Err(pitr::PitrError::VerifyBackup(detail)) => {
+                checks.add(
+                    "restore base",
+                    true,
+                    format!("unpacked into {}", datadir.display()),
+                );
+                checks.add("pg_verifybackup", false, detail);
+                skip_rest(checks, 3, "pg_verifybackup failed");
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+            Err(e) => {
+                checks.add("restore base", false, e.to_string());
+                skip_rest(checks, 2, "the restore failed");
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        }
+        let recovered = interruptible(self.recover(&mut cluster, &plan, &pg_source.user)).await?;
+        let databases = match recovered {
+            Ok((detail, point, databases)) => {
+                checks.add("recovery", true, detail);
+                restored.usable(self.clock, point);
+                databases
+            }
+            Err(detail) => {
+                checks.add("recovery", false, detail);
+                skip_rest(checks, 4, "recovery failed");
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        let amcheck = interruptible(amcheck(&cluster)).await?;
+        match amcheck {
+            Some((passed, detail)) => checks.add("pg_amcheck", passed, detail),
+            None => checks.skip("pg_amcheck", "not installed"),
+        }
+        self.user_checks(&cluster, &databases, true, checks).await?;
+        remove(cluster, checks).await;
+        Ok(restored)
+    }
+
+    /// A MySQL/MariaDB dump: a new server, the dump loaded and compared
+    /// with its inventory (taken at the dump's consistency point), then
+    /// the archived binlogs replayed to the newest archived event.
+    async fn mysql(
+        &self,
+        my_source: &crate::policy::MysqlSource,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        let manifest = self.manifest;
+        let started = interruptible(scratch::ScratchMariaDb::start(
+            &self.opts.scratch_dir,
+            self.id,
+            &self.policy.drill.mariadb,
+        ))
+        .await?;
+        let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
+            for n in &["restore", "inventory", "binlog archive", "binlog replay"][from..] {
+                checks.skip(*n, why);
+            }
+            for c in self.user_checks {
+                checks.skip(format!("check: {}", c.name), why);
+            }
+        };
+        let server = match started {
+            Ok(s) => s,
+            Err(e) => {
+                checks.add("scratch target", false, e.to_string());
+                skip_rest(checks, 0, "no scratch target");
+                return Ok(Restored::nothing("none (the scratch server did not start)"));
+            }
+        };
+        let mut restored = Restored::nothing(format!(
+            "throwaway {} on 127.0.0.1:{} ({})",
+            server.version,
+            server.conn.port,
+            server.dir().display()
+        ));
+        checks.add("scratch target", true, restored.target.clone());
+        let bin_dir = my_source.bin_dir.as_deref();
+        let loaded = interruptible(async {
+            let plan = my_restore::plan(manifest, &server.conn, false).await?;
+            my_restore::execute(
+                self.repo,
+                plan,
+                &server.conn,
+                self.opts.identities.clone(),
+                bin_dir,
+            )
+            .await
+        })
+        .await?;
+        let databases = match loaded {
+            Ok(r) => {
+                checks.add(
+                    "restore",
+                    true,
+                    format!(
+                        "{} ({}) into {} in {}",
+                        report::human_bytes(r.plan.dump.plaintext.size),
+                        r.plan.databases.join(", "),
+                        r.plan.target,
+                        report::human_seconds(r.seconds)
+                    ),
+                );
+                let (passed, detail) = inventory_detail(&r.inventory);
+                checks.add("inventory", passed, detail);
+                r.plan.databases
+            }
+            Err(e) => {
+                checks.add("restore", false, e.to_string());
+                skip_rest(checks, 1, "the restore failed");
+                remove_mariadb(server, checks).await;
+                return Ok(restored);
+            }
+        };
+        // Without binlogs the data is as of the dump's snapshot.
+        let mut point = manifest.started_at;
+        if manifest.binlog.is_none() {
+            checks.skip(
+                "binlog archive",
+                "the server had no binlog when the dump was taken",
+            );
+            checks.skip("binlog replay", "no binlog position in the backup");
+        } else {
+            let policy = self.policy.name.as_str();
+            let planned = interruptible(my_restore::plan_replay(
+                self.repo,
+                policy,
+                self.source_name,
+                manifest,
+                &my_restore::MyTarget::Latest,
+            ))
+            .await?;
+            let planned = match planned {
+                Ok(p) => {
+                    checks.add(
+                        "binlog archive",
+                        true,
+                        format!(
+                            "{} files from {}:{} on, newest copied {}",
+                            p.files.len(),
+                            p.from.file,
+                            p.from.position,
+                            p.last_archived_at()
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                .unwrap_or_else(|| "never".into())
+                        ),
+                    );
+                    Ok(p)
+                }
+                // A hole: the check fails, and the replay goes on up to it.
+                Err(e) => match &e {
+                    my_restore::ReplayError::Gap { last, .. } => {
+                        let last = last.clone();
+                        checks.add("binlog archive", false, e.to_string());
+                        interruptible(my_restore::plan_replay(
+                            self.repo,
+                            policy,
+                            self.source_name,
+                            manifest,
+                            // The whole of the last file before the hole.
+                            &my_restore::MyTarget::Position {
+                                file: last,
+                                position: u64::MAX,
+                            },
+                        ))
+                        .await?
+                    }
+                    _ => Err(e),
+                },
+            };
+            match planned {
+                Err(e) => {
+                    if !checks.0.iter().any(|c| c.name == "binlog archive") {
+                        checks.add("binlog archive", false, e.to_string());
+                    }
+                    checks.skip("binlog replay", "no binlog to replay");
+                }
+                Ok(plan) => {
+                    let began = Instant::now();
+                    let replayed = interruptible(my_restore::replay(
+                        self.repo,
+                        &plan,
+                        &server.conn,
+                        self.opts.identities.clone(),
+                        bin_dir,
+                    ))
+                    .await?;
+                    match replayed {
+                        Ok(()) => {
+                            checks.add(
+                                "binlog replay",
+                                true,
+                                format!(
+                                    "{} files replayed ({}) in {}",
+                                    plan.files.len(),
+                                    plan.files
+                                        .iter()
+                                        .map(|(f, whole)| if *whole {
+                                            f.clone()
+                                        } else {
+                                            format!("{f} (in progress)")
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(", "),
+                                    report::human_seconds(began.elapsed().as_secs_f64())
+                                ),
+                            );
+                            if let Some(at) = plan.last_archived_at() {
+                                point = point.max(at);
+                            }
+                        }
+                        Err(e) => {
+                            checks.add("binlog replay", false, e.to_string());
+                            skip_user_checks(self.user_checks, checks, "the binlog replay failed");
+                            remove_mariadb(server, checks).await;
+                            return Ok(restored);
+                        }
+                    }
+                }
+            }
+        }
+        restored.usable(self.clock, point);
+        for c in self.user_checks {
+            let (passed, detail) = interruptible(mysql_check(&server.conn, c, &databases)).await?;
+            checks.add(format!("check: {}", c.name), passed, detail);
+        }
+        remove_mariadb(server, checks).await;
+        Ok(restored)
+    }
+
+    /// A Kubernetes export: restored into scratch namespaces with the
+    /// harmless-copy rules, every applied object read back, the policy's
+    /// kind counts checked, the namespaces deleted. Also returns the
+    /// scratch namespaces of earlier, killed drills it deleted.
+    async fn kubernetes(
+        &self,
+        k: &crate::policy::KubernetesSource,
+        checks: &mut Checks,
+    ) -> Result<(Restored, Vec<scratch::Leftover>), DrillError> {
+        use crate::restore::kubernetes as kr;
+        use crate::source::kubernetes::{Cluster, ConnectOptions};
+        let manifest = self.manifest;
+        let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
+            for n in &["restore", "objects"][from..] {
+                checks.skip(*n, why);
+            }
+            skip_user_checks(self.user_checks, checks, why);
+        };
+        let connected = interruptible(async {
+            let cluster = Cluster::connect(&ConnectOptions::from_source(k))
+                .await
+                .map_err(|e| e.to_string())?;
+            let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
+            let ns_type = kube::namespace_type(&discovery)?;
+            Ok::<_, String>((cluster, discovery, ns_type))
+        })
+        .await?;
+        let (cluster, discovery, ns_type) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                checks.add("scratch target", false, e);
+                skip_rest(checks, 0, "no scratch namespace");
+                return Ok((
+                    Restored::nothing("none (the cluster cannot be reached)"),
+                    Vec::new(),
+                ));
+            }
+        };
+        let leftovers = interruptible(kube::sweep(&cluster, &ns_type)).await?;
+        // The export is read and verified whole before anything is applied.
+        let loaded = {
+            let (repo, m, ids) = (
+                self.repo.clone(),
+                manifest.clone(),
+                self.opts.identities.clone(),
+            );
+            kube::on_blocking_thread(move || async move { kr::load(&repo, &m, ids).await })
+                .await
+                .ok_or(DrillError::Interrupted)?
+        };
+        let objects = match loaded {
+            Ok(o) => o,
+            Err(e) => {
+                checks.add(
+                    "scratch target",
+                    false,
+                    format!("not created: the export cannot be read: {e}"),
+                );
+                skip_rest(checks, 0, "the export cannot be read");
+                return Ok((
+                    Restored::nothing("none (the export cannot be read)"),
+                    leftovers,
+                ));
+            }
+        };
+        let sources: Vec<String> = objects
+            .iter()
+            .filter_map(|e| kr::home_namespace(&e.obj).map(str::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mapping = kube::scratch_names(self.id, &sources);
+        let names: Vec<String> = mapping.values().cloned().collect();
+        let mut restored = Restored::nothing(format!(
+            "scratch namespaces {} on {} (context {})",
+            mapping
+                .iter()
+                .map(|(from, to)| format!("{to} (from {from})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster.server,
+            cluster.context
+        ));
+        // From here on the namespaces are deleted on every path, an
+        // interruption included.
+        let body = async {
+            kube::create(
+                &cluster,
+                &discovery,
+                &ns_type,
+                self.id,
+                &mapping,
+                &self.policy.drill.kubernetes,
+            )
+            .await
+            .map_err(|e| ("scratch target", e))?;
+            let opts = kr::Options {
+                namespace_map: mapping.clone(),
+                ..Default::default()
+            };
+            let plan =
+                kr::plan(manifest, objects, &opts, true).map_err(|e| ("restore", e.to_string()))?;
+            let (c, id) = (cluster.clone(), manifest.id.clone());
+            let report = kube::on_blocking_thread(move || async move {
+                kr::execute(&c, plan, &opts, false, &id).await
+            })
+            .await
+            .ok_or(("interrupted", String::new()))?
+            .map_err(|e| ("restore", e.to_string()))?;
+            Ok::<_, (&str, String)>(report)
+        };
+        let outcome = interruptible(body).await;
+        let report = match outcome {
+            Err(interrupted) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(interrupted);
+            }
+            Ok(Err(("interrupted", _))) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(DrillError::Interrupted);
+            }
+            Ok(Err((step, e))) => {
+                if step == "scratch target" {
+                    checks.add("scratch target", false, e);
+                    skip_rest(checks, 0, "no scratch namespace");
+                } else {
+                    checks.add("scratch target", true, restored.target.clone());
+                    checks.add("restore", false, e);
+                    skip_rest(checks, 1, "the restore failed");
+                }
+                self.delete_namespaces(&cluster, &ns_type, &names, checks)
+                    .await;
+                return Ok((restored, leftovers));
+            }
+            Ok(Ok(report)) => report,
+        };
+        checks.add("scratch target", true, restored.target.clone());
+        let count = |o: kr::Outcome| report.count(o);
+        let failed: Vec<String> = report
+            .objects
+            .iter()
+            .filter(|o| o.outcome == kr::Outcome::Failed)
+            .take(5)
+            .map(|o| {
+                format!(
+                    "{} {}/{}: {}",
+                    o.kind,
+                    o.namespace.as_deref().unwrap_or("-"),
+                    o.name,
+                    o.detail
+                )
+            })
+            .collect();
+        checks.add(
+            "restore",
+            failed.is_empty(),
+            if failed.is_empty() {
+                format!(
+                    "{} objects created, {} updated, {} unchanged, {} skipped by the harmless-copy rules, {} not selected (cluster-scoped) in {}",
+                    count(kr::Outcome::Created),
+                    count(kr::Outcome::Updated),
+                    count(kr::Outcome::Unchanged),
+                    count(kr::Outcome::Skipped),
+                    report.not_selected,
+                    report::human_seconds(report.seconds)
+                )
+            } else {
+                format!("{} objects failed: {}", count(kr::Outcome::Failed), failed.join("; "))
+            },
+        );
+        // Every object applied is there, read back from the server.
+        let read_back = interruptible(async {
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            let mut missing = Vec::new();
+            for o in &report.objects {
+                if !matches!(
+                    o.outcome,
+                    kr::Outcome::Created | kr::Outcome::Updated | kr::Outcome::Unchanged
+                ) {
+                    continue;
+                }
+                let Some(rt) = discovery.find(&o.api_version, &o.kind) else {
+                    missing.push(format!(
+                        "{} {} (type unknown to the server)",
+                        o.kind, o.name
+                    ));
+                    continue;
+                };
+                match cluster.get(rt, o.namespace.as_deref(), &o.name).await {
+                    Ok(Some(_)) => *kinds.entry(o.kind.clone()).or_default() += 1,
+                    Ok(None) => missing.push(format!(
+                        "{} {}/{}",
+                        o.kind,
+                        o.namespace.as_deref().unwrap_or("-"),
+                        o.name
+                    )),
+                    Err(e) => missing.push(format!("{} {}: {e}", o.kind, o.name)),
+                }
+            }
+            (kinds, missing)
+        })
+        .await;
+        let (kinds, missing) = match read_back {
+            Ok(r) => r,
+            Err(interrupted) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(interrupted);
+            }
+        };
+        let total: usize = kinds.values().sum();
+        checks.add(
+            "objects",
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!(
+                    "{total} objects read back: {}",
+                    kinds
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!(
+                    "{} missing after the restore: {}",
+                    missing.len(),
+                    missing.join("; ")
+                )
+            },
+        );
+        if failed.is_empty() && missing.is_empty() {
+            // An export is a listing as of its start.
+            restored.usable(self.clock, manifest.started_at);
+        }
+        for c in self.user_checks {
+            let name = format!("check: {}", c.name);
+            let kind = c.kind.as_deref().unwrap_or("");
+            let counted = interruptible(kube::count_kind(&cluster, &discovery, kind, &names)).await;
+            let counted = match counted {
+                Ok(r) => r,
+                Err(interrupted) => {
+                    kube::delete_logged(&cluster, &ns_type, &names).await;
+                    return Err(interrupted);
+                }
+            };
+            let (passed, detail) = match counted {
+                Ok(n) => judge(c, Some(Some(n.to_string()))),
+                Err(e) => (false, e),
+            };
+            checks.add(name, passed, format!("{kind}: {detail}"));
+        }
+        self.delete_namespaces(&cluster, &ns_type, &names, checks)
+            .await;
+        Ok((restored, leftovers))
+    }
+
+    async fn delete_namespaces(
+        &self,
+        cluster: &crate::source::kubernetes::Cluster,
+        ns_type: &crate::source::kubernetes::ResourceType,
+        names: &[String],
+        checks: &mut Checks,
+    ) {
+        let deleted = kube::delete(cluster, ns_type, names).await;
+        checks.add(
+            "scratch removed",
+            deleted.is_ok(),
+            match deleted {
+                Ok(()) => format!(
+                    "namespaces {} deleted (the cluster removes what is in them)",
+                    names.join(", ")
+                ),
+                Err(e) => format!(
+                    "{e}; delete them by hand (`kubectl delete namespace -l {}={}`)",
+                    kube::MANAGED_BY,
+                    kube::MANAGED_BY_VALUE
+                ),
+            },
+        );
+    }
+
+    fn pg_source_name(&self) -> &str {
+        self.source_name
+    }
+
+    /// Fetches the WAL recovery will replay into `<scratch>/wal`: every
+    /// history file, and the segments of the timelines crossed from the
+    /// backup's start to the newest point the plan reaches.
+    async fn stage_wal(
+        &self,
+        cluster: &scratch::ScratchPostgres,
+        plan: &pitr::PitrPlan,
+    ) -> Result<(PathBuf, usize), String> {
+        let dir = cluster.make_dir("wal").map_err(|e| e.to_string())?;
+        let store = self.repo.store();
+        let listing = crate::wal::archive::list(
+            store.as_ref(),
+            self.policy.name.as_str(),
+            self.pg_source_name(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let size = plan.physical.wal_segment_size;
+        let first = plan.physical.start_lsn.segment(size);
+        // The reach ends at the last segment before any hole.
+        let last = plan.reach.end_lsn.0.saturating_sub(1) / size;
+        let wanted: Vec<&crate::wal::archive::ArchivedFile> = listing
+            .files
+            .iter()
+            .filter(|f| match f.file {
+                crate::wal::WalFile::History { .. } => true,
+                crate::wal::WalFile::Segment { timeline, .. } => {
+                    plan.reach.path.contains(&timeline)
+                        && f.file.segno(size).is_some_and(|s| s >= first && s <= last)
+                }
+                _ => false,
+            })
+            .collect();
+        for f in &wanted {
+            let dest = dir.join(&f.name);
+            crate::wal::archive::fetch_to(store.as_ref(), f, &self.opts.identities, &dest)
+                .await
+                .map_err(|e| format!("{}: {e}", f.key))?;
+        }
+        if let Some((uid, gid)) = cluster.owner_ids() {
+            for f in &wanted {
+                let p = dir.join(&f.name);
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot chown {}: {e}", p.display()))?;
+            }
+        }
+        Ok((dir, wanted.len()))
+    }
+
+    /// Starts the server on the restored data directory, waits until it
+    /// has replayed the WAL and promoted, and connects. Returns what the
+    /// report says, the newest restored point and the databases.
+    async fn recover(
+        &self,
+        cluster: &mut scratch::ScratchPostgres,
+        plan: &pitr::PitrPlan,
+        backup_user: &str,
+    ) -> Result<(String, DateTime<Utc>, Vec<String>), String> {
+        cluster.adopt_restored().map_err(|e| e.to_string())?;
+        let began = Instant::now();
+        let log = cluster
+            .start_recovery(self.policy.drill.postgres.port)
+            .await
+            .map_err(|e| e.to_string())?;
+        pitr::wait_for_promotion(
+            &cluster.tools,
+            &cluster.data_dir(),
+            &log,
+            RECOVERY_TIMEOUT,
+            plan.physical.timeline,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let user = cluster
+            .find_superuser(&[backup_user, "postgres"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = cluster
+            .conn
+            .connect("postgres")
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(
+                "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())::float8, \
+                 pg_is_in_recovery()",
+                &[],
+            )
+            .await
+            .map_err(|e| crate::source::postgres::error_detail(&e))?;
+        let replayed: Option<f64> = row.get(0);
+        let in_recovery: bool = row.get(1);
+        if in_recovery {
+            return Err("the server is still in recovery after it said it promoted".into());
+        }
+        let databases: Vec<String> = client
+            .query(
+                "SELECT datname::text FROM pg_database \
+                 WHERE datallowconn AND NOT datistemplate AND datname <> 'postgres' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| crate::source::postgres::error_detail(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // No transaction replayed: the data is as of the backup's end.
+        let point = replayed
+            .and_then(|s| DateTime::<Utc>::from_timestamp_millis((s * 1000.0) as i64))
+            .unwrap_or(self.manifest.finished_at);
+        let detail = format!(
+            "replayed WAL to {} in {}, promoted; last transaction {}; connected as {user} through the scratch socket; databases: {}",
+            match &plan.reach.gap_at {
+                None => "the end of the archive".to_string(),
+                Some(missing) => format!("the hole at {missing}"),
+            },
+            report::human_seconds(began.elapsed().as_secs_f64()),
+            point.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+            if databases.is_empty() { "none besides postgres".to_string() } else { databases.join(", ") },
+        );
+        Ok((detail, point, databases))
+    }
+}
+
+/// How long a drill waits for WAL replay.
+const RECOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Stops and removes the scratch cluster, as a check.
+async fn remove(cluster: scratch::ScratchPostgres, checks: &mut Checks) {
+    let removed = cluster.remove().await;
+    checks.add(
+        "scratch removed",
+        removed.is_ok(),
+        match removed {
+            Ok(()) => "server stopped, folder removed".to_string(),
+            Err(e) => e.to_string(),
+        },
+    );
+}
+
+/// Stops and removes the scratch MariaDB server, as a check.
+async fn remove_mariadb(server: scratch::ScratchMariaDb, checks: &mut Checks) {
+    let removed = server.remove().await;
+    checks.add(
+        "scratch removed",
+        removed.is_ok(),
+        match removed {
+            Ok(()) => "server stopped, folder removed".to_string(),
+            Err(e) => e.to_string(),
+        },
+    );
+}
+
+fn skip_user_checks(user_checks: &[&crate::policy::DrillCheck], checks: &mut Checks, why: &str) {
+    for c in user_checks {
+        checks.skip(format!("check: {}", c.name), why);
+    }
+}
+
+/// The report line of an inventory comparison.
+fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
+    if inv.passed() {
+        return (
+            true,
+            if inv.large_objects_expected > 0 {
+                format!(
+                    "{} tables, {} rows, {} large objects: all match the backup",
+                    inv.tables_checked, inv.rows_expected, inv.large_objects_expected
+                )
+            } else {
+                format!(
+                    "{} tables, {} rows: all match the backup",
+                    inv.tables_checked, inv.rows_expected
+                )
+            },
+        );
+    }
+    let mut parts: Vec<String> = inv
+        .mismatches
+        .iter()
+        .map(|m| match m.found {
+            Some(f) => format!("{}: expected {} rows, found {f}", m.table, m.expected),
+            None => format!("{}: expected {} rows, table missing", m.table, m.expected),
+        })
+        .collect();
+    if inv.large_objects_expected != inv.large_objects_found {
+        parts.push(format!(
+            "large objects: expected {}, found {}",
+            inv.large_objects_expected, inv.large_objects_found
+        ));
+    }
+    (false, parts.join("; "))
+}
+
+/// `pg_amcheck --all` on the restored cluster (tables and B-tree
+/// indexes); None when the tool is not installed.
+async fn amcheck(cluster: &scratch::ScratchPostgres) -> Option<(bool, String)> {
+    let tool = cluster.tools.tool("pg_amcheck");
+    if cluster.tools.bin_dir.is_some() && !tool.exists() {
+        return None;
+    }
+    let out = cluster
+        .conn
+        .command(&tool, "postgres")
+        .args(["--all", "--install-missing"])
+        .output()
+        .await;
+    match out {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some((false, format!("cannot run {}: {e}", tool.display()))),
+        Ok(o) if o.status.success() => Some((
+            true,
+            "every table and B-tree index of every database checks out".into(),
+        )),
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(5)
+                .collect();
+            Some((false, lines.join(" | ")))
+        }
+    }
 }
 
 /// Restores every database of the dump (globals first) into the scratch
@@ -459,34 +1474,8 @@ async fn restore_all(
                         report::human_seconds(r.seconds)
                     ),
                 );
-                let inv = &r.inventory;
-                let detail = if inv.passed() {
-                    format!(
-                        "{} tables, {} rows, {} large objects: all match the backup",
-                        inv.tables_checked, inv.rows_expected, inv.large_objects_expected
-                    )
-                } else {
-                    let mut parts: Vec<String> = inv
-                        .mismatches
-                        .iter()
-                        .map(|m| match m.found {
-                            Some(f) => {
-                                format!("{}: expected {} rows, found {f}", m.table, m.expected)
-                            }
-                            None => {
-                                format!("{}: expected {} rows, table missing", m.table, m.expected)
-                            }
-                        })
-                        .collect();
-                    if inv.large_objects_expected != inv.large_objects_found {
-                        parts.push(format!(
-                            "large objects: expected {}, found {}",
-                            inv.large_objects_expected, inv.large_objects_found
-                        ));
-                    }
-                    parts.join("; ")
-                };
-                checks.add(inventory, inv.passed(), detail);
+                let (passed, detail) = inventory_detail(&r.inventory);
+                checks.add(inventory, passed, detail);
             }
             Err(e) => {
                 all = false;
@@ -500,7 +1489,7 @@ async fn restore_all(
 
 /// Runs one user check on the restored data.
 async fn user_check(
-    cluster: &scratch::ScratchPostgres,
+    conn: &crate::source::postgres::PgConn,
     check: &crate::policy::DrillCheck,
     databases: &[String],
 ) -> (bool, String) {
@@ -517,7 +1506,7 @@ async fn user_check(
             )
         }
     };
-    let client = match cluster.conn.connect(&database).await {
+    let client = match conn.connect(&database).await {
         Ok(c) => c,
         Err(e) => return (false, e.to_string()),
     };
@@ -537,6 +1526,56 @@ async fn user_check(
         tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
         _ => None,
     });
+    judge(check, value)
+}
+
+/// Runs one user check on a restored MySQL/MariaDB server.
+async fn mysql_check(
+    conn: &crate::source::mysql::MyConn,
+    check: &crate::policy::DrillCheck,
+    databases: &[String],
+) -> (bool, String) {
+    use mysql_async::prelude::Queryable;
+    let database = match (&check.database, databases) {
+        (Some(d), _) => Some(d.clone()),
+        (None, [only]) => Some(only.clone()),
+        (None, _) => None,
+    };
+    let mut c = match conn.connect().await {
+        Ok(c) => c,
+        Err(e) => return (false, e.to_string()),
+    };
+    if let Some(db) = &database {
+        let used = c
+            .query_drop(format!("USE {}", crate::source::mysql::quote_ident(db)))
+            .await;
+        if let Err(e) = used {
+            return (false, format!("cannot use database {db}: {e}"));
+        }
+    }
+    let row: Result<Option<mysql_async::Row>, _> = c.query_first(check.sql.as_str()).await;
+    let value: Option<Option<String>> = match row {
+        Ok(Some(r)) => Some(match r.as_ref(0) {
+            None | Some(mysql_async::Value::NULL) => None,
+            Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            return (
+                false,
+                format!(
+                    "the query failed in {}: {e}",
+                    database.as_deref().unwrap_or("(no database)")
+                ),
+            )
+        }
+    };
+    judge(check, value)
+}
+
+/// Compares a check's result with its expectation.
+fn judge(check: &crate::policy::DrillCheck, value: Option<Option<String>>) -> (bool, String) {
     let shown = match &value {
         Some(Some(v)) => v.clone(),
         Some(None) => "NULL".into(),
@@ -549,34 +1588,41 @@ async fn user_check(
     }
 }
 
-/// The backup to drill.
+/// The backup to drill, of one of `kinds`.
 async fn pick(
     repo: &Repository,
     policy: &str,
     source: &str,
     pick: &Pick,
+    kinds: &[&str],
 ) -> Result<Manifest, DrillError> {
-    let kind = Some("postgres-dump");
-    match pick {
-        Pick::Latest => Ok(repo
-            .find_backup_of_kind(policy, source, &BackupSelector::Latest, kind)
-            .await?),
-        Pick::Id(id) => Ok(repo
+    if let Pick::Id(id) = pick {
+        return Ok(repo
             .find_backup(policy, source, &BackupSelector::Id(id.clone()))
-            .await?),
-        Pick::Random => {
-            let mut listing = repo.list_backups(policy, Some(source)).await?;
-            listing.backups.retain(|m| m.kind == "postgres-dump");
-            if listing.backups.is_empty() {
-                return Err(DrillError::NoDumps {
-                    source_name: source.to_string(),
-                    store: repo.describe(),
-                });
-            }
-            let i = rand::random::<u32>() as usize % listing.backups.len();
-            Ok(listing.backups.swap_remove(i))
+            .await?);
+    }
+    let mut listing = repo.list_backups(policy, Some(source)).await?;
+    listing.backups.retain(|m| kinds.contains(&m.kind.as_str()));
+    if let [kind] = kinds {
+        if *pick == Pick::Latest {
+            // Says so when an unreadable manifest may be the newest.
+            return Ok(repo
+                .find_backup_of_kind(policy, source, &BackupSelector::Latest, Some(kind))
+                .await?);
         }
     }
+    if listing.backups.is_empty() {
+        return Err(DrillError::NoBackups {
+            source_name: source.to_string(),
+            store: repo.describe(),
+            kind: kinds.join(" or "),
+        });
+    }
+    let i = match pick {
+        Pick::Random => rand::random::<u32>() as usize % listing.backups.len(),
+        _ => listing.backups.len() - 1,
+    };
+    Ok(listing.backups.swap_remove(i))
 }
 
 /// Stores a report in the repository: JSON (the record), Markdown and an

@@ -1,6 +1,7 @@
 //! Scratch targets of drills: a throwaway PostgreSQL cluster (initdb and
-//! pg_ctl on a free loopback port, in a folder of its own), always removed
-//! afterwards.
+//! pg_ctl on a free loopback port, or a restored base backup), or a
+//! throwaway MariaDB server (mariadb-install-db and mariadbd), each in a
+//! folder of its own, always removed afterwards.
 //!
 //! Every scratch folder is named `lifeboat-drill-<drill id>` and holds
 //! `lifeboat-drill.json`: the owning process (pid and start time), the
@@ -15,7 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ScratchPostgresConfig, Secret};
+use crate::policy::{ScratchMariaDbConfig, ScratchPostgresConfig, Secret};
+use crate::source::mysql::{self as my, MyConn, MyError};
 use crate::source::postgres::{PgConn, PgError, PgTools};
 
 /// The folder-name prefix that marks scratch folders.
@@ -32,6 +34,24 @@ const SUPERUSER: &str = "lifeboat_drill";
 pub enum ScratchError {
     #[error("no PostgreSQL server binaries for the scratch cluster: {source}. Install the server package (postgresql-{major} on Debian) or set drill.postgres.bin_dir in the policy")]
     Tools { major: u32, source: PgError },
+    #[error("a base backup of PostgreSQL {major} starts only with the server binaries of that major version; found {found} ({tool}). Install postgresql-{major} or set drill.postgres.bin_dir in the policy")]
+    WrongMajor {
+        major: u32,
+        found: u32,
+        tool: PathBuf,
+    },
+    #[error("no MariaDB/MySQL server binaries for the scratch server: {source}. Install mariadb-server (Debian) or set drill.mariadb.bin_dir in the policy")]
+    MariaDbTools { source: MyError },
+    #[error("the scratch MariaDB server did not start on 127.0.0.1:{port}: {detail}{hint}")]
+    StartMariaDb {
+        port: u16,
+        detail: String,
+        hint: &'static str,
+    },
+    #[error(
+        "the scratch MariaDB server on 127.0.0.1:{port} started but cannot be prepared: {detail}"
+    )]
+    SetupMariaDb { port: u16, detail: String },
     #[error("PostgreSQL refuses to run as root and the system user '{user}' to run the scratch cluster as does not exist ({detail}); create it, set drill.postgres.run_as, or run the drill as a non-root user")]
     NoSuchUser { user: String, detail: String },
     #[error("cannot {what} {path}: {source}")]
@@ -77,6 +97,13 @@ struct Owner {
     created: DateTime<Utc>,
     pg_ctl: PathBuf,
     run_as: Option<String>,
+    /// `postgres` or `mariadb`: how to stop what runs in the folder.
+    #[serde(default = "postgres_server")]
+    server: String,
+}
+
+fn postgres_server() -> String {
+    "postgres".into()
 }
 
 /// A running throwaway PostgreSQL cluster.
@@ -84,7 +111,10 @@ pub struct ScratchPostgres {
     dir: PathBuf,
     pg_ctl: PathBuf,
     run_as: Option<String>,
-    /// Superuser connection over TCP on 127.0.0.1.
+    /// uid and gid of `run_as`.
+    ids: Option<(u32, u32)>,
+    /// Superuser connection: TCP on 127.0.0.1 for a new cluster, the
+    /// socket in the scratch folder for a restored base backup.
     pub conn: PgConn,
     /// The server's installation (its major may be newer than the backup's).
     pub tools: PgTools,
@@ -100,56 +130,9 @@ impl ScratchPostgres {
         major: u32,
         cfg: &ScratchPostgresConfig,
     ) -> Result<ScratchPostgres, ScratchError> {
-        let tools = PgTools::find(cfg.bin_dir.as_deref(), "initdb", major)
-            .await
-            .map_err(|source| ScratchError::Tools { major, source })?;
-        let run_as = if crate::restore::pitr::running_as_root() {
-            Some(cfg.run_as.clone().unwrap_or_else(|| "postgres".into()))
-        } else {
-            None
-        };
-        let ids = match &run_as {
-            Some(user) => Some(user_ids(user).await?),
-            None => None,
-        };
-        let dir = parent.join(format!("{PREFIX}{id}"));
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
-        let pg_ctl = tools.tool("pg_ctl");
-        let mut scratch = ScratchPostgres {
-            dir: dir.clone(),
-            pg_ctl: pg_ctl.clone(),
-            run_as: run_as.clone(),
-            conn: PgConn {
-                host: "127.0.0.1".into(),
-                port: 0,
-                user: SUPERUSER.into(),
-                password: None,
-            },
-            tools,
-            removed: false,
-        };
-        // From here on, dropping `scratch` removes the folder.
-        let owner = Owner {
-            pid: std::process::id(),
-            process_start: process_start(std::process::id()).unwrap_or(0),
-            host: hostname(),
-            drill: id.to_string(),
-            created: Utc::now(),
-            pg_ctl,
-            run_as,
-        };
-        let owner_path = dir.join(OWNER_FILE);
-        std::fs::write(
-            &owner_path,
-            serde_json::to_vec_pretty(&owner).expect("owner serializes"),
-        )
-        .map_err(io("write", &owner_path))?;
-        if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("chown", &dir))?;
-        }
+        let mut scratch = Self::prepare(parent, id, major, cfg, false).await?;
         let password = random_hex(16).map_err(io("read", Path::new("/dev/urandom")))?;
-        scratch.initdb(&password, ids).await?;
+        scratch.initdb(&password).await?;
         scratch.conn.password = Some(Secret::new(password));
         let mut port = cfg.port.unwrap_or_else(free_port);
         for attempt in 1..=3 {
@@ -169,6 +152,221 @@ impl ScratchPostgres {
         scratch.conn.port = port;
         tracing::info!(dir = %scratch.dir.display(), port, version = %scratch.tools.version, "scratch PostgreSQL cluster running");
         Ok(scratch)
+    }
+
+    /// Creates `<parent>/lifeboat-drill-<id>` with its owner file, and no
+    /// cluster yet. `exact`: the server binaries must be of `major` itself
+    /// (a physical copy), not newer (a dump).
+    pub async fn prepare(
+        parent: &Path,
+        id: &str,
+        major: u32,
+        cfg: &ScratchPostgresConfig,
+        exact: bool,
+    ) -> Result<ScratchPostgres, ScratchError> {
+        let tools = PgTools::find(cfg.bin_dir.as_deref(), "initdb", major)
+            .await
+            .map_err(|source| ScratchError::Tools { major, source })?;
+        if exact && tools.major != major {
+            return Err(ScratchError::WrongMajor {
+                major,
+                found: tools.major,
+                tool: tools.tool("postgres"),
+            });
+        }
+        let run_as = if crate::restore::pitr::running_as_root() {
+            Some(cfg.run_as.clone().unwrap_or_else(|| "postgres".into()))
+        } else {
+            None
+        };
+        let ids = match &run_as {
+            Some(user) => Some(user_ids(user).await?),
+            None => None,
+        };
+        let dir = parent.join(format!("{PREFIX}{id}"));
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        let pg_ctl = tools.tool("pg_ctl");
+        let scratch = ScratchPostgres {
+            dir: dir.clone(),
+            pg_ctl: pg_ctl.clone(),
+            run_as: run_as.clone(),
+            ids,
+            conn: PgConn {
+                host: "127.0.0.1".into(),
+                port: 0,
+                user: SUPERUSER.into(),
+                password: None,
+            },
+            tools,
+            removed: false,
+        };
+        // From here on, dropping `scratch` removes the folder.
+        let owner = Owner {
+            pid: std::process::id(),
+            process_start: process_start(std::process::id()).unwrap_or(0),
+            host: hostname(),
+            drill: id.to_string(),
+            created: Utc::now(),
+            pg_ctl,
+            run_as,
+            server: postgres_server(),
+        };
+        let owner_path = dir.join(OWNER_FILE);
+        std::fs::write(
+            &owner_path,
+            serde_json::to_vec_pretty(&owner).expect("owner serializes"),
+        )
+        .map_err(io("write", &owner_path))?;
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("chown", &dir))?;
+        }
+        Ok(scratch)
+    }
+
+    /// uid and gid of the user the server runs as, when lifeboat runs as
+    /// root.
+    pub fn owner_ids(&self) -> Option<(u32, u32)> {
+        self.ids
+    }
+
+    /// The data directory a restored base backup is unpacked into.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
+    /// A folder inside the scratch folder the server's user can read
+    /// (staged WAL).
+    pub fn make_dir(&self, name: &str) -> Result<PathBuf, ScratchError> {
+        let path = self.dir.join(name);
+        std::fs::create_dir(&path).map_err(io("create", &path))?;
+        if let Some((uid, gid)) = self.ids {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
+        }
+        Ok(path)
+    }
+
+    /// Makes an unpacked base backup startable here, for this drill only:
+    /// owned by the server's user, a `postgresql.conf` if the source kept
+    /// its own elsewhere (Debian's /etc/postgresql), and authentication
+    /// files of the drill's own that allow only local connections through
+    /// the socket in the scratch folder (the source's roles and passwords
+    /// are unknown here).
+    pub fn adopt_restored(&self) -> Result<(), ScratchError> {
+        let data = self.data();
+        let conf = data.join("postgresql.conf");
+        if !conf.exists() {
+            std::fs::write(
+                &conf,
+                "# Written by a lifeboat drill: the backup held no postgresql.conf.\n",
+            )
+            .map_err(io("write", &conf))?;
+        }
+        let hba = self.dir.join("drill_hba.conf");
+        std::fs::write(
+            &hba,
+            "# lifeboat drill: local socket only (listen_addresses is empty)\nlocal all all trust\n",
+        )
+        .map_err(io("write", &hba))?;
+        let ident = self.dir.join("drill_ident.conf");
+        std::fs::write(&ident, "").map_err(io("write", &ident))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod", &data))?;
+        if let Some((uid, gid)) = self.ids {
+            for path in [&hba, &ident] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown", path))?;
+            }
+            chown_tree(&data, uid, gid)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server on a restored data directory; it replays WAL
+    /// and promotes ([`crate::restore::pitr::wait_for_promotion`] waits).
+    /// No TCP: only the socket in the scratch folder, trust, as
+    /// [`Self::adopt_restored`] set up. Returns the server log.
+    pub async fn start_recovery(&mut self, port: Option<u16>) -> Result<PathBuf, ScratchError> {
+        let port = port.unwrap_or_else(free_port);
+        let log = self.dir.join("server.log");
+        let q = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', "\\'"));
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses='' -c hba_file={} -c ident_file={} -c archive_mode=off",
+            q(self.dir.clone()),
+            q(self.dir.join("drill_hba.conf")),
+            q(self.dir.join("drill_ident.conf")),
+        );
+        let out = self
+            .command(&self.pg_ctl)
+            .arg("-D")
+            .arg(self.data())
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(&log)
+            .args(["-W", "start"])
+            .output()
+            .await
+            .map_err(|source| ScratchError::Spawn {
+                program: self.pg_ctl.display().to_string(),
+                source,
+            })?;
+        if !out.status.success() {
+            let logged = std::fs::read(&log).unwrap_or_default();
+            return Err(ScratchError::Start {
+                port,
+                detail: format!("{} {}", last_lines(&out.stderr, 2), last_lines(&logged, 4))
+                    .trim()
+                    .to_string(),
+                hint: "",
+            });
+        }
+        self.conn = PgConn {
+            host: self.dir.display().to_string(),
+            port,
+            user: SUPERUSER.into(),
+            password: None,
+        };
+        Ok(log)
+    }
+
+    /// Connects to the restored server as its bootstrap superuser, found
+    /// through the first of `candidates` that exists (the source's backup
+    /// user, `postgres`); `conn` uses it from then on.
+    pub async fn find_superuser(&mut self, candidates: &[&str]) -> Result<String, ScratchError> {
+        let port = self.conn.port;
+        let mut tried = Vec::new();
+        for user in candidates {
+            let conn = PgConn {
+                user: user.to_string(),
+                ..self.conn.clone()
+            };
+            for db in ["postgres", "template1"] {
+                match conn.connect(db).await {
+                    Ok(client) => {
+                        let row = client
+                            .query_one("SELECT rolname::text FROM pg_roles WHERE oid = 10", &[])
+                            .await
+                            .map_err(|e| ScratchError::Setup {
+                                port,
+                                detail: crate::source::postgres::error_detail(&e),
+                            })?;
+                        let name: String = row.get(0);
+                        self.conn.user = name.clone();
+                        return Ok(name);
+                    }
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+        }
+        Err(ScratchError::Setup {
+            port,
+            detail: format!(
+                "no role to connect as ({}): {}",
+                candidates.join(", "),
+                tried.join("; ")
+            ),
+        })
     }
 
     /// Creates the superuser role `postgres`, which objects of a dump
@@ -201,14 +399,15 @@ impl ScratchPostgres {
         self.dir.join("data")
     }
 
-    fn command(&self, program: &Path) -> tokio::process::Command {
+    /// A command run as the server's user.
+    pub fn command(&self, program: &Path) -> tokio::process::Command {
         as_user(program, self.run_as.as_deref())
     }
 
-    async fn initdb(&self, password: &str, ids: Option<(u32, u32)>) -> Result<(), ScratchError> {
+    async fn initdb(&self, password: &str) -> Result<(), ScratchError> {
         let pwfile = self.dir.join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).map_err(io("write", &pwfile))?;
-        if let Some((uid, gid)) = ids {
+        if let Some((uid, gid)) = self.ids {
             std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
                 .map_err(io("chown", &pwfile))?;
         }
@@ -428,8 +627,10 @@ pub fn sweep(parent: &Path) -> Vec<Leftover> {
             }
             Some(_) => {}
         }
-        if let Some(o) = &owner {
-            stop_blocking(&path.join("data"), &o.pg_ctl, o.run_as.as_deref());
+        match &owner {
+            Some(o) if o.server == MARIADB => kill_mariadbd(&path),
+            Some(o) => stop_blocking(&path.join("data"), &o.pg_ctl, o.run_as.as_deref()),
+            None => {}
         }
         let outcome = match std::fs::remove_dir_all(&path) {
             Ok(()) => "removed".to_string(),
@@ -446,7 +647,7 @@ pub fn sweep(parent: &Path) -> Vec<Leftover> {
 }
 
 /// Whether process `pid` runs and is the one that started at `start`.
-fn alive(pid: u32, start: u64) -> bool {
+pub(crate) fn alive(pid: u32, start: u64) -> bool {
     match process_start(pid) {
         Some(s) => start == 0 || s == start,
         None => false,
@@ -454,7 +655,7 @@ fn alive(pid: u32, start: u64) -> bool {
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot).
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
     let after = &stat[stat.rfind(')')? + 1..];
@@ -490,6 +691,313 @@ fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
         }
         None => tokio::process::Command::new(program),
     }
+}
+
+const MARIADB: &str = "mariadb";
+const MARIADB_PID: &str = "mariadbd.pid";
+
+/// A running throwaway MariaDB server: `mariadb-install-db` and
+/// `mariadbd` on a free 127.0.0.1 port, in `<parent>/lifeboat-drill-<id>`.
+/// Lifeboat connects as `lifeboat_drill` with a random password over TCP;
+/// the socket (root without a password, as installed) is inside the
+/// folder, which only its owner can enter.
+pub struct ScratchMariaDb {
+    dir: PathBuf,
+    child: Option<tokio::process::Child>,
+    pub conn: MyConn,
+    /// `mariadbd --version`.
+    pub version: String,
+    removed: bool,
+}
+
+impl ScratchMariaDb {
+    pub async fn start(
+        parent: &Path,
+        id: &str,
+        cfg: &ScratchMariaDbConfig,
+    ) -> Result<ScratchMariaDb, ScratchError> {
+        let tool = |names: &[&str]| {
+            let found = match &cfg.bin_dir {
+                Some(d) => my::find_tool(Some(d), names),
+                None => my::find_tool(None, names)
+                    .or_else(|_| my::find_tool(Some(Path::new("/usr/sbin")), names)),
+            };
+            found.map_err(|source| ScratchError::MariaDbTools { source })
+        };
+        let install_db = tool(&["mariadb-install-db", "mysql_install_db"])?;
+        let mariadbd = tool(&["mariadbd", "mysqld"])?;
+        let client = tool(&["mariadb", "mysql"])?;
+        let run_as = if crate::restore::pitr::running_as_root() {
+            Some(cfg.run_as.clone().unwrap_or_else(|| "mysql".into()))
+        } else {
+            None
+        };
+        let ids = match &run_as {
+            Some(user) => Some(user_ids(user).await?),
+            None => None,
+        };
+        // `mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu ...`
+        let version = tokio::process::Command::new(&mariadbd)
+            .arg("--version")
+            .output()
+            .await
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                let mut words = text.split_whitespace();
+                match words.by_ref().find(|w| *w == "Ver").and(words.next()) {
+                    Some(v) if v.contains("MariaDB") => format!("MariaDB {v}"),
+                    Some(v) => format!("MySQL {v}"),
+                    None => text.trim().to_string(),
+                }
+            })
+            .map_err(|source| ScratchError::Spawn {
+                program: mariadbd.display().to_string(),
+                source,
+            })?;
+        let dir = parent.join(format!("{PREFIX}{id}"));
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io("create", &dir))?;
+        }
+        let mut scratch = ScratchMariaDb {
+            dir: dir.clone(),
+            child: None,
+            conn: MyConn::new("127.0.0.1".into(), 0, SUPERUSER.into(), None),
+            version,
+            removed: false,
+        };
+        // From here on, dropping `scratch` removes the folder.
+        let owner = Owner {
+            pid: std::process::id(),
+            process_start: process_start(std::process::id()).unwrap_or(0),
+            host: hostname(),
+            drill: id.to_string(),
+            created: Utc::now(),
+            pg_ctl: PathBuf::new(),
+            run_as: run_as.clone(),
+            server: MARIADB.into(),
+        };
+        let owner_path = dir.join(OWNER_FILE);
+        std::fs::write(
+            &owner_path,
+            serde_json::to_vec_pretty(&owner).expect("owner serializes"),
+        )
+        .map_err(io("write", &owner_path))?;
+        let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        for d in [&data, &tmp] {
+            std::fs::create_dir(d).map_err(io("create", d))?;
+        }
+        if let Some((uid, gid)) = ids {
+            for d in [&dir, &data, &tmp] {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid)).map_err(io("chown", d))?;
+            }
+        }
+        let user_arg = run_as.as_ref().map(|u| format!("--user={u}"));
+        let out = tokio::process::Command::new(&install_db)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .args(user_arg.iter())
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .await
+            .map_err(|source| ScratchError::Spawn {
+                program: install_db.display().to_string(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(ScratchError::Initdb {
+                data,
+                detail: format!(
+                    "{} {}",
+                    last_lines(&out.stdout, 3),
+                    last_lines(&out.stderr, 3)
+                )
+                .trim()
+                .to_string(),
+            });
+        }
+        let port = cfg.port.unwrap_or_else(free_port);
+        let socket = dir.join("sock");
+        let log = dir.join("error.log");
+        let mut cmd = tokio::process::Command::new(&mariadbd);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join(MARIADB_PID).display()))
+            .arg(format!("--log-error={}", log.display()))
+            .arg(format!("--port={port}"))
+            .args(user_arg.iter())
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=128M",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ScratchError::Spawn {
+            program: mariadbd.display().to_string(),
+            source,
+        })?;
+        scratch.child = Some(child);
+        let password = random_hex(16).map_err(io("read", Path::new("/dev/urandom")))?;
+        // The account is made through the socket, the password on the
+        // client's stdin, never in its arguments.
+        let setup = format!(
+            "CREATE USER '{SUPERUSER}'@'127.0.0.1' IDENTIFIED BY '{password}';\n\
+             GRANT ALL ON *.* TO '{SUPERUSER}'@'127.0.0.1' WITH GRANT OPTION;\n"
+        );
+        let began = std::time::Instant::now();
+        loop {
+            let exited = scratch
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let logged = std::fs::read(&log).unwrap_or_default();
+                let detail = format!("mariadbd exited ({status}): {}", last_lines(&logged, 4));
+                let hint = if port_taken(&detail) || detail.contains("Address already in use") {
+                    "; the port is in use: free it, or leave drill.mariadb.port out to use a free one"
+                } else {
+                    ""
+                };
+                return Err(ScratchError::StartMariaDb { port, detail, hint });
+            }
+            if socket.exists() && client_sql(&client, &socket, "SELECT 1;\n").await.is_ok() {
+                client_sql(&client, &socket, &setup)
+                    .await
+                    .map_err(|detail| ScratchError::SetupMariaDb { port, detail })?;
+                break;
+            }
+            if began.elapsed() > Duration::from_secs(120) {
+                let logged = std::fs::read(&log).unwrap_or_default();
+                return Err(ScratchError::StartMariaDb {
+                    port,
+                    detail: format!("not ready after 120 s: {}", last_lines(&logged, 4)),
+                    hint: "",
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        scratch.conn = MyConn::new("127.0.0.1".into(), port, SUPERUSER.into(), Some(password));
+        tracing::info!(dir = %dir.display(), port, version = %scratch.version, "scratch MariaDB server running");
+        Ok(scratch)
+    }
+
+    /// The folder of this server.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the server (SIGKILL: its data is thrown away) and removes the
+    /// folder.
+    pub async fn remove(mut self) -> Result<(), ScratchError> {
+        self.removed = true;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(io("remove", &self.dir))?;
+        tracing::info!(dir = %self.dir.display(), "scratch MariaDB server removed");
+        Ok(())
+    }
+}
+
+impl Drop for ScratchMariaDb {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+            let began = std::time::Instant::now();
+            while began.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot remove the scratch folder; the next drill removes it");
+        } else {
+            tracing::info!(dir = %self.dir.display(), "scratch MariaDB server removed");
+        }
+    }
+}
+
+/// Runs SQL through the client on the socket, as root (no password: the
+/// freshly installed server's root, reachable only through the folder).
+async fn client_sql(client: &Path, socket: &Path, sql: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(client)
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", socket.display()))
+        .args(["-uroot", "--batch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", client.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(sql.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(last_lines(&out.stderr, 2))
+    }
+}
+
+/// Kills the mariadbd a killed drill left (its pid file, if that process
+/// is a mariadbd), without an async runtime.
+fn kill_mariadbd(dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(dir.join(MARIADB_PID))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !(comm.starts_with("mariadbd") || comm.starts_with("mysqld")) {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let began = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && began.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `chown -R` without following symbolic links.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io("chown", path))?;
+    let meta = std::fs::symlink_metadata(path).map_err(io("read", path))?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io("read", path))? {
+            let e = e.map_err(io("read", path))?;
+            chown_tree(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// The uid and gid of a system user (`id -u`, `id -g`).
@@ -548,6 +1056,7 @@ mod tests {
                 created: Utc::now(),
                 pg_ctl: PathBuf::from("/nonexistent/pg_ctl"),
                 run_as: None,
+                server: postgres_server(),
             };
             std::fs::write(dir.join(OWNER_FILE), serde_json::to_vec(&owner).unwrap()).unwrap();
             dir

@@ -450,7 +450,7 @@ pub fn plan(
 
 /// The namespace an object belongs to: its own, or for a Namespace its
 /// name.
-fn home_namespace(obj: &Value) -> Option<&str> {
+pub fn home_namespace(obj: &Value) -> Option<&str> {
     if obj.get("kind").and_then(Value::as_str) == Some("Namespace")
         && obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
     {

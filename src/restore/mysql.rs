@@ -486,6 +486,19 @@ pub async fn plan_pitr(
             .ok_or_else(too_early)?,
         MyTarget::Latest | MyTarget::Gtid(_) => *dumps.last().ok_or_else(too_early)?,
     };
+    let replay = plan_replay(repo, policy, source, chosen, target).await?;
+    Ok((chosen.clone(), replay))
+}
+
+/// The binlog files that roll dump `chosen` forward to `target`.
+pub async fn plan_replay(
+    repo: &Repository,
+    policy: &str,
+    source: &str,
+    chosen: &Manifest,
+    target: &MyTarget,
+) -> Result<ReplayPlan, ReplayError> {
+    use crate::binlog::file_order;
     let from = chosen
         .binlog
         .clone()
@@ -556,15 +569,20 @@ pub async fn plan_pitr(
             }
         }
     }
-    Ok((
-        chosen.clone(),
-        ReplayPlan {
-            target: target.clone(),
-            from,
-            files: chain.iter().map(|r| (r.file.clone(), r.complete)).collect(),
-            records: chain,
-        },
-    ))
+    Ok(ReplayPlan {
+        target: target.clone(),
+        from,
+        files: chain.iter().map(|r| (r.file.clone(), r.complete)).collect(),
+        records: chain,
+    })
+}
+
+impl ReplayPlan {
+    /// When the newest file replayed was copied into the archive: no event
+    /// after it is in the restored data.
+    pub fn last_archived_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.records.last().map(|r| r.archived_at)
+    }
 }
 
 /// Replays the planned binlog files into the target after the dump was
@@ -608,7 +626,8 @@ pub async fn replay(
             MyTarget::Time(t) => {
                 cmd.arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
             }
-            MyTarget::Position { position, .. } if i + 1 == n => {
+            // u64::MAX: to the end of the file.
+            MyTarget::Position { position, .. } if i + 1 == n && *position != u64::MAX => {
                 cmd.arg(format!("--stop-position={position}"));
             }
             MyTarget::Gtid(g) => {

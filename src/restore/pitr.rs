@@ -310,6 +310,9 @@ pub struct PitrOptions {
     /// Write `archive_mode = off` (a copy must not archive a new timeline
     /// into the source's archive).
     pub no_archive: bool,
+    /// A `restore_command` instead of `lifeboat wal-fetch` (drills copy
+    /// WAL they fetched and checked themselves).
+    pub restore_command: Option<String>,
 }
 
 /// What the restore did.
@@ -560,13 +563,15 @@ async fn verify_backup(
 
 fn write_recovery_settings(plan: &PitrPlan, opts: &PitrOptions) -> Result<(), PitrError> {
     let datadir = &plan.datadir;
-    let fetch = format!(
-        "{} wal-fetch --policy {} --source {} --identity {} %f %p",
-        shell_quote(&opts.exe),
-        shell_quote(&opts.policy_file),
-        shell_quote(Path::new(&plan.source)),
-        shell_quote(&opts.identity_file),
-    );
+    let fetch = opts.restore_command.clone().unwrap_or_else(|| {
+        format!(
+            "{} wal-fetch --policy {} --source {} --identity {} %f %p",
+            shell_quote(&opts.exe),
+            shell_quote(&opts.policy_file),
+            shell_quote(Path::new(&plan.source)),
+            shell_quote(&opts.identity_file),
+        )
+    });
     let mut conf = format!(
         "\n# Added by lifeboat restore {} of backup {}: point-in-time recovery to {}.\n\
          # Remove these lines once the server has promoted if WAL should no longer come from the archive.\n\
@@ -613,11 +618,6 @@ async fn run_recovery(
     start_timeline: u32,
 ) -> Result<(), PitrError> {
     let pg_ctl = tools.tool("pg_ctl");
-    let recovery_err = |detail: String| PitrError::Recovery {
-        detail,
-        datadir: datadir.display().to_string(),
-        log: log.display().to_string(),
-    };
     let mut cmd = tokio::process::Command::new(&pg_ctl);
     cmd.arg("-D")
         .arg(datadir)
@@ -626,6 +626,23 @@ async fn run_recovery(
         .args(["-W", "start"]);
     let (child, _, _) = process::spawn(cmd, &pg_ctl, false, false)?;
     child.wait().await?;
+    wait_for_promotion(tools, datadir, log, timeout, start_timeline).await
+}
+
+/// Waits until a server started on a restored data directory has ended
+/// recovery and promoted; fails when it exits or `timeout` passes.
+pub(crate) async fn wait_for_promotion(
+    tools: &PgTools,
+    datadir: &Path,
+    log: &Path,
+    timeout: Duration,
+    start_timeline: u32,
+) -> Result<(), PitrError> {
+    let recovery_err = |detail: String| PitrError::Recovery {
+        detail,
+        datadir: datadir.display().to_string(),
+        log: log.display().to_string(),
+    };
     tracing::info!(datadir = %datadir.display(), "server started; replaying WAL from the archive");
     let controldata = tools.tool("pg_controldata");
     let deadline = std::time::Instant::now() + timeout;

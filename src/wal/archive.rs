@@ -265,6 +265,18 @@ pub async fn push(
 }
 
 /// Downloads, decrypts and checks one archived file.
+/// Writes one archived file, decoded and checked against its recorded
+/// hashes, to `dest`.
+pub async fn fetch_to(
+    store: &dyn ObjectStore,
+    file: &ArchivedFile,
+    identities: &Arc<Identities>,
+    dest: &Path,
+) -> Result<(), WalError> {
+    let data = fetch_one(store, file, identities).await?;
+    write_atomic(dest, &data).await
+}
+
 async fn fetch_one(
     store: &dyn ObjectStore,
     file: &ArchivedFile,

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, Secret, Service, ServiceAccount};
@@ -327,6 +330,14 @@ fn deploy_renders_and_every_object_parses_into_its_kubernetes_type() {
             DRILL,
             vec![
                 ("ServiceAccount", "lifeboat-drill"),
+                ("ClusterRole", "lifeboat-drill"),
+                ("ClusterRole", "lifeboat-drill-scratch"),
+                ("ClusterRoleBinding", "lifeboat-drill"),
+                ("ValidatingAdmissionPolicy", "lifeboat-drill-scratch-only"),
+                (
+                    "ValidatingAdmissionPolicyBinding",
+                    "lifeboat-drill-scratch-only",
+                ),
                 ("CronJob", "lifeboat-drill"),
                 ("PrometheusRule", "lifeboat-drill"),
             ],
@@ -356,8 +367,14 @@ fn deploy_renders_and_every_object_parses_into_its_kubernetes_type() {
                 o["metadata"]["labels"]["app.kubernetes.io/name"], "lifeboat",
                 "{what}: label app.kubernetes.io/name"
             );
-            let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
-                .contains(&o["kind"].as_str().unwrap_or(""));
+            let cluster_scoped = [
+                "Namespace",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or(""));
             if !cluster_scoped {
                 assert_eq!(o["metadata"]["namespace"], "lifeboat", "{what}: namespace");
             }
@@ -373,6 +390,12 @@ fn deploy_renders_and_every_object_parses_into_its_kubernetes_type() {
                 }
                 "ClusterRoleBinding" => {
                     typed::<ClusterRoleBinding>(o);
+                }
+                "ValidatingAdmissionPolicy" => {
+                    typed::<ValidatingAdmissionPolicy>(o);
+                }
+                "ValidatingAdmissionPolicyBinding" => {
+                    typed::<ValidatingAdmissionPolicyBinding>(o);
                 }
                 "ConfigMap" => {
                     typed::<ConfigMap>(o);
@@ -1265,7 +1288,7 @@ fn kubectl_accepts_the_deploy_manifests() {
 /// emptyDir; its account has no token and no role; the policy file it
 /// drills is in the ConfigMap and has a PostgreSQL source to drill.
 #[test]
-fn deploy_drill_job_mounts_the_identity_and_has_no_api_access() {
+fn deploy_drill_job_mounts_the_identity_and_may_write_only_scratch_namespaces() {
     let drill = render(DRILL);
     let daemon = render(DAEMON);
     let cj: CronJob = one(&drill, "CronJob", "lifeboat-drill");
@@ -1283,20 +1306,9 @@ fn deploy_drill_job_mounts_the_identity_and_has_no_api_access() {
         Some("lifeboat-drill"),
         "not the export account, which can read every Secret"
     );
-    assert_eq!(pod.automount_service_account_token, Some(false));
-    let sa: ServiceAccount = one(&drill, "ServiceAccount", "lifeboat-drill");
-    assert_eq!(sa.automount_service_account_token, Some(false));
-    for r in [&drill, &daemon] {
-        for o in &r.objects {
-            if ["RoleBinding", "ClusterRoleBinding"].contains(&o["kind"].as_str().unwrap_or("")) {
-                assert!(
-                    !o["subjects"].to_string().contains("lifeboat-drill"),
-                    "{}: binds a role to lifeboat-drill",
-                    name(o)
-                );
-            }
-        }
-    }
+    // Kubernetes drills need the API, and only for scratch namespaces.
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    check_drill_rbac(&drill, &daemon);
 
     let c = &pod.containers[0];
     let args = c.args.clone().unwrap_or_default();
@@ -1369,4 +1381,109 @@ fn deploy_drill_job_mounts_the_identity_and_has_no_api_access() {
         !policy.drill.checks.is_empty(),
         "the example policy shows a drill check"
     );
+    let k = &policy.drill.kubernetes;
+    assert_eq!(
+        k.account(),
+        Some(("lifeboat", "lifeboat-drill")),
+        "scratch namespaces bind the role to the drill pod's account"
+    );
+    let scratch: ClusterRole = one(&drill, "ClusterRole", k.cluster_role());
+    assert!(scratch.rules.is_some());
+}
+
+/// The drill account's rights: namespaces and one bindable role, no read of
+/// anything else; the role with the restore's rights is bound nowhere
+/// cluster-wide; admission keeps the account's namespace and RoleBinding
+/// writes to `lifeboat-drill-*`; the policy binds that role to this account.
+fn check_drill_rbac(drill: &Rendered, daemon: &Rendered) {
+    let account = "system:serviceaccount:lifeboat:lifeboat-drill";
+    for r in [drill, daemon] {
+        for o in &r.objects {
+            let kind = o["kind"].as_str().unwrap_or("");
+            if ["RoleBinding", "ClusterRoleBinding"].contains(&kind)
+                && o["subjects"].to_string().contains("lifeboat-drill")
+            {
+                assert_eq!(
+                    (kind, o["roleRef"]["name"].as_str().unwrap_or("")),
+                    ("ClusterRoleBinding", "lifeboat-drill"),
+                    "{}: the drill account gets only ClusterRole lifeboat-drill cluster-wide",
+                    name(o)
+                );
+            }
+            if kind.ends_with("Binding") {
+                assert_ne!(
+                    o["roleRef"]["name"], "lifeboat-drill-scratch",
+                    "{}: lifeboat-drill-scratch is bound only inside scratch namespaces, by the drill",
+                    name(o)
+                );
+            }
+        }
+    }
+    let role: ClusterRole = one(drill, "ClusterRole", "lifeboat-drill");
+    for rule in role.rules.iter().flatten() {
+        let resources = rule.resources.clone().unwrap_or_default();
+        let verbs = rule.verbs.clone();
+        assert!(
+            !resources.iter().any(|r| r == "*" || r == "secrets"),
+            "ClusterRole lifeboat-drill: {rule:?} reaches beyond namespaces"
+        );
+        if resources.iter().any(|r| r == "clusterroles") {
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&["lifeboat-drill-scratch".to_string()][..]),
+                "bind only the scratch role"
+            );
+            assert_eq!(verbs, vec!["bind".to_string()]);
+        }
+        if resources.iter().any(|r| r == "rolebindings") {
+            assert!(
+                !verbs.iter().any(|v| v == "list" || v == "delete"),
+                "{rule:?}"
+            );
+        }
+    }
+    let vap: ValidatingAdmissionPolicy = one(
+        drill,
+        "ValidatingAdmissionPolicy",
+        "lifeboat-drill-scratch-only",
+    );
+    let spec = vap.spec.expect("no spec");
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let conditions = spec.match_conditions.unwrap_or_default();
+    assert!(
+        conditions.iter().any(|c| c.expression.contains(account)),
+        "the policy applies to the drill account: {conditions:?}"
+    );
+    let rules = spec
+        .match_constraints
+        .and_then(|m| m.resource_rules)
+        .unwrap_or_default();
+    let covered: BTreeSet<String> = rules
+        .iter()
+        .flat_map(|r| r.resources.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        covered.contains("namespaces") && covered.contains("rolebindings"),
+        "{covered:?}"
+    );
+    let validations = spec.validations.unwrap_or_default();
+    assert!(
+        validations
+            .iter()
+            .any(|v| v.expression.contains("startsWith('lifeboat-drill-')")),
+        "{validations:?}"
+    );
+    let binding: ValidatingAdmissionPolicyBinding = one(
+        drill,
+        "ValidatingAdmissionPolicyBinding",
+        "lifeboat-drill-scratch-only",
+    );
+    let bspec = binding.spec.expect("no spec");
+    assert_eq!(
+        bspec.policy_name.as_deref(),
+        Some("lifeboat-drill-scratch-only")
+    );
+    assert_eq!(bspec.validation_actions, Some(vec!["Deny".to_string()]));
+    let sa: ServiceAccount = one(drill, "ServiceAccount", "lifeboat-drill");
+    assert_ne!(sa.automount_service_account_token, Some(false));
 }

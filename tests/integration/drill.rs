@@ -573,3 +573,417 @@ fn the_daemon_drills_on_schedule_and_exports_the_result() {
     );
     assert_nothing_left(&scratch);
 }
+
+/// The line the CLI prints for a check: `  name  status  detail`.
+fn check_line<'a>(r: &'a Run, name: &str) -> &'a str {
+    r.stdout
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no '{name}' line in\n{}", r.stdout))
+}
+
+/// Deletes every object under `prefix` whose key contains `needle`;
+/// returns the keys deleted.
+fn delete_objects(garage: &Garage, store_prefix: &str, prefix: &str, needle: &str) -> Vec<String> {
+    use lifeboat::storage::ObjectStore;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = garage.store(store_prefix).await;
+        let mut gone = Vec::new();
+        for o in store.list(prefix).await.unwrap() {
+            if o.key.contains(needle) {
+                store.delete(&o.key).await.unwrap();
+                gone.push(o.key);
+            }
+        }
+        gone
+    })
+}
+
+#[test]
+fn a_base_backup_drill_replays_wal_to_the_newest_point_and_a_missing_segment_fails_it() {
+    use crate::pitr::{archiving, load, switch_and_wait};
+    let garage = Garage::start();
+    let (pg, lb) = archiving(Repo::Garage(&garage, "drillbase"));
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    // This lifeboat runs as postgres (the server's archive_command does):
+    // the drill runs its scratch server as itself, as in a container.
+    crate::harness::chown_to_postgres(&scratch);
+    load(&pg, 5_000);
+    let backup = lb.run(&["backup", "--source", "main-db", "--kind", "base", "--json"]);
+    backup.ok();
+    let manifest: serde_json::Value = serde_json::from_str(&backup.stdout).unwrap();
+    let stop_segment = manifest[0]["physical"]["stop_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..3 {
+        load(&pg, 5_000);
+        switch_and_wait(&pg, pg.port, Duration::from_secs(60));
+    }
+    pg.psql(
+        "app",
+        "INSERT INTO orders (amount, note) VALUES (424242, 'the last order')",
+    );
+    switch_and_wait(&pg, pg.port, Duration::from_secs(60));
+    let rows = pg.psql("app", "SELECT count(*) FROM orders");
+    set_drill(
+        &lb,
+        &format!(
+            "{}  max_rpo: 1h\n  checks:\n    - name: every order\n      source: main-db\n      \
+             sql: SELECT count(*) FROM orders\n      expect: == {rows}\n    \
+             - name: the last order\n      source: main-db\n      \
+             sql: SELECT note FROM orders WHERE amount = 424242\n      expect: == the last order\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+
+    let text = drill(&lb, &["--kind", "base"]);
+    text.ok();
+    eprintln!("{}", text.stdout);
+    let r = drill(&lb, &["--kind", "base", "--json"]);
+    r.ok();
+    let reports: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let report = &reports[0];
+    assert_eq!(report["passed"], true, "{report:#}\n{}", r.stderr);
+    assert_eq!(report["backup_kind"], "postgres-base");
+    let checks: Vec<(String, String)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (name, status) in [
+        ("scratch target", "passed"),
+        ("WAL archive", "passed"),
+        ("restore base", "passed"),
+        ("pg_verifybackup", "passed"),
+        ("recovery", "passed"),
+        ("pg_amcheck", "passed"),
+        ("check: every order", "passed"),
+        ("check: the last order", "passed"),
+        ("scratch removed", "passed"),
+        ("object hashes", "passed"),
+        ("recovery point", "passed"),
+    ] {
+        assert!(
+            checks.contains(&(name.to_string(), status.to_string())),
+            "{name} not {status}: {checks:?}"
+        );
+    }
+    // The restored point is the last replayed commit: seconds ago.
+    let rpo = report["rpo_seconds"].as_f64().unwrap();
+    assert!(rpo > 0.0 && rpo < 600.0, "{report:#}");
+    assert_nothing_left(&scratch);
+
+    // A segment after the backup's own WAL goes missing: the drill fails
+    // naming it, and still restores up to the hole.
+    let missing = {
+        let mut segs: Vec<String> = {
+            use lifeboat::storage::ObjectStore;
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let store = garage.store("drillbase").await;
+                lifeboat::wal::archive::list(&store as &dyn ObjectStore, "test", "main-db")
+                    .await
+                    .unwrap()
+                    .files
+                    .into_iter()
+                    .map(|f| f.name)
+                    .filter(|n| n.len() == 24)
+                    .collect()
+            })
+        };
+        segs.sort();
+        segs.into_iter()
+            .find(|s| s[8..] > stop_segment[8..])
+            .expect("a segment after the backup")
+    };
+    let gone = delete_objects(&garage, "drillbase", "", &missing);
+    assert!(!gone.is_empty());
+    let r = drill(&lb, &["--kind", "base"]);
+    r.fails_with(3, &[]);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill FAILED: WAL archive:") && first.contains(&missing),
+        "first line: {first}\n{}",
+        r.stdout
+    );
+    assert!(check_line(&r, "recovery").contains("ok"), "{}", r.stdout);
+    assert!(
+        check_line(&r, "check: every order").contains("FAILED"),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+}
+
+#[test]
+fn a_mariadb_drill_replays_binlogs_and_a_removed_binlog_fails_it() {
+    use crate::mysql::{fixture, lifeboat_for, wait_archived, writes};
+    let garage = Garage::start();
+    let m = crate::harness::MariaDb::start();
+    fixture(&m);
+    let lb = lifeboat_for(Repo::Garage(&garage, "drillmy"), &m, None);
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    let mut archiver = lb.spawn(
+        &[
+            "binlog-archive",
+            "--source",
+            "business-db",
+            "--interval",
+            "1s",
+        ],
+        "archiver.log",
+    );
+    writes(&m, 2);
+    lb.run(&["backup", "--source", "business-db"]).ok();
+    writes(&m, 2);
+    m.sql("", "FLUSH BINARY LOGS");
+    writes(&m, 2);
+    m.sql("", "FLUSH BINARY LOGS");
+    m.sql("shop", "CALL add_customer('after the dump')");
+    wait_archived(&garage, "drillmy", &lb, &m, "archiver.log");
+    signal(&archiver, "-TERM");
+    assert!(
+        archiver.wait().unwrap().success(),
+        "{}",
+        lb.log("archiver.log")
+    );
+    let orders = m.sql("shop", "SELECT COUNT(*) FROM orders");
+    set_drill(
+        &lb,
+        &format!(
+            "{}  max_rpo: 1h\n  checks:\n    - name: every order\n      source: business-db\n      database: shop\n      \
+             sql: SELECT COUNT(*) FROM orders\n      expect: == {orders}\n    \
+             - name: the newest customer\n      source: business-db\n      database: shop\n      \
+             sql: SELECT name FROM customers ORDER BY id DESC LIMIT 1\n      expect: == after the dump\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+
+    let r = drill(&lb, &["--source", "business-db"]);
+    r.ok();
+    eprintln!("{}", r.stdout);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill PASSED:"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    for name in [
+        "scratch target",
+        "restore",
+        "inventory",
+        "binlog archive",
+        "binlog replay",
+        "check: every order",
+        "check: the newest customer",
+        "scratch removed",
+        "object hashes",
+        "recovery point",
+    ] {
+        assert!(check_line(&r, name).contains("ok"), "{name}:\n{}", r.stdout);
+    }
+    assert!(
+        check_line(&r, "scratch target").contains("MariaDB"),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+
+    // The middle binlog file goes missing from the archive.
+    let files: Vec<String> = crate::mysql::archived(&garage, "drillmy", &lb)
+        .into_iter()
+        .map(|(f, _, _)| f)
+        .collect();
+    let mut files = files;
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let middle = files[files.len() - 2].clone();
+    let gone = delete_objects(&garage, "drillmy", "", &middle);
+    assert!(!gone.is_empty());
+    let r = drill(&lb, &["--source", "business-db"]);
+    r.fails_with(3, &[]);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill FAILED: binlog archive:") && first.contains(&middle),
+        "first line: {first}\n{}",
+        r.stdout
+    );
+    assert!(
+        check_line(&r, "check: the newest customer").contains("FAILED"),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+
+    // No server binaries: the drill cannot run (exit 1) and says what to do.
+    set_drill(
+        &lb,
+        &format!(
+            "{}  mariadb:\n    bin_dir: /nonexistent/mariadb/bin\n",
+            scratch_yaml(&scratch)
+        ),
+    );
+    let r = drill(&lb, &["--source", "business-db"]);
+    r.fails_with(
+        1,
+        &["no MariaDB/MySQL server binaries", "drill.mariadb.bin_dir"],
+    );
+    assert_nothing_left(&scratch);
+}
+
+#[test]
+fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
+    use crate::kube_server::KubeServer;
+    use serde_json::json;
+    let server = KubeServer::start();
+    server.seed_realistic("prod");
+    let repo = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::with_source(Repo::Local(repo.path().join("repo")), "", &[]);
+    let kubeconfig = server.kubeconfig(lb.dir.path());
+    let policy = std::fs::read_to_string(&lb.policy).unwrap();
+    std::fs::write(
+        &lb.policy,
+        policy
+            + &format!(
+                "  - name: cluster-config\n    kubernetes:\n      kubeconfig: {}\n      context: test\n      namespaces: [prod]\n",
+                kubeconfig.display()
+            ),
+    )
+    .unwrap();
+    lb.run(&["backup"]).ok();
+    let deployments = server
+        .objects_in("prod")
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .count();
+    assert!(deployments > 0);
+    let set_check = |expect: String| {
+        set_drill(
+            &lb,
+            &format!(
+                "  kubernetes:\n    service_account: lifeboat/lifeboat-drill\n  checks:\n    - name: deployments\n      source: cluster-config\n      kind: Deployment\n      expect: {expect}\n"
+            ),
+        )
+    };
+    set_check(format!("== {deployments}"));
+    // What a drill killed on this host left: its owner's pid is a process
+    // with another start time now.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let left = "lifeboat-drill-20200101t000000z-dead";
+    server.insert(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": left,
+            "labels": {"app.kubernetes.io/managed-by": "lifeboat-drill"},
+            "annotations": {"lifeboat.dev/drill-owner":
+                format!("{{\"host\":\"{host}\",\"pid\":1,\"process_start\":999999999}}")}
+        }
+    }));
+    server.clear_requests();
+
+    let r = drill(&lb, &["--source", "cluster-config"]);
+    r.ok();
+    eprintln!("{}", r.stdout);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill PASSED:"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    for name in [
+        "scratch target",
+        "restore",
+        "objects",
+        "check: deployments",
+        "scratch removed",
+        "object hashes",
+    ] {
+        assert!(check_line(&r, name).contains("ok"), "{name}:\n{}", r.stdout);
+    }
+    assert!(
+        check_line(&r, "restore").contains("skipped by the harmless-copy rules"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("namespace/{left} (removed)")),
+        "{}",
+        r.stdout
+    );
+    // Objects went into the scratch namespace only, and it is gone.
+    let requests = server.requests();
+    let writes: Vec<&String> = requests.iter().filter(|q| !q.starts_with("GET")).collect();
+    assert!(!writes.is_empty());
+    // The drill's account gets the scratch role before anything is restored.
+    let bound = writes
+        .iter()
+        .position(|w| w.contains("/rolebindings/lifeboat-drill"))
+        .unwrap_or_else(|| panic!("no RoleBinding for the drill account: {writes:?}"));
+    let first_object = writes
+        .iter()
+        .position(|w| w.contains("/configmaps/") || w.contains("/deployments/"))
+        .unwrap();
+    assert!(bound < first_object, "{writes:?}");
+    for w in &writes {
+        assert!(
+            w.contains("/namespaces/lifeboat-drill-"),
+            "a write outside the scratch namespaces: {w}"
+        );
+    }
+    let scratch_left: Vec<String> = server
+        .objects()
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("lifeboat-drill-"))
+        .collect();
+    assert!(scratch_left.is_empty(), "{scratch_left:?}");
+    assert_eq!(
+        server
+            .objects_in("prod")
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .count(),
+        deployments,
+        "the source namespace is untouched"
+    );
+
+    // A check that does not hold fails the drill; nothing stays either.
+    set_check(format!("== {}", deployments + 1));
+    let r = drill(&lb, &["--source", "cluster-config"]);
+    r.fails_with(3, &[]);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill FAILED: check: deployments: Deployment: got"),
+        "{}",
+        r.stdout
+    );
+    assert!(server
+        .objects()
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .all(|o| !o["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("lifeboat-drill-")));
+}

@@ -784,6 +784,24 @@ fn builtin_types() -> Vec<ResourceType> {
             true,
         ),
         res(RBAC_GROUP, "v1", "roles", "role", "Role", true),
+        // admissionregistration.k8s.io/v1
+        res(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicy",
+            "ValidatingAdmissionPolicy",
+            false,
+        )
+        .status(),
+        res(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+        ),
         // networking.k8s.io/v1
         res(
             "networking.k8s.io",

@@ -12,7 +12,7 @@ use crate::harness::{mysql_source_yaml, Garage, Lifeboat, MariaDb, Repo};
 
 /// Two databases: foreign keys, a blob column, unicode, a trigger, a view,
 /// a stored procedure, and a MyISAM table.
-fn fixture(m: &MariaDb) {
+pub(crate) fn fixture(m: &MariaDb) {
     m.sql(
         "",
         "CREATE DATABASE shop CHARACTER SET utf8mb4; CREATE DATABASE crm CHARACTER SET utf8mb4",
@@ -39,7 +39,11 @@ fn fixture(m: &MariaDb) {
     );
 }
 
-fn lifeboat_for(repo: Repo<'_>, m: &MariaDb, bin_dir: Option<&std::path::Path>) -> Lifeboat {
+pub(crate) fn lifeboat_for(
+    repo: Repo<'_>,
+    m: &MariaDb,
+    bin_dir: Option<&std::path::Path>,
+) -> Lifeboat {
     Lifeboat::with_source(
         repo,
         &mysql_source_yaml(m, "[shop, crm]", bin_dir),
@@ -313,7 +317,11 @@ fn unreachable_servers_wrong_passwords_and_missing_binlogs_are_explained() {
 }
 
 /// The archive's best copy of every binlog file, decrypted.
-fn archived(garage: &Garage, prefix: &str, lb: &Lifeboat) -> Vec<(String, bool, Vec<u8>)> {
+pub(crate) fn archived(
+    garage: &Garage,
+    prefix: &str,
+    lb: &Lifeboat,
+) -> Vec<(String, bool, Vec<u8>)> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ids = Arc::new(Identities::load(&lb.identity).unwrap());
     rt.block_on(async {
@@ -344,7 +352,7 @@ fn archived(garage: &Garage, prefix: &str, lb: &Lifeboat) -> Vec<(String, bool, 
 }
 
 /// The server's binlog files and sizes (`SHOW BINARY LOGS`).
-fn server_binlogs(m: &MariaDb) -> Vec<(String, u64)> {
+pub(crate) fn server_binlogs(m: &MariaDb) -> Vec<(String, u64)> {
     m.sql("", "SHOW BINARY LOGS")
         .lines()
         .map(|l| {
@@ -357,7 +365,7 @@ fn server_binlogs(m: &MariaDb) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn writes(m: &MariaDb, n: u32) {
+pub(crate) fn writes(m: &MariaDb, n: u32) {
     for _ in 0..n {
         m.sql(
             "shop",
@@ -368,7 +376,7 @@ fn writes(m: &MariaDb, n: u32) {
 
 /// Waits until the archive holds every server file whole except the
 /// newest, and the newest up to its current size.
-fn wait_archived(garage: &Garage, prefix: &str, lb: &Lifeboat, m: &MariaDb, log: &str) {
+pub(crate) fn wait_archived(garage: &Garage, prefix: &str, lb: &Lifeboat, m: &MariaDb, log: &str) {
     let want = server_binlogs(m);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

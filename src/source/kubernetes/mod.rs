@@ -580,6 +580,28 @@ impl Cluster {
             .await
     }
 
+    /// Deletes an object (a Namespace takes what is in it: the cluster
+    /// removes that in the background). Gone already is not an error.
+    pub async fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), KubeError> {
+        let action = format!("delete {} {name}", rt.group_resource());
+        let dp = kube::api::DeleteParams::background();
+        let req = kube::core::Request::new(rt.collection_path(namespace))
+            .delete(name, &dp)
+            .map_err(|e| self.bad_request(&action, e))?;
+        match self
+            .send::<Value>(req, &action, "delete", Some((rt, namespace)))
+            .await
+        {
+            Ok(_) | Err(KubeError::Api { code: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn bad_request(&self, action: &str, e: kube::core::request::Error) -> KubeError {
         KubeError::BadResponse {
             server: self.server.clone(),
