@@ -716,6 +716,25 @@ pub struct ScratchPostgresConfig {
     /// (PostgreSQL refuses root). Default: `postgres`.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// Instead of a throwaway cluster: scratch databases
+    /// `lifeboat_drill_<id>_<database>` on this server, dropped afterwards
+    /// (dumps only; base backups always get a throwaway cluster).
+    #[serde(default)]
+    pub server: Option<ScratchServer>,
+}
+
+/// A PostgreSQL server drills may create and drop databases on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchServer {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// A role with CREATEDB (it owns what the drill restores: roles of the
+    /// backup are not restored onto a shared server).
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<SecretRef>,
 }
 
 /// Where MySQL/MariaDB drills' throwaway server comes from.
@@ -1347,6 +1366,15 @@ impl Policy {
             }
         }
         if let Some(p) = &mut self.encryption.recipients_file {
+            abs(p);
+        }
+        if let Some(SecretRef::File(p)) = self
+            .drill
+            .postgres
+            .server
+            .as_mut()
+            .and_then(|s| s.password.as_mut())
+        {
             abs(p);
         }
         for p in [

@@ -230,6 +230,9 @@ struct Restored {
     rto: Option<f64>,
     rpo: Option<f64>,
     restored_point: Option<DateTime<Utc>>,
+    /// Scratch targets of earlier, killed drills found on the way
+    /// (namespaces, databases on a named server).
+    leftovers: Vec<scratch::Leftover>,
 }
 
 impl Restored {
@@ -239,6 +242,7 @@ impl Restored {
             rto: None,
             rpo: None,
             restored_point: None,
+            leftovers: Vec::new(),
         }
     }
 
@@ -299,14 +303,12 @@ pub async fn drill_source(
         clock,
         user_checks: &user_checks,
     };
-    let restored = match (manifest.kind.as_str(), source.kind()) {
+    let mut restored = match (manifest.kind.as_str(), source.kind()) {
         ("postgres-dump", SourceKind::Postgres(pg)) => drill.dump(pg, &mut checks).await?,
         ("postgres-base", SourceKind::Postgres(pg)) => drill.base(pg, &mut checks).await?,
         ("mysql-dump", SourceKind::Mysql(my)) => drill.mysql(my, &mut checks).await?,
         ("kubernetes-export", SourceKind::Kubernetes(k)) => {
-            let (restored, swept) = drill.kubernetes(k, &mut checks).await?;
-            leftovers.extend(swept);
-            restored
+            drill.kubernetes(k, &mut checks).await?
         }
         (other, _) => {
             return Err(DrillError::UnsupportedBackup {
@@ -359,6 +361,7 @@ pub async fn drill_source(
         (Some(_), None) => checks.skip("recovery point", "nothing was restored"),
         (None, _) => {}
     }
+    leftovers.append(&mut restored.leftovers);
     let checks = checks.0;
     let first_failure = checks
         .iter()
@@ -410,6 +413,9 @@ impl Drill<'_> {
         pg_source: &crate::policy::PostgresSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
+        if let Some(server) = &self.policy.drill.postgres.server {
+            return self.dump_on_server(pg_source, server, checks).await;
+        }
         let manifest = self.manifest;
         let major = crate::restore::pitr::server_major(&manifest.server_version);
         let started = interruptible(scratch::ScratchPostgres::start(
@@ -430,12 +436,7 @@ impl Drill<'_> {
             }
             other => other,
         };
-        let databases: Vec<String> = manifest
-            .artifacts
-            .iter()
-            .filter(|a| a.kind == "pg-dump-custom")
-            .filter_map(|a| a.database.clone())
-            .collect();
+        let databases = dump_databases(manifest);
         let cluster = match started {
             Err(e) => {
                 checks.add("scratch target", false, e.to_string());
@@ -459,11 +460,14 @@ impl Drill<'_> {
             cluster.dir().display()
         ));
         checks.add("scratch target", true, restored.target.clone());
+        let pairs: Vec<(String, String)> =
+            databases.iter().map(|d| (d.clone(), d.clone())).collect();
         let all = restore_all(
             self.repo,
             manifest,
-            &databases,
-            &cluster,
+            &pairs,
+            &cluster.conn,
+            false,
             pg_source.bin_dir.clone(),
             self.opts,
             checks,
@@ -474,16 +478,89 @@ impl Drill<'_> {
             // backup started.
             restored.usable(self.clock, manifest.started_at);
         }
-        self.user_checks(&cluster, &databases, all, checks).await?;
+        self.user_checks(&cluster.conn, &pairs, all, checks).await?;
         remove(cluster, checks).await;
+        Ok(restored)
+    }
+
+    /// A dump into scratch databases on the server the policy names
+    /// (`drill.postgres.server`): without the backup's roles (objects
+    /// belong to the drill's role), dropped afterwards.
+    async fn dump_on_server(
+        &self,
+        pg_source: &crate::policy::PostgresSource,
+        server: &crate::policy::ScratchServer,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        let manifest = self.manifest;
+        let databases = dump_databases(manifest);
+        let leftovers = interruptible(scratch::ScratchDatabases::sweep(server)).await?;
+        let created = interruptible(scratch::ScratchDatabases::create(
+            server, self.id, &databases,
+        ))
+        .await?;
+        let scratch = match created {
+            Ok(s) => s,
+            Err(e) => {
+                checks.add("scratch target", false, e.to_string());
+                for db in &databases {
+                    checks.skip(format!("restore {db}"), "no scratch database");
+                    checks.skip(format!("inventory {db}"), "no scratch database");
+                }
+                skip_user_checks(self.user_checks, checks, "no scratch database");
+                let mut r = Restored::nothing(format!(
+                    "none (no scratch database on {}:{})",
+                    server.host, server.port
+                ));
+                r.leftovers = leftovers;
+                return Ok(r);
+            }
+        };
+        let mut restored = Restored::nothing(format!(
+            "scratch databases {} on {}",
+            scratch
+                .names
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            scratch.describe()
+        ));
+        restored.leftovers = leftovers;
+        checks.add("scratch target", true, restored.target.clone());
+        let all = restore_all(
+            self.repo,
+            manifest,
+            &scratch.names,
+            &scratch.conn,
+            true,
+            pg_source.bin_dir.clone(),
+            self.opts,
+            checks,
+        )
+        .await?;
+        if all {
+            restored.usable(self.clock, manifest.started_at);
+        }
+        self.user_checks(&scratch.conn, &scratch.names, all, checks)
+            .await?;
+        let removed = scratch.remove().await;
+        checks.add(
+            "scratch removed",
+            removed.is_ok(),
+            match removed {
+                Ok(()) => "scratch databases dropped".to_string(),
+                Err(e) => e.to_string(),
+            },
+        );
         Ok(restored)
     }
 
     /// Runs the policy's checks on the restored target.
     async fn user_checks(
         &self,
-        cluster: &scratch::ScratchPostgres,
-        databases: &[String],
+        conn: &crate::source::postgres::PgConn,
+        databases: &[(String, String)],
         restored: bool,
         checks: &mut Checks,
     ) -> Result<(), DrillError> {
@@ -493,7 +570,7 @@ impl Drill<'_> {
                 checks.skip(name, "the restore failed");
                 continue;
             }
-            let (passed, detail) = interruptible(user_check(&cluster.conn, c, databases)).await?;
+            let (passed, detail) = interruptible(user_check(conn, c, databases)).await?;
             checks.add(name, passed, detail);
         }
         Ok(())
@@ -713,7 +790,10 @@ impl Drill<'_> {
             Some((passed, detail)) => checks.add("pg_amcheck", passed, detail),
             None => checks.skip("pg_amcheck", "not installed"),
         }
-        self.user_checks(&cluster, &databases, true, checks).await?;
+        let pairs: Vec<(String, String)> =
+            databases.iter().map(|d| (d.clone(), d.clone())).collect();
+        self.user_checks(&cluster.conn, &pairs, true, checks)
+            .await?;
         remove(cluster, checks).await;
         Ok(restored)
     }
@@ -917,7 +997,7 @@ impl Drill<'_> {
         &self,
         k: &crate::policy::KubernetesSource,
         checks: &mut Checks,
-    ) -> Result<(Restored, Vec<scratch::Leftover>), DrillError> {
+    ) -> Result<Restored, DrillError> {
         use crate::restore::kubernetes as kr;
         use crate::source::kubernetes::{Cluster, ConnectOptions};
         let manifest = self.manifest;
@@ -941,10 +1021,7 @@ impl Drill<'_> {
             Err(e) => {
                 checks.add("scratch target", false, e);
                 skip_rest(checks, 0, "no scratch namespace");
-                return Ok((
-                    Restored::nothing("none (the cluster cannot be reached)"),
-                    Vec::new(),
-                ));
+                return Ok(Restored::nothing("none (the cluster cannot be reached)"));
             }
         };
         let leftovers = interruptible(kube::sweep(&cluster, &ns_type)).await?;
@@ -968,10 +1045,9 @@ impl Drill<'_> {
                     format!("not created: the export cannot be read: {e}"),
                 );
                 skip_rest(checks, 0, "the export cannot be read");
-                return Ok((
-                    Restored::nothing("none (the export cannot be read)"),
-                    leftovers,
-                ));
+                let mut r = Restored::nothing("none (the export cannot be read)");
+                r.leftovers = leftovers;
+                return Ok(r);
             }
         };
         let sources: Vec<String> = objects
@@ -992,6 +1068,7 @@ impl Drill<'_> {
             cluster.server,
             cluster.context
         ));
+        restored.leftovers = leftovers;
         // From here on the namespaces are deleted on every path, an
         // interruption included.
         let body = async {
@@ -1041,7 +1118,7 @@ impl Drill<'_> {
                 }
                 self.delete_namespaces(&cluster, &ns_type, &names, checks)
                     .await;
-                return Ok((restored, leftovers));
+                return Ok(restored);
             }
             Ok(Ok(report)) => report,
         };
@@ -1162,7 +1239,7 @@ impl Drill<'_> {
         }
         self.delete_namespaces(&cluster, &ns_type, &names, checks)
             .await;
-        Ok((restored, leftovers))
+        Ok(restored)
     }
 
     async fn delete_namespaces(
@@ -1318,6 +1395,16 @@ impl Drill<'_> {
     }
 }
 
+/// The databases of a PostgreSQL dump, in the manifest's order.
+fn dump_databases(manifest: &Manifest) -> Vec<String> {
+    manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "pg-dump-custom")
+        .filter_map(|a| a.database.clone())
+        .collect()
+}
+
 /// How long a drill waits for WAL replay.
 const RECOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
@@ -1426,18 +1513,20 @@ async fn amcheck(cluster: &scratch::ScratchPostgres) -> Option<(bool, String)> {
 
 /// Restores every database of the dump (globals first) into the scratch
 /// cluster and compares each with its inventory. True when all restored.
+#[allow(clippy::too_many_arguments)]
 async fn restore_all(
     repo: &Repository,
     manifest: &Manifest,
-    databases: &[String],
-    cluster: &scratch::ScratchPostgres,
+    databases: &[(String, String)],
+    conn: &crate::source::postgres::PgConn,
+    shared: bool,
     bin_dir: Option<PathBuf>,
     opts: &Options,
     checks: &mut Checks,
 ) -> Result<bool, DrillError> {
     let mut all = true;
     let has_globals = manifest.artifact("globals").is_some();
-    for (i, db) in databases.iter().enumerate() {
+    for (i, (db, target_db)) in databases.iter().enumerate() {
         let restore = format!("restore {db}");
         let inventory = format!("inventory {db}");
         if !all {
@@ -1447,13 +1536,14 @@ async fn restore_all(
         }
         let ropts = pg_restore::Options {
             database: Some(db.clone()),
-            target: cluster.conn.clone(),
-            target_database: None,
+            target: conn.clone(),
+            target_database: Some(target_db.clone()),
             jobs: 1,
             clean: false,
-            // Roles first, as an incident restore into a new server would.
-            globals: i == 0 && has_globals,
-            no_owner: false,
+            // Roles first, as an incident restore into a new server would;
+            // never onto a shared server, whose roles are not the drill's.
+            globals: i == 0 && has_globals && !shared,
+            no_owner: shared,
             scratch_dir: opts.scratch_dir.clone(),
             bin_dir: bin_dir.clone(),
         };
@@ -1491,20 +1581,27 @@ async fn restore_all(
 async fn user_check(
     conn: &crate::source::postgres::PgConn,
     check: &crate::policy::DrillCheck,
-    databases: &[String],
+    databases: &[(String, String)],
 ) -> (bool, String) {
+    // The check names the backup's database; it was restored as the second.
     let database = match (&check.database, databases) {
-        (Some(d), _) => d.clone(),
-        (None, [only]) => only.clone(),
-        (None, _) => {
-            return (
-                false,
-                format!(
+        (Some(d), _) => databases
+            .iter()
+            .find(|(from, _)| from == d)
+            .map(|(_, to)| to.clone())
+            .unwrap_or_else(|| d.clone()),
+        (None, [(_, only)]) => only.clone(),
+        (None, _) => return (
+            false,
+            format!(
                 "the backup holds several databases ({}); name one with `database:` in the check",
-                databases.join(", ")
+                databases
+                    .iter()
+                    .map(|(from, _)| from.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            )
-        }
+        ),
     };
     let client = match conn.connect(&database).await {
         Ok(c) => c,

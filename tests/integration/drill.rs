@@ -987,3 +987,97 @@ fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
             .unwrap_or("")
             .starts_with("lifeboat-drill-")));
 }
+
+#[test]
+fn a_drill_into_scratch_databases_on_a_named_server_drops_them() {
+    let pg = source_cluster();
+    let server = PgCluster::start_with_password("drill-server-pw");
+    server.psql("postgres", "CREATE DATABASE keep_me");
+    let repo = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::new(Repo::Local(repo.path().join("repo")), &pg, "[shop, crm]");
+    let drill_yaml = |user: &str| {
+        format!(
+            "  postgres:\n    server:\n      host: 127.0.0.1\n      port: {}\n      user: {user}\n      \
+             password: {{ env: TEST_DRILL_PW }}\n  checks:\n    - name: orders exist\n      source: main-db\n      \
+             database: shop\n      sql: SELECT count(*) FROM orders\n      expect: == 500\n",
+            server.port
+        )
+    };
+    set_drill(&lb, &drill_yaml("postgres"));
+    lb.run(&["backup"]).ok();
+    // What a drill killed on this host left on the server.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let left = "lifeboat_drill_20200101t000000z_dead_shop";
+    server.psql("postgres", &format!("CREATE DATABASE {left}"));
+    server.psql(
+        "postgres",
+        &format!(
+            "COMMENT ON DATABASE {left} IS '{{\"host\":\"{host}\",\"pid\":1,\"process_start\":999999999,\"drill\":\"20200101T000000Z-dead\"}}'"
+        ),
+    );
+    let identity = lb.identity.display().to_string();
+    let run = |pw: &str| {
+        lb.run_env(
+            &["drill", "--identity", &identity],
+            &[("TEST_DRILL_PW", pw)],
+        )
+    };
+
+    let r = run("drill-server-pw");
+    r.ok();
+    eprintln!("{}", r.stdout);
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("drill PASSED:"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let target = check_line(&r, "scratch target");
+    assert!(
+        target.contains("lifeboat_drill_")
+            && target.contains(&format!("127.0.0.1:{}", server.port)),
+        "{target}"
+    );
+    for name in [
+        "restore shop",
+        "inventory shop",
+        "restore crm",
+        "inventory crm",
+        "check: orders exist",
+        "scratch removed",
+        "object hashes",
+    ] {
+        assert!(check_line(&r, name).contains("ok"), "{name}:\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains(&format!("database/{left} (removed)")),
+        "{}",
+        r.stdout
+    );
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains("drill-server-pw"));
+    let scratch_dbs = |s: &PgCluster| {
+        s.psql(
+            "postgres",
+            "SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE 'lifeboat%'",
+        )
+    };
+    assert_eq!(scratch_dbs(&server), "", "scratch databases left");
+    assert_eq!(
+        server.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'keep_me'"
+        ),
+        "1"
+    );
+    assert_eq!(scratch_dbs(&pg), "", "nothing on the source");
+
+    // A role that may not create databases: the drill cannot run.
+    server.psql("postgres", "CREATE ROLE weak LOGIN PASSWORD 'weak-pw'");
+    set_drill(&lb, &drill_yaml("weak"));
+    run("weak-pw").fails_with(1, &["drill.postgres.server", "CREATEDB"]);
+    assert_eq!(scratch_dbs(&server), "");
+}
