@@ -875,12 +875,33 @@ impl Drill<'_> {
         };
         // Without binlogs the data is as of the dump's snapshot.
         let mut point = manifest.started_at;
+        // Binlogs are expected when the policy archives them or the
+        // archive holds some (an archiver run by hand).
+        let archived = interruptible(crate::binlog::load_state(
+            self.repo,
+            self.policy.name.as_str(),
+            self.source_name,
+        ))
+        .await?;
+        let none_archived = archived.as_ref().is_ok_and(|a| a.is_empty());
         if manifest.binlog.is_none() {
             checks.skip(
                 "binlog archive",
                 "the server had no binlog when the dump was taken",
             );
             checks.skip("binlog replay", "no binlog position in the backup");
+        } else if none_archived && !my_source.archive_binlogs {
+            checks.skip(
+                "binlog archive",
+                "the source does not archive binlogs (archive_binlogs is off and the archive holds none)",
+            );
+            checks.skip(
+                "binlog replay",
+                "no archived binlog: the dump is restored as of its consistency point",
+            );
+        } else if let Err(e) = archived {
+            checks.add("binlog archive", false, e.to_string());
+            checks.skip("binlog replay", "the binlog archive cannot be read");
         } else {
             let policy = self.policy.name.as_str();
             let planned = interruptible(my_restore::plan_replay(
@@ -1591,9 +1612,10 @@ async fn user_check(
             .map(|(_, to)| to.clone())
             .unwrap_or_else(|| d.clone()),
         (None, [(_, only)]) => only.clone(),
-        (None, _) => return (
-            false,
-            format!(
+        (None, _) => {
+            return (
+                false,
+                format!(
                 "the backup holds several databases ({}); name one with `database:` in the check",
                 databases
                     .iter()
@@ -1601,7 +1623,8 @@ async fn user_check(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        ),
+            )
+        }
     };
     let client = match conn.connect(&database).await {
         Ok(c) => c,

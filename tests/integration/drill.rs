@@ -1081,3 +1081,79 @@ fn a_drill_into_scratch_databases_on_a_named_server_drops_them() {
     run("weak-pw").fails_with(1, &["drill.postgres.server", "CREATEDB"]);
     assert_eq!(scratch_dbs(&server), "");
 }
+
+/// A MariaDB drill stopped with SIGTERM removes its server; one killed
+/// with SIGKILL leaves it, and the next drill kills and removes it.
+#[test]
+fn a_killed_mariadb_drill_leaves_nothing_behind_or_the_next_drill_removes_it() {
+    use crate::mysql::{fixture, lifeboat_for};
+    let m = crate::harness::MariaDb::start();
+    fixture(&m);
+    // Enough rows that the load is still running when the signal comes.
+    m.sql(
+        "shop",
+        "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200)) ENGINE=InnoDB; \
+         INSERT INTO big SELECT seq, REPEAT('x', 200) FROM seq_1_to_400000",
+    );
+    let repo = tempfile::tempdir().unwrap();
+    let lb = lifeboat_for(Repo::Local(repo.path().join("repo")), &m, None);
+    let scratch_dir = scratch_root();
+    let scratch = scratch_dir.path().to_path_buf();
+    set_drill(&lb, &scratch_yaml(&scratch));
+    lb.run(&["backup", "--source", "business-db"]).ok();
+    let identity = lb.identity.display().to_string();
+    let spawn = |log: &str| {
+        lb.spawn(
+            &["drill", "--identity", &identity, "--source", "business-db"],
+            log,
+        )
+    };
+    let wait_for_mariadbd = |log: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !scratch_left(&scratch)
+            .iter()
+            .any(|d| d.join("mariadbd.pid").exists())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no scratch mariadbd came up:\n{}",
+                lb.log(log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut child = spawn("term.log");
+    wait_for_mariadbd("term.log");
+    signal(&child, "-TERM");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(143),
+        "{}",
+        lb.log("term.log")
+    );
+    assert_nothing_left(&scratch);
+
+    let mut child = spawn("kill.log");
+    wait_for_mariadbd("kill.log");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    let left = scratch_left(&scratch);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        !servers_in(&scratch).is_empty(),
+        "the killed drill's mariadbd still runs"
+    );
+    let r = drill(&lb, &["--source", "business-db"]);
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "removed the scratch target of an earlier drill: {} (removed)",
+            left[0].display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&scratch);
+}
