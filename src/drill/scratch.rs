@@ -187,7 +187,15 @@ impl ScratchPostgres {
         };
         let dir = parent.join(format!("{PREFIX}{id}"));
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        {
+            // Only its owner enters: the restored copy of a base backup
+            // trusts whoever reaches the socket in it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io("create", &dir))?;
+        }
         let pg_ctl = tools.tool("pg_ctl");
         let scratch = ScratchPostgres {
             dir: dir.clone(),
@@ -293,7 +301,7 @@ impl ScratchPostgres {
         let log = self.dir.join("server.log");
         let q = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', "\\'"));
         let options = format!(
-            "-p {port} -k {} -c listen_addresses='' -c hba_file={} -c ident_file={} -c archive_mode=off",
+            "-p {port} -k {} -c unix_socket_permissions=0700 -c listen_addresses='' -c hba_file={} -c ident_file={} -c archive_mode=off",
             q(self.dir.clone()),
             q(self.dir.join("drill_hba.conf")),
             q(self.dir.join("drill_ident.conf")),
@@ -941,7 +949,8 @@ pub fn scratch_database_names(id: &str, databases: &[String]) -> Vec<(String, St
             let mut name: String = format!("{base}_{clean}").chars().take(63).collect();
             if !taken.insert(name.clone()) {
                 let suffix = format!("_{}", i + 1);
-                name = format!("{}{suffix}", &name[..63 - suffix.len()]);
+                name.truncate(name.len().min(63 - suffix.len()));
+                name.push_str(&suffix);
                 taken.insert(name.clone());
             }
             (db.clone(), name)
@@ -1109,7 +1118,8 @@ impl ScratchMariaDb {
         // client's stdin, never in its arguments.
         let setup = format!(
             "CREATE USER '{SUPERUSER}'@'127.0.0.1' IDENTIFIED BY '{password}';\n\
-             GRANT ALL ON *.* TO '{SUPERUSER}'@'127.0.0.1' WITH GRANT OPTION;\n"
+             GRANT ALL ON *.* TO '{SUPERUSER}'@'127.0.0.1' WITH GRANT OPTION;\n\
+             DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1', ''@'localhost';\n"
         );
         let began = std::time::Instant::now();
         loop {
@@ -1300,6 +1310,9 @@ mod tests {
         assert_eq!(names[1].1, "lifeboat_drill_20261204t051500z_0c62_crm_eu");
         assert!(names.iter().all(|(_, n)| n.len() <= 63));
         assert_ne!(names[2].1, names[3].1);
+        // Short names that clash once cleaned.
+        let clash = scratch_database_names("x", &["Shop".to_string(), "shop".to_string()]);
+        assert_eq!(clash[1].1, "lifeboat_drill_x_shop_2");
     }
 
     #[test]
