@@ -1,5 +1,6 @@
 //! `lifeboat drill`
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,8 +53,9 @@ pub struct Args {
     /// Backup id, `latest` or `random` (any retained backup of the kind).
     #[arg(long, default_value = "latest")]
     backup: Pick,
-    /// Drill only this kind of backup (default: the newest, or a random
-    /// one, of either).
+    /// PostgreSQL sources: drill only this kind of backup (default: the
+    /// newest, or a random one, of either). With --backup ID, it must be
+    /// that backup's kind.
     #[arg(long, value_enum)]
     kind: Option<drill::Kind>,
     /// The age identity file (private key).
@@ -95,11 +97,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pick: args.backup.clone(),
         kind: args.kind,
         identities,
-        scratch_dir: args
-            .scratch_dir
-            .clone()
-            .or_else(|| policy.drill.scratch_dir.clone())
-            .unwrap_or_else(std::env::temp_dir),
+        // Absolute: the restored server runs from its own folder, and the
+        // paths in its settings must still point here.
+        scratch_dir: match &args.scratch_dir {
+            Some(dir) => std::path::absolute(dir).with_context(|| {
+                format!("--scratch-dir {}: cannot make it absolute", dir.display())
+            })?,
+            None => policy
+                .drill
+                .scratch_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+        },
     };
     let catalog = match crate::catalog::Catalog::open(&args.catalog.path()).await {
         Ok(c) => Some(c),

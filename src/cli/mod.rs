@@ -302,7 +302,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 D::Repository(r) => repository(r),
                 D::Storage(s) => storage(s),
                 D::Policy(p) => policy(p),
-                D::UnsupportedBackup { .. } => Outcome::Usage,
+                D::UnsupportedBackup { .. } | D::KindMismatch { .. } => Outcome::Usage,
                 D::NoBackups { .. } => Outcome::NotFound,
                 D::Report { .. } => Outcome::Integrity,
                 D::Interrupted => Outcome::Failure,

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::scratch::{self, Leftover};
 use crate::policy::ScratchKubernetesConfig;
-use crate::source::kubernetes::{Cluster, Discovery, ResourceType};
+use crate::source::kubernetes::{Cluster, Discovery, KubeError, ResourceType};
 
 /// The label that marks scratch namespaces.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -25,9 +25,39 @@ pub const MANAGED_BY_VALUE: &str = "lifeboat-drill";
 const DRILL_LABEL: &str = "lifeboat.dev/drill";
 const OWNER_ANNOTATION: &str = "lifeboat.dev/drill-owner";
 const SOURCE_ANNOTATION: &str = "lifeboat.dev/drill-source-namespace";
-/// Scratch namespaces of another host's drill older than this are left
-/// over (a drill pod that was killed).
-const STALE_HOURS: i64 = 24;
+
+/// Why a scratch namespace step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeDrillError {
+    #[error("the API server does not list the {0} type")]
+    NoType(&'static str),
+    #[error("cannot create scratch namespace {namespace}: {source}")]
+    Create {
+        namespace: String,
+        #[source]
+        source: Box<KubeError>,
+    },
+    #[error("cannot bind ClusterRole {role} in scratch namespace {namespace}: {source}; the drill's account needs `bind` on that role and `create` on rolebindings (deploy/drill/rbac.yaml)")]
+    Bind {
+        role: String,
+        namespace: String,
+        #[source]
+        source: Box<KubeError>,
+    },
+    #[error("cannot delete {}", failed.iter().map(|(ns, e)| format!("namespace {ns}: {e}")).collect::<Vec<_>>().join("; "))]
+    Delete { failed: Vec<(String, KubeError)> },
+    #[error("the API server knows no kind '{0}'")]
+    UnknownKind(String),
+    #[error("{0} is cluster-scoped; drills restore only into namespaces")]
+    ClusterScoped(String),
+    #[error("cannot list {kind} in {namespace}: {source}")]
+    List {
+        kind: String,
+        namespace: String,
+        #[source]
+        source: Box<KubeError>,
+    },
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Owner {
@@ -81,11 +111,11 @@ pub fn scratch_names(id: &str, sources: &[String]) -> BTreeMap<String, String> {
 }
 
 /// The Namespace type as the server describes it.
-pub fn namespace_type(discovery: &Discovery) -> Result<ResourceType, String> {
+pub fn namespace_type(discovery: &Discovery) -> Result<ResourceType, KubeDrillError> {
     discovery
         .find("v1", "Namespace")
         .cloned()
-        .ok_or_else(|| "the API server does not list the Namespace type".to_string())
+        .ok_or(KubeDrillError::NoType("Namespace"))
 }
 
 /// Creates the scratch namespaces, labelled and annotated with the owner,
@@ -97,7 +127,7 @@ pub async fn create(
     id: &str,
     mapping: &BTreeMap<String, String>,
     cfg: &ScratchKubernetesConfig,
-) -> Result<(), String> {
+) -> Result<(), KubeDrillError> {
     let me = std::process::id();
     let owner = serde_json::to_string(&Owner {
         host: crate::lock::hostname(),
@@ -118,11 +148,14 @@ pub async fn create(
         cluster
             .apply(ns_type, None, name, &obj, false)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| KubeDrillError::Create {
+                namespace: name.clone(),
+                source: Box::new(e),
+            })?;
         if let Some((sa_ns, sa_name)) = cfg.account() {
             let rb_type = discovery
                 .find("rbac.authorization.k8s.io/v1", "RoleBinding")
-                .ok_or("the API server does not list the RoleBinding type")?;
+                .ok_or(KubeDrillError::NoType("RoleBinding"))?;
             let binding = json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
@@ -135,11 +168,10 @@ pub async fn create(
             cluster
                 .apply(rb_type, Some(name), MANAGED_BY_VALUE, &binding, false)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "{e}; the drill's account needs `bind` on ClusterRole {} and `create` on rolebindings (deploy/drill/rbac.yaml)",
-                        cfg.cluster_role()
-                    )
+                .map_err(|e| KubeDrillError::Bind {
+                    role: cfg.cluster_role().to_string(),
+                    namespace: name.clone(),
+                    source: Box::new(e),
                 })?;
         }
     }
@@ -151,17 +183,17 @@ pub async fn delete(
     cluster: &Cluster,
     ns_type: &ResourceType,
     names: &[String],
-) -> Result<(), String> {
-    let mut errors = Vec::new();
+) -> Result<(), KubeDrillError> {
+    let mut failed = Vec::new();
     for name in names {
         if let Err(e) = cluster.delete(ns_type, None, name).await {
-            errors.push(format!("{name}: {e}"));
+            failed.push((name.clone(), e));
         }
     }
-    if errors.is_empty() {
+    if failed.is_empty() {
         Ok(())
     } else {
-        Err(errors.join("; "))
+        Err(KubeDrillError::Delete { failed })
     }
 }
 
@@ -202,7 +234,8 @@ pub async fn sweep(cluster: &Cluster, ns_type: &ResourceType) -> Vec<Leftover> {
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
-        let old = created.is_some_and(|c| Utc::now() - c > chrono::Duration::hours(STALE_HOURS));
+        let old =
+            created.is_some_and(|c| Utc::now() - c > chrono::Duration::hours(scratch::STALE_HOURS));
         let gone = match &owner {
             Some(o) if o.host == host => !scratch::alive(o.pid, o.process_start),
             _ => old,
@@ -230,28 +263,28 @@ pub async fn count_kind(
     discovery: &Discovery,
     kind: &str,
     namespaces: &[String],
-) -> Result<usize, String> {
+) -> Result<usize, KubeDrillError> {
     let rt = discovery
         .preferred()
         .find(|t| t.matches(kind))
         .cloned()
-        .ok_or_else(|| format!("the API server knows no kind '{kind}'"))?;
+        .ok_or_else(|| KubeDrillError::UnknownKind(kind.to_string()))?;
+    if !rt.namespaced {
+        return Err(KubeDrillError::ClusterScoped(rt.kind));
+    }
     let mut n = 0usize;
-    if rt.namespaced {
-        for ns in namespaces {
-            cluster
-                .list(&rt, Some(ns), None, |_| {
-                    n += 1;
-                    Ok(())
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    } else {
-        return Err(format!(
-            "{} is cluster-scoped; drills restore only into namespaces",
-            rt.kind
-        ));
+    for ns in namespaces {
+        cluster
+            .list(&rt, Some(ns), None, |_| {
+                n += 1;
+                Ok(())
+            })
+            .await
+            .map_err(|e| KubeDrillError::List {
+                kind: rt.kind.clone(),
+                namespace: ns.clone(),
+                source: Box::new(e),
+            })?;
     }
     Ok(n)
 }

@@ -75,6 +75,13 @@ pub enum DrillError {
         store: String,
         kind: String,
     },
+    #[error("backup {backup} is a {kind} backup, not {wanted} as --kind asks; leave --kind out, or pick a backup of that kind (`lifeboat list --source {source_name}`)")]
+    KindMismatch {
+        backup: String,
+        kind: String,
+        wanted: String,
+        source_name: String,
+    },
     #[error("the drill was interrupted; its scratch target was removed")]
     Interrupted,
     #[error("drill report {key} cannot be read: {detail}; delete it or restore it from a copy")]
@@ -702,7 +709,7 @@ impl Drill<'_> {
             }
             Err(e) => {
                 if !gap {
-                    checks.add("WAL archive", false, e);
+                    checks.add("WAL archive", false, e.to_string());
                 } else {
                     tracing::error!(error = %e, "fetching the WAL before the hole failed too");
                 }
@@ -720,10 +727,7 @@ impl Drill<'_> {
             timeout: RECOVERY_TIMEOUT,
             bin_dir: cluster.tools.bin_dir.clone(),
             no_archive: true,
-            restore_command: Some(format!(
-                "cp '{}'/%f %p",
-                wal_dir.display().to_string().replace('\'', "'\\''")
-            )),
+            restore_command: Some(format!("cp {}/%f %p", pitr::command_arg(&wal_dir))),
         };
         let executed = interruptible(pitr::execute(
             &plan,
@@ -778,8 +782,8 @@ impl Drill<'_> {
                 restored.usable(self.clock, point);
                 databases
             }
-            Err(detail) => {
-                checks.add("recovery", false, detail);
+            Err(e) => {
+                checks.add("recovery", false, e.to_string());
                 skip_rest(checks, 4, "recovery failed");
                 remove(cluster, checks).await;
                 return Ok(restored);
@@ -817,9 +821,7 @@ impl Drill<'_> {
             for n in &["restore", "inventory", "binlog archive", "binlog replay"][from..] {
                 checks.skip(*n, why);
             }
-            for c in self.user_checks {
-                checks.skip(format!("check: {}", c.name), why);
-            }
+            skip_user_checks(self.user_checks, checks, why);
         };
         let server = match started {
             Ok(s) => s,
@@ -968,12 +970,12 @@ impl Drill<'_> {
                     ))
                     .await?;
                     match replayed {
-                        Ok(()) => {
+                        Ok(newest_event) => {
                             checks.add(
                                 "binlog replay",
                                 true,
                                 format!(
-                                    "{} files replayed ({}) in {}",
+                                    "{} files replayed ({}) in {}; newest event {}",
                                     plan.files.len(),
                                     plan.files
                                         .iter()
@@ -984,10 +986,17 @@ impl Drill<'_> {
                                         })
                                         .collect::<Vec<_>>()
                                         .join(", "),
-                                    report::human_seconds(began.elapsed().as_secs_f64())
+                                    report::human_seconds(began.elapsed().as_secs_f64()),
+                                    newest_event
+                                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                        .unwrap_or_else(
+                                            || "none (no transaction after the dump)".into()
+                                        )
                                 ),
                             );
-                            if let Some(at) = plan.last_archived_at() {
+                            // The newest event replayed, as for WAL: the
+                            // copy's own time would claim events it lacks.
+                            if let Some(at) = newest_event {
                                 point = point.max(at);
                             }
                         }
@@ -1033,7 +1042,7 @@ impl Drill<'_> {
                 .await
                 .map_err(|e| e.to_string())?;
             let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
-            let ns_type = kube::namespace_type(&discovery)?;
+            let ns_type = kube::namespace_type(&discovery).map_err(|e| e.to_string())?;
             Ok::<_, String>((cluster, discovery, ns_type))
         })
         .await?;
@@ -1102,7 +1111,7 @@ impl Drill<'_> {
                 &self.policy.drill.kubernetes,
             )
             .await
-            .map_err(|e| ("scratch target", e))?;
+            .map_err(|e| ("scratch target", e.to_string()))?;
             let opts = kr::Options {
                 namespace_map: mapping.clone(),
                 ..Default::default()
@@ -1254,7 +1263,7 @@ impl Drill<'_> {
             };
             let (passed, detail) = match counted {
                 Ok(n) => judge(c, Some(Some(n.to_string()))),
-                Err(e) => (false, e),
+                Err(e) => (false, e.to_string()),
             };
             checks.add(name, passed, format!("{kind}: {detail}"));
         }
@@ -1299,8 +1308,8 @@ impl Drill<'_> {
         &self,
         cluster: &scratch::ScratchPostgres,
         plan: &pitr::PitrPlan,
-    ) -> Result<(PathBuf, usize), String> {
-        let dir = cluster.make_dir("wal").map_err(|e| e.to_string())?;
+    ) -> Result<(PathBuf, usize), RecoveryError> {
+        let dir = cluster.make_dir("wal")?;
         let store = self.repo.store();
         let listing = crate::wal::archive::list(
             store.as_ref(),
@@ -1308,7 +1317,7 @@ impl Drill<'_> {
             self.pg_source_name(),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(RecoveryError::List)?;
         let size = plan.physical.wal_segment_size;
         let first = plan.physical.start_lsn.segment(size);
         // The reach ends at the last segment before any hole.
@@ -1329,13 +1338,16 @@ impl Drill<'_> {
             let dest = dir.join(&f.name);
             crate::wal::archive::fetch_to(store.as_ref(), f, &self.opts.identities, &dest)
                 .await
-                .map_err(|e| format!("{}: {e}", f.key))?;
+                .map_err(|source| RecoveryError::Fetch {
+                    key: f.key.clone(),
+                    source,
+                })?;
         }
         if let Some((uid, gid)) = cluster.owner_ids() {
             for f in &wanted {
                 let p = dir.join(&f.name);
                 std::os::unix::fs::chown(&p, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot chown {}: {e}", p.display()))?;
+                    .map_err(|source| RecoveryError::Chown { path: p, source })?;
             }
         }
         Ok((dir, wanted.len()))
@@ -1349,13 +1361,12 @@ impl Drill<'_> {
         cluster: &mut scratch::ScratchPostgres,
         plan: &pitr::PitrPlan,
         backup_user: &str,
-    ) -> Result<(String, DateTime<Utc>, Vec<String>), String> {
-        cluster.adopt_restored().map_err(|e| e.to_string())?;
+    ) -> Result<(String, DateTime<Utc>, Vec<String>), RecoveryError> {
+        cluster.adopt_restored()?;
         let began = Instant::now();
         let log = cluster
             .start_recovery(self.policy.drill.postgres.port)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         pitr::wait_for_promotion(
             &cluster.tools,
             &cluster.data_dir(),
@@ -1363,29 +1374,20 @@ impl Drill<'_> {
             RECOVERY_TIMEOUT,
             plan.physical.timeline,
         )
-        .await
-        .map_err(|e| e.to_string())?;
-        let user = cluster
-            .find_superuser(&[backup_user, "postgres"])
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = cluster
-            .conn
-            .connect("postgres")
-            .await
-            .map_err(|e| e.to_string())?;
+        .await?;
+        let user = cluster.find_superuser(&[backup_user, "postgres"]).await?;
+        let client = cluster.conn.connect("postgres").await?;
         let row = client
             .query_one(
                 "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())::float8, \
                  pg_is_in_recovery()",
                 &[],
             )
-            .await
-            .map_err(|e| crate::source::postgres::error_detail(&e))?;
+            .await?;
         let replayed: Option<f64> = row.get(0);
         let in_recovery: bool = row.get(1);
         if in_recovery {
-            return Err("the server is still in recovery after it said it promoted".into());
+            return Err(RecoveryError::NotPromoted);
         }
         let databases: Vec<String> = client
             .query(
@@ -1393,8 +1395,7 @@ impl Drill<'_> {
                  WHERE datallowconn AND NOT datistemplate AND datname <> 'postgres' ORDER BY 1",
                 &[],
             )
-            .await
-            .map_err(|e| crate::source::postgres::error_detail(&e))?
+            .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -1413,6 +1414,42 @@ impl Drill<'_> {
             if databases.is_empty() { "none besides postgres".to_string() } else { databases.join(", ") },
         );
         Ok((detail, point, databases))
+    }
+}
+
+/// Why staging the WAL or recovering a restored base backup failed (the
+/// detail of the `WAL archive` or `recovery` check).
+#[derive(Debug, thiserror::Error)]
+enum RecoveryError {
+    #[error(transparent)]
+    Scratch(#[from] scratch::ScratchError),
+    #[error("cannot list the WAL archive: {0}")]
+    List(#[source] StorageError),
+    #[error("{key}: {source}")]
+    Fetch {
+        key: String,
+        #[source]
+        source: crate::wal::archive::WalError,
+    },
+    #[error("cannot chown {}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pitr(#[from] pitr::PitrError),
+    #[error(transparent)]
+    Connect(#[from] crate::source::postgres::PgError),
+    #[error("{0}")]
+    Query(String),
+    #[error("the server is still in recovery after it said it promoted")]
+    NotPromoted,
+}
+
+impl From<tokio_postgres::Error> for RecoveryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RecoveryError::Query(crate::source::postgres::error_detail(&e))
     }
 }
 
@@ -1717,9 +1754,22 @@ async fn pick(
     kinds: &[&str],
 ) -> Result<Manifest, DrillError> {
     if let Pick::Id(id) = pick {
-        return Ok(repo
+        let manifest = repo
             .find_backup(policy, source, &BackupSelector::Id(id.clone()))
-            .await?);
+            .await?;
+        // A kind the source's drills do not restore at all is refused
+        // later, naming it; only a --kind the backup contradicts is here.
+        if let [wanted] = kinds {
+            if manifest.kind != *wanted && manifest.kind.starts_with("postgres-") {
+                return Err(DrillError::KindMismatch {
+                    backup: manifest.id,
+                    kind: manifest.kind,
+                    wanted: wanted.to_string(),
+                    source_name: source.to_string(),
+                });
+            }
+        }
+        return Ok(manifest);
     }
     let mut listing = repo.list_backups(policy, Some(source)).await?;
     listing.backups.retain(|m| kinds.contains(&m.kind.as_str()));

@@ -185,17 +185,7 @@ impl ScratchPostgres {
             Some(user) => Some(user_ids(user).await?),
             None => None,
         };
-        let dir = parent.join(format!("{PREFIX}{id}"));
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        {
-            // Only its owner enters: the restored copy of a base backup
-            // trusts whoever reaches the socket in it.
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io("create", &dir))?;
-        }
+        let dir = create_folder(parent, id)?;
         let pg_ctl = tools.tool("pg_ctl");
         let scratch = ScratchPostgres {
             dir: dir.clone(),
@@ -212,22 +202,7 @@ impl ScratchPostgres {
             removed: false,
         };
         // From here on, dropping `scratch` removes the folder.
-        let owner = Owner {
-            pid: std::process::id(),
-            process_start: process_start(std::process::id()).unwrap_or(0),
-            host: hostname(),
-            drill: id.to_string(),
-            created: Utc::now(),
-            pg_ctl,
-            run_as,
-            server: postgres_server(),
-        };
-        let owner_path = dir.join(OWNER_FILE);
-        std::fs::write(
-            &owner_path,
-            serde_json::to_vec_pretty(&owner).expect("owner serializes"),
-        )
-        .map_err(io("write", &owner_path))?;
+        write_owner(&dir, id, pg_ctl, run_as, postgres_server())?;
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("chown", &dir))?;
         }
@@ -299,28 +274,13 @@ impl ScratchPostgres {
     pub async fn start_recovery(&mut self, port: Option<u16>) -> Result<PathBuf, ScratchError> {
         let port = port.unwrap_or_else(free_port);
         let log = self.dir.join("server.log");
-        let q = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', "\\'"));
         let options = format!(
             "-p {port} -k {} -c unix_socket_permissions=0700 -c listen_addresses='' -c hba_file={} -c ident_file={} -c archive_mode=off",
-            q(self.dir.clone()),
-            q(self.dir.join("drill_hba.conf")),
-            q(self.dir.join("drill_ident.conf")),
+            sh_quote(&self.dir),
+            sh_quote(&self.dir.join("drill_hba.conf")),
+            sh_quote(&self.dir.join("drill_ident.conf")),
         );
-        let out = self
-            .command(&self.pg_ctl)
-            .arg("-D")
-            .arg(self.data())
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(&log)
-            .args(["-W", "start"])
-            .output()
-            .await
-            .map_err(|source| ScratchError::Spawn {
-                program: self.pg_ctl.display().to_string(),
-                source,
-            })?;
+        let out = self.pg_ctl_start(&options, &log, &["-W"]).await?;
         if !out.status.success() {
             let logged = std::fs::read(&log).unwrap_or_default();
             return Err(ScratchError::Start {
@@ -458,23 +418,11 @@ impl ScratchPostgres {
         let _ = std::fs::remove_file(&log);
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            self.dir.display()
+            sh_quote(&self.dir)
         );
         let out = self
-            .command(&self.pg_ctl)
-            .arg("-D")
-            .arg(self.data())
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "120", "start"])
-            .output()
-            .await
-            .map_err(|source| ScratchError::Spawn {
-                program: self.pg_ctl.display().to_string(),
-                source,
-            })?;
+            .pg_ctl_start(&options, &log, &["-w", "-t", "120"])
+            .await?;
         if out.status.success() {
             return Ok(());
         }
@@ -492,6 +440,31 @@ impl ScratchPostgres {
         })
     }
 
+    /// `pg_ctl start` with server `options` (pg_ctl hands them to
+    /// `/bin/sh -c`: paths in them go through [`sh_quote`]).
+    async fn pg_ctl_start(
+        &self,
+        options: &str,
+        log: &Path,
+        wait: &[&str],
+    ) -> Result<std::process::Output, ScratchError> {
+        self.command(&self.pg_ctl)
+            .arg("-D")
+            .arg(self.data())
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(log)
+            .args(wait)
+            .arg("start")
+            .output()
+            .await
+            .map_err(|source| ScratchError::Spawn {
+                program: self.pg_ctl.display().to_string(),
+                source,
+            })
+    }
+
     /// Stops the server and removes the folder.
     pub async fn remove(mut self) -> Result<(), ScratchError> {
         self.removed = true;
@@ -502,9 +475,14 @@ impl ScratchPostgres {
             .args(["-m", "immediate", "-w", "-t", "60", "stop"])
             .output()
             .await;
-        if let Ok(o) = &out {
-            if !o.status.success() && self.data().join("postmaster.pid").exists() {
-                tracing::warn!(dir = %self.dir.display(), error = %last_lines(&o.stderr, 2), "pg_ctl stop failed; killing the scratch server");
+        let failed = match &out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(last_lines(&o.stderr, 2)),
+            Err(e) => Some(format!("cannot start {}: {e}", self.pg_ctl.display())),
+        };
+        if let Some(error) = failed {
+            if self.data().join("postmaster.pid").exists() {
+                tracing::warn!(dir = %self.dir.display(), %error, "pg_ctl stop failed; killing the scratch server");
                 kill_postmaster(&self.data(), &self.pg_ctl, self.run_as.as_deref());
             }
         }
@@ -512,6 +490,11 @@ impl ScratchPostgres {
         tracing::info!(dir = %self.dir.display(), "scratch PostgreSQL cluster removed");
         Ok(())
     }
+}
+
+/// One word for `/bin/sh`.
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 /// Whether the server's failure to start says its port is taken.
@@ -579,8 +562,9 @@ fn kill_postmaster(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
     let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|t| t.lines().next().map(str::trim).map(str::to_string))
-        .filter(|p| p.parse::<u32>().is_ok())
+        .filter(|p| p.parse::<u32>().is_ok_and(|pid| works_in(pid, data)))
     else {
+        // No pid, or a stale one: that pid is now another process.
         return;
     };
     let _ = blocking_pg_ctl(pg_ctl, run_as)
@@ -589,6 +573,47 @@ fn kill_postmaster(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
         .stderr(std::process::Stdio::null())
         .status();
     std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Creates `<parent>/lifeboat-drill-<id>`, which only its owner enters:
+/// the restored copy of a base backup trusts whoever reaches the socket
+/// in it, and a scratch MariaDB's root has no password on its socket.
+fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = parent.join(format!("{PREFIX}{id}"));
+    std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("create", &dir))?;
+    Ok(dir)
+}
+
+/// Describes this process as the folder's owner, for [`sweep`].
+fn write_owner(
+    dir: &Path,
+    id: &str,
+    pg_ctl: PathBuf,
+    run_as: Option<String>,
+    server: String,
+) -> Result<(), ScratchError> {
+    let me = std::process::id();
+    let owner = Owner {
+        pid: me,
+        process_start: process_start(me).unwrap_or(0),
+        host: crate::lock::hostname(),
+        drill: id.to_string(),
+        created: Utc::now(),
+        pg_ctl,
+        run_as,
+        server,
+    };
+    let path = dir.join(OWNER_FILE);
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&owner).expect("owner serializes"),
+    )
+    .map_err(io("write", &path))
 }
 
 /// One scratch folder found by [`sweep`].
@@ -608,7 +633,7 @@ pub fn sweep(parent: &Path) -> Vec<Leftover> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Vec::new();
     };
-    let host = hostname();
+    let host = crate::lock::hostname();
     let mut found = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name();
@@ -670,12 +695,6 @@ pub(crate) fn process_start(pid: u32) -> Option<u64> {
     // The command name (field 2) is in parentheses and may hold spaces.
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn free_port() -> u16 {
@@ -747,10 +766,11 @@ impl ScratchDatabases {
         };
         let me = std::process::id();
         let owner = serde_json::json!({
-            "host": hostname(),
+            "host": crate::lock::hostname(),
             "pid": me,
             "process_start": process_start(me).unwrap_or(0),
             "drill": id,
+            "created": Utc::now(),
         })
         .to_string();
         let client = scratch
@@ -809,8 +829,8 @@ impl ScratchDatabases {
 
     /// Drops scratch databases on the server whose drill is gone: made on
     /// this host by a process that no longer runs, or elsewhere more than
-    /// a day ago (from the comment; no comment: a day after it was made is
-    /// not known, so only this host's are judged).
+    /// a day ago (both from the owner comment; a database without one is
+    /// left alone and named in a warning).
     pub async fn sweep(server: &crate::policy::ScratchServer) -> Vec<Leftover> {
         let conn = PgConn {
             host: server.host.clone(),
@@ -846,18 +866,16 @@ impl ScratchDatabases {
                 return Vec::new();
             }
         };
-        let host = hostname();
+        let host = crate::lock::hostname();
         let mut out = Vec::new();
         for row in rows {
             let name: String = row.get(0);
             let comment: String = row.get(1);
             let owner: serde_json::Value = serde_json::from_str(&comment).unwrap_or_default();
-            let gone = owner["host"].as_str() == Some(host.as_str())
-                && !alive(
-                    owner["pid"].as_u64().unwrap_or(0) as u32,
-                    owner["process_start"].as_u64().unwrap_or(0),
-                );
-            if !gone {
+            if !database_owner_gone(&owner, &host, Utc::now()) {
+                if owner.is_null() {
+                    tracing::warn!(database = %name, "a database named like a drill's scratch database has no owner comment; it is left alone: drop it by hand if no drill is running");
+                }
                 continue;
             }
             let outcome = match drop_databases(&conn, std::slice::from_ref(&name)).await {
@@ -874,6 +892,26 @@ impl ScratchDatabases {
         out
     }
 }
+
+/// Whether the drill that made a scratch database (its comment, parsed)
+/// is gone: on this host, its process no longer runs; elsewhere (another
+/// pod), it was made more than [`STALE_HOURS`] ago. No owner: not known.
+fn database_owner_gone(owner: &serde_json::Value, host: &str, now: DateTime<Utc>) -> bool {
+    if owner["host"].as_str() == Some(host) {
+        return !alive(
+            owner["pid"].as_u64().unwrap_or(0) as u32,
+            owner["process_start"].as_u64().unwrap_or(0),
+        );
+    }
+    owner["created"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|c| now - c.with_timezone(&Utc) > chrono::Duration::hours(STALE_HOURS))
+}
+
+/// A scratch target made on another host is judged abandoned after this
+/// long (its process cannot be looked at from here).
+pub(crate) const STALE_HOURS: i64 = 24;
 
 impl Drop for ScratchDatabases {
     /// An error, a panic or a signal still drops the databases (on a
@@ -1019,15 +1057,7 @@ impl ScratchMariaDb {
                 program: mariadbd.display().to_string(),
                 source,
             })?;
-        let dir = parent.join(format!("{PREFIX}{id}"));
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io("create", &dir))?;
-        }
+        let dir = create_folder(parent, id)?;
         let mut scratch = ScratchMariaDb {
             dir: dir.clone(),
             child: None,
@@ -1036,22 +1066,7 @@ impl ScratchMariaDb {
             removed: false,
         };
         // From here on, dropping `scratch` removes the folder.
-        let owner = Owner {
-            pid: std::process::id(),
-            process_start: process_start(std::process::id()).unwrap_or(0),
-            host: hostname(),
-            drill: id.to_string(),
-            created: Utc::now(),
-            pg_ctl: PathBuf::new(),
-            run_as: run_as.clone(),
-            server: MARIADB.into(),
-        };
-        let owner_path = dir.join(OWNER_FILE);
-        std::fs::write(
-            &owner_path,
-            serde_json::to_vec_pretty(&owner).expect("owner serializes"),
-        )
-        .map_err(io("write", &owner_path))?;
+        write_owner(&dir, id, PathBuf::new(), run_as.clone(), MARIADB.into())?;
         let data = dir.join("data");
         let tmp = dir.join("tmp");
         for d in [&data, &tmp] {
@@ -1237,7 +1252,10 @@ fn kill_mariadbd(dir: &Path) {
         return;
     };
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if !(comm.starts_with("mariadbd") || comm.starts_with("mysqld")) {
+    if !(comm.starts_with("mariadbd") || comm.starts_with("mysqld"))
+        || !works_in(pid, &dir.join("data"))
+    {
+        // A stale pid file: that pid is now another process.
         return;
     }
     let _ = std::process::Command::new("kill")
@@ -1250,6 +1268,19 @@ fn kill_mariadbd(dir: &Path) {
         && began.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` works in `data` (both servers change into their
+/// data directory): a pid file's process is the server of this folder,
+/// not a later process that got the same pid.
+fn works_in(pid: u32, data: &Path) -> bool {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/cwd")),
+        std::fs::canonicalize(data),
+    ) {
+        (Ok(cwd), Ok(data)) => cwd == data,
+        _ => false,
     }
 }
 
@@ -1325,6 +1356,41 @@ mod tests {
     }
 
     #[test]
+    fn scratch_databases_of_other_hosts_are_abandoned_after_a_day() {
+        let me = std::process::id();
+        let start = process_start(me).unwrap();
+        let now = Utc::now();
+        let owner = |host: &str, start: u64, hours: i64| {
+            serde_json::json!({
+                "host": host, "pid": me, "process_start": start, "drill": "d",
+                "created": now - chrono::Duration::hours(hours),
+            })
+        };
+        assert!(!database_owner_gone(&owner("here", start, 30), "here", now));
+        assert!(database_owner_gone(
+            &owner("here", start + 1, 0),
+            "here",
+            now
+        ));
+        assert!(!database_owner_gone(&owner("pod-b", start, 2), "here", now));
+        assert!(database_owner_gone(&owner("pod-b", start, 25), "here", now));
+        // Made by an older lifeboat (no time), or not a drill's at all.
+        let untimed = serde_json::json!({"host": "pod-b", "pid": 1, "drill": "d"});
+        assert!(!database_owner_gone(&untimed, "here", now));
+        assert!(!database_owner_gone(&serde_json::Value::Null, "here", now));
+    }
+
+    #[test]
+    fn a_pid_file_names_the_folder_server_only_if_it_works_there() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(works_in(me, &cwd));
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(!works_in(me, elsewhere.path()));
+        assert!(!works_in(u32::MAX - 1, &cwd));
+    }
+
+    #[test]
     fn sweep_removes_folders_of_dead_drills_only() {
         let parent = tempfile::tempdir().unwrap();
         let write = |name: &str, pid: u32, start: u64, host: String| {
@@ -1345,8 +1411,8 @@ mod tests {
         };
         let me = std::process::id();
         let start = process_start(me).unwrap();
-        let running = write("lifeboat-drill-a", me, start, hostname());
-        let dead = write("lifeboat-drill-b", me, start + 1, hostname());
+        let running = write("lifeboat-drill-a", me, start, crate::lock::hostname());
+        let dead = write("lifeboat-drill-b", me, start + 1, crate::lock::hostname());
         let elsewhere = write("lifeboat-drill-c", me, start + 1, "other-host".into());
         let unrelated = parent.path().join("something-else");
         std::fs::create_dir(&unrelated).unwrap();

@@ -349,6 +349,22 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn replayed_sql_is_forwarded_whole_and_its_newest_event_time_noted() {
+        let sql = b"/*!40019 SET @@session.max_delay_time=0*/;\n\
+            SET TIMESTAMP=1733300000/*!*/;\nINSERT INTO t VALUES ('\xff\n');\n\
+            SET TIMESTAMP=1733300042.123456/*!*/;\nCOMMIT/*!*/;\n# no newline at the end";
+        let mut out = Vec::new();
+        let mut newest = Some(1_000);
+        forward_sql(&mut &sql[..], &mut out, &mut newest)
+            .await
+            .unwrap();
+        assert_eq!(out, sql);
+        assert_eq!(newest, Some(1_733_300_042));
+        assert_eq!(event_timestamp(b"-- SET TIMESTAMP=5"), None);
+        assert_eq!(event_timestamp(b"SET TIMESTAMP=/*!*/;"), None);
+    }
+
     #[test]
     fn target_urls_are_parsed_and_passwords_redacted() {
         let (c, in_url) = parse_url("mysql://root@127.0.0.1:3307/", None).unwrap();
@@ -587,14 +603,15 @@ impl ReplayPlan {
 
 /// Replays the planned binlog files into the target after the dump was
 /// loaded: each file is decoded into `mariadb-binlog -` (stdin) and its SQL
-/// streamed into one client session.
+/// streamed into one client session. Returns the time of the newest event
+/// replayed (its `SET TIMESTAMP`), if any was.
 pub async fn replay(
     repo: &Repository,
     plan: &ReplayPlan,
     target: &MyConn,
     identities: Arc<Identities>,
     bin_dir: Option<&std::path::Path>,
-) -> Result<(), ReplayError> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ReplayError> {
     let client = find_client(bin_dir).map_err(MyRestoreError::from)?;
     let binlog_tool =
         my::find_tool(bin_dir, &["mariadb-binlog", "mysqlbinlog"]).map_err(MyRestoreError::from)?;
@@ -613,7 +630,8 @@ pub async fn replay(
     };
     let (client_child, client_in, _) =
         process::spawn(cmd, &client, true, false).map_err(|e| replay_err("(client)", e))?;
-    let mut client_in = client_in.expect("stdin is piped");
+    let mut client_in = tokio::io::BufWriter::new(client_in.expect("stdin is piped"));
+    let mut newest_event: Option<i64> = None;
     let n = plan.records.len();
     for (i, rec) in plan.records.iter().enumerate() {
         let mut cmd = tokio::process::Command::new(&binlog_tool);
@@ -648,7 +666,7 @@ pub async fn replay(
             "mariadb-binlog",
             None,
         );
-        let forward = tokio::io::copy(&mut tool_out, &mut client_in);
+        let forward = forward_sql(&mut tool_out, &mut client_in, &mut newest_event);
         let (decoded, forwarded) = tokio::join!(decode, forward);
         // The tool stops reading once it reaches the target: a closed
         // input is the target reached if the tool itself succeeded.
@@ -686,5 +704,39 @@ pub async fn replay(
         .await
         .map_err(|e| replay_err(plan.files.last().map_or("", |f| f.0.as_str()), e))?;
     drop(defaults);
-    Ok(())
+    Ok(newest_event.and_then(|t| chrono::DateTime::from_timestamp(t, 0)))
+}
+
+/// Copies the decoded SQL of one binlog file into the client, noting the
+/// newest `SET TIMESTAMP=<seconds>` the tool writes before each event.
+async fn forward_sql<R, W>(
+    from: &mut R,
+    to: &mut W,
+    newest: &mut Option<i64>,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut from = tokio::io::BufReader::with_capacity(256 * 1024, from);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if from.read_until(b'\n', &mut line).await? == 0 {
+            break;
+        }
+        if let Some(t) = event_timestamp(&line) {
+            *newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+        to.write_all(&line).await?;
+    }
+    to.flush().await
+}
+
+/// The seconds of a `SET TIMESTAMP=1733300000[.123456]/*!*/;` line.
+fn event_timestamp(line: &[u8]) -> Option<i64> {
+    let rest = line.strip_prefix(b"SET TIMESTAMP=")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }

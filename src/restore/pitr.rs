@@ -368,12 +368,16 @@ pub fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A string value in postgresql.conf: backslashes start escapes there.
 fn conf_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn shell_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+/// A path as one word of a `restore_command`: quoted for the shell, and
+/// `%` doubled (the server replaces `%f`, `%p`, `%r` and refuses any other
+/// `%` sequence).
+pub(crate) fn command_arg(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''")).replace('%', "%%")
 }
 
 /// Unpacks the base backup, checks it, writes the recovery settings, and
@@ -566,10 +570,10 @@ fn write_recovery_settings(plan: &PitrPlan, opts: &PitrOptions) -> Result<(), Pi
     let fetch = opts.restore_command.clone().unwrap_or_else(|| {
         format!(
             "{} wal-fetch --policy {} --source {} --identity {} %f %p",
-            shell_quote(&opts.exe),
-            shell_quote(&opts.policy_file),
-            shell_quote(Path::new(&plan.source)),
-            shell_quote(&opts.identity_file),
+            command_arg(&opts.exe),
+            command_arg(&opts.policy_file),
+            command_arg(Path::new(&plan.source)),
+            command_arg(&opts.identity_file),
         )
     });
     let mut conf = format!(
@@ -723,7 +727,12 @@ mod tests {
     #[test]
     fn recovery_settings_quote_for_the_conf_file_and_the_shell() {
         assert_eq!(conf_quote("it's"), "'it''s'");
-        assert_eq!(shell_quote(Path::new("/a b/it's")), "'/a b/it'\\''s'");
+        assert_eq!(conf_quote(r"C:\wal"), r"'C:\\wal'");
+        assert_eq!(
+            command_arg(Path::new("/srv/it's 100%/wal")),
+            r"'/srv/it'\''s 100%%/wal'"
+        );
+        assert_eq!(command_arg(Path::new("/a b/it's")), "'/a b/it'\\''s'");
         assert_eq!(
             server_major("PostgreSQL 15.20 (Debian 15.20-0+deb12u1) on x86_64"),
             15

@@ -264,7 +264,6 @@ pub async fn push(
     }
 }
 
-/// Downloads, decrypts and checks one archived file.
 /// Writes one archived file, decoded and checked against its recorded
 /// hashes, to `dest`.
 pub async fn fetch_to(
@@ -277,6 +276,7 @@ pub async fn fetch_to(
     write_atomic(dest, &data).await
 }
 
+/// Downloads, decrypts and checks one archived file.
 async fn fetch_one(
     store: &dyn ObjectStore,
     file: &ArchivedFile,

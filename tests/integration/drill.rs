@@ -686,6 +686,9 @@ fn a_base_backup_drill_replays_wal_to_the_newest_point_and_a_missing_segment_fai
     let rpo = report["rpo_seconds"].as_f64().unwrap();
     assert!(rpo > 0.0 && rpo < 600.0, "{report:#}");
     assert_nothing_left(&scratch);
+    // A backup named by id must be of the kind asked for.
+    let id = manifest[0]["id"].as_str().unwrap();
+    drill(&lb, &["--backup", id, "--kind", "dump"]).fails_with(2, &[id, "postgres-base", "--kind"]);
 
     // A segment after the backup's own WAL goes missing: the drill fails
     // naming it, and still restores up to the hole.
@@ -754,7 +757,10 @@ fn a_mariadb_drill_replays_binlogs_and_a_removed_binlog_fails_it() {
     m.sql("", "FLUSH BINARY LOGS");
     writes(&m, 2);
     m.sql("", "FLUSH BINARY LOGS");
+    let clock = || m.sql("", "SELECT UNIX_TIMESTAMP()").parse::<i64>().unwrap();
+    let before_last = clock();
     m.sql("shop", "CALL add_customer('after the dump')");
+    let after_last = clock();
     wait_archived(&garage, "drillmy", &lb, &m, "archiver.log");
     signal(&archiver, "-TERM");
     assert!(
@@ -802,6 +808,20 @@ fn a_mariadb_drill_replays_binlogs_and_a_removed_binlog_fails_it() {
         check_line(&r, "scratch target").contains("MariaDB"),
         "{}",
         r.stdout
+    );
+    // The restored point is the newest event replayed (the last
+    // customer's), not when its binlog was copied.
+    let replay = check_line(&r, "binlog replay");
+    let newest = replay
+        .split("newest event ")
+        .nth(1)
+        .and_then(|t| chrono::NaiveDateTime::parse_from_str(t.get(..19)?, "%Y-%m-%d %H:%M:%S").ok())
+        .unwrap_or_else(|| panic!("no event time in: {replay}"))
+        .and_utc()
+        .timestamp();
+    assert!(
+        (before_last..=after_last).contains(&newest),
+        "{newest} not in {before_last}..={after_last}: {replay}"
     );
     assert_nothing_left(&scratch);
 
@@ -1011,12 +1031,30 @@ fn a_drill_into_scratch_databases_on_a_named_server_drops_them() {
         .trim()
         .to_string();
     let left = "lifeboat_drill_20200101t000000z_dead_shop";
-    server.psql("postgres", &format!("CREATE DATABASE {left}"));
-    server.psql(
-        "postgres",
-        &format!(
-            "COMMENT ON DATABASE {left} IS '{{\"host\":\"{host}\",\"pid\":1,\"process_start\":999999999,\"drill\":\"20200101T000000Z-dead\"}}'"
-        ),
+    let leave = |name: &str, host: &str, created: chrono::DateTime<chrono::Utc>| {
+        server.psql("postgres", &format!("CREATE DATABASE {name}"));
+        server.psql(
+            "postgres",
+            &format!(
+                "COMMENT ON DATABASE {name} IS '{{\"host\":\"{host}\",\"pid\":1,\"process_start\":999999999,\"drill\":\"x\",\"created\":\"{}\"}}'",
+                created.to_rfc3339()
+            ),
+        );
+    };
+    leave(left, &host, chrono::Utc::now());
+    // Another pod's: abandoned after a day, running (as far as anyone
+    // here can tell) before.
+    let other_old = "lifeboat_drill_20200101t000000z_pod_b_shop";
+    let other_new = "lifeboat_drill_20200101t000000z_pod_c_shop";
+    leave(
+        other_old,
+        "pod-b",
+        chrono::Utc::now() - chrono::Duration::hours(30),
+    );
+    leave(
+        other_new,
+        "pod-c",
+        chrono::Utc::now() - chrono::Duration::hours(1),
     );
     let identity = lb.identity.display().to_string();
     let run = |pw: &str| {
@@ -1053,11 +1091,14 @@ fn a_drill_into_scratch_databases_on_a_named_server_drops_them() {
     ] {
         assert!(check_line(&r, name).contains("ok"), "{name}:\n{}", r.stdout);
     }
-    assert!(
-        r.stdout.contains(&format!("database/{left} (removed)")),
-        "{}",
-        r.stdout
-    );
+    for gone in [left, other_old] {
+        assert!(
+            r.stdout.contains(&format!("database/{gone} (removed)")),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(!r.stdout.contains(other_new), "{}", r.stdout);
     assert!(!format!("{}{}", r.stdout, r.stderr).contains("drill-server-pw"));
     let scratch_dbs = |s: &PgCluster| {
         s.psql(
@@ -1065,7 +1106,8 @@ fn a_drill_into_scratch_databases_on_a_named_server_drops_them() {
             "SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE 'lifeboat%'",
         )
     };
-    assert_eq!(scratch_dbs(&server), "", "scratch databases left");
+    assert_eq!(scratch_dbs(&server), other_new, "scratch databases left");
+    server.psql("postgres", &format!("DROP DATABASE {other_new}"));
     assert_eq!(
         server.psql(
             "postgres",
