@@ -168,12 +168,15 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
                 "the loaded dump differs from its inventory; the binlogs were not replayed"
             ));
         }
-        mysql::replay(&repo, r, &target, identities, my.bin_dir.as_deref()).await?;
+        let newest = mysql::replay(&repo, r, &target, identities, my.bin_dir.as_deref()).await?;
         if !args.json {
             println!(
-                "replayed {} binlog file(s) up to {}",
+                "replayed {} binlog file(s) up to {}; newest event {}",
                 r.files.len(),
-                r.target
+                r.target,
+                newest
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_else(|| "none".into())
             );
         }
     }

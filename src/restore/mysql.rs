@@ -353,16 +353,25 @@ mod tests {
     async fn replayed_sql_is_forwarded_whole_and_its_newest_event_time_noted() {
         let sql = b"/*!40019 SET @@session.max_delay_time=0*/;\n\
             SET TIMESTAMP=1733300000/*!*/;\nINSERT INTO t VALUES ('\xff\n');\n\
-            SET TIMESTAMP=1733300042.123456/*!*/;\nCOMMIT/*!*/;\n# no newline at the end";
+            SET TIMESTAMP=1733300042.123456/*!*/;\nCOMMIT/*!*/;\n\
+            #241204  9:05:01 server id 1  end_log_pos 676 CRC32 0x73170120 \tAnnotate_rows:\n\
+            #Q> insert into d.t values (1)\n# no newline at the end";
         let mut out = Vec::new();
         let mut newest = Some(1_000);
         forward_sql(&mut &sql[..], &mut out, &mut newest)
             .await
             .unwrap();
         assert_eq!(out, sql);
-        assert_eq!(newest, Some(1_733_300_042));
+        // 2024-12-04 09:05:01 UTC
+        assert_eq!(newest, Some(1_733_303_101));
+        assert_eq!(
+            event_timestamp(b"#241204 10:50:04 server id 1  end_log_pos 755 CRC32 0x8f"),
+            Some(1_733_309_404)
+        );
         assert_eq!(event_timestamp(b"-- SET TIMESTAMP=5"), None);
         assert_eq!(event_timestamp(b"SET TIMESTAMP=/*!*/;"), None);
+        assert_eq!(event_timestamp(b"#Q> insert into t values (1)"), None);
+        assert_eq!(event_timestamp(b"# at 755"), None);
     }
 
     #[test]
@@ -604,7 +613,7 @@ impl ReplayPlan {
 /// Replays the planned binlog files into the target after the dump was
 /// loaded: each file is decoded into `mariadb-binlog -` (stdin) and its SQL
 /// streamed into one client session. Returns the time of the newest event
-/// replayed (its `SET TIMESTAMP`), if any was.
+/// replayed, if any was.
 pub async fn replay(
     repo: &Repository,
     plan: &ReplayPlan,
@@ -708,7 +717,7 @@ pub async fn replay(
 }
 
 /// Copies the decoded SQL of one binlog file into the client, noting the
-/// newest `SET TIMESTAMP=<seconds>` the tool writes before each event.
+/// newest event time the tool writes (see [`event_timestamp`]).
 async fn forward_sql<R, W>(
     from: &mut R,
     to: &mut W,
@@ -734,9 +743,25 @@ where
     to.flush().await
 }
 
-/// The seconds of a `SET TIMESTAMP=1733300000[.123456]/*!*/;` line.
+/// The time of an event, in seconds since the epoch, from the lines
+/// `mariadb-binlog` writes: the header before every event,
+/// `#241204  9:05:01 server id 1  end_log_pos …` (in the tool's time
+/// zone, UTC here; row events have only this), or a statement's
+/// `SET TIMESTAMP=1733300000[.123456]/*!*/;`.
 fn event_timestamp(line: &[u8]) -> Option<i64> {
-    let rest = line.strip_prefix(b"SET TIMESTAMP=")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    if let Some(rest) = line.strip_prefix(b"SET TIMESTAMP=") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+    }
+    let header = line.strip_prefix(b"#")?;
+    if !header.get(15..)?.starts_with(b" server id ") {
+        return None;
+    }
+    // The hour is padded with a space.
+    let stamp = std::str::from_utf8(&header[..15])
+        .ok()?
+        .replacen("  ", " 0", 1);
+    chrono::NaiveDateTime::parse_from_str(&stamp, "%y%m%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
 }
