@@ -989,14 +989,15 @@ impl Drill<'_> {
                                     report::human_seconds(began.elapsed().as_secs_f64()),
                                     newest_event
                                         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                                        .unwrap_or_else(
-                                            || "none (no transaction after the dump)".into()
-                                        )
+                                        .unwrap_or_else(|| "none".into())
                                 ),
                             );
                             // The newest event replayed, as for WAL: the
                             // copy's own time would claim events it lacks.
+                            // No later than that copy, though: the source's
+                            // clock may run ahead of lifeboat's.
                             if let Some(at) = newest_event {
+                                let at = plan.last_archived_at().map_or(at, |c| at.min(c));
                                 point = point.max(at);
                             }
                         }

@@ -562,7 +562,10 @@ fn kill_postmaster(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
     let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|t| t.lines().next().map(str::trim).map(str::to_string))
-        .filter(|p| p.parse::<u32>().is_ok_and(|pid| works_in(pid, data)))
+        .filter(|p| {
+            p.parse::<u32>()
+                .is_ok_and(|pid| serves(pid, data, &["postgres", "postmaster"]))
+        })
     else {
         // No pid, or a stale one: that pid is now another process.
         return;
@@ -851,8 +854,9 @@ impl ScratchDatabases {
                 .map_err(|e| e.to_string())?;
             client
                 .query(
-                    "SELECT datname::text, coalesce(shobj_description(oid, 'pg_database'), '') \
-                     FROM pg_database WHERE datname LIKE 'lifeboat\\_drill\\_%'",
+                    "SELECT datname::text, coalesce(shobj_description(oid, 'pg_database'), ''), \
+                     EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid) \
+                     FROM pg_database d WHERE datname LIKE 'lifeboat\\_drill\\_%'",
                     &[],
                 )
                 .await
@@ -871,10 +875,12 @@ impl ScratchDatabases {
         for row in rows {
             let name: String = row.get(0);
             let comment: String = row.get(1);
+            let busy: bool = row.get(2);
             let owner: serde_json::Value = serde_json::from_str(&comment).unwrap_or_default();
-            if !database_owner_gone(&owner, &host, Utc::now()) {
-                if owner.is_null() {
-                    tracing::warn!(database = %name, "a database named like a drill's scratch database has no owner comment; it is left alone: drop it by hand if no drill is running");
+            if !database_owner_gone(&owner, &host, busy, Utc::now()) {
+                if owner.is_null() || (owner["host"] != host.as_str() && owner["created"].is_null())
+                {
+                    tracing::warn!(database = %name, "a database named like a drill's scratch database has no owner comment with a creation time; it is left alone: drop it by hand if no drill is running");
                 }
                 continue;
             }
@@ -895,18 +901,25 @@ impl ScratchDatabases {
 
 /// Whether the drill that made a scratch database (its comment, parsed)
 /// is gone: on this host, its process no longer runs; elsewhere (another
-/// pod), it was made more than [`STALE_HOURS`] ago. No owner: not known.
-fn database_owner_gone(owner: &serde_json::Value, host: &str, now: DateTime<Utc>) -> bool {
+/// pod), it was made more than [`STALE_HOURS`] ago and no session is in it
+/// (`busy`: a long restore is still running). No owner: not known.
+fn database_owner_gone(
+    owner: &serde_json::Value,
+    host: &str,
+    busy: bool,
+    now: DateTime<Utc>,
+) -> bool {
     if owner["host"].as_str() == Some(host) {
         return !alive(
             owner["pid"].as_u64().unwrap_or(0) as u32,
             owner["process_start"].as_u64().unwrap_or(0),
         );
     }
-    owner["created"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|c| now - c.with_timezone(&Utc) > chrono::Duration::hours(STALE_HOURS))
+    !busy
+        && owner["created"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|c| now - c.with_timezone(&Utc) > chrono::Duration::hours(STALE_HOURS))
 }
 
 /// A scratch target made on another host is judged abandoned after this
@@ -1251,10 +1264,7 @@ fn kill_mariadbd(dir: &Path) {
     else {
         return;
     };
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if !(comm.starts_with("mariadbd") || comm.starts_with("mysqld"))
-        || !works_in(pid, &dir.join("data"))
-    {
+    if !serves(pid, &dir.join("data"), &["mariadbd", "mysqld"]) {
         // A stale pid file: that pid is now another process.
         return;
     }
@@ -1271,17 +1281,34 @@ fn kill_mariadbd(dir: &Path) {
     }
 }
 
-/// Whether process `pid` works in `data` (both servers change into their
-/// data directory): a pid file's process is the server of this folder,
-/// not a later process that got the same pid.
-fn works_in(pid: u32, data: &Path) -> bool {
-    match (
-        std::fs::read_link(format!("/proc/{pid}/cwd")),
-        std::fs::canonicalize(data),
-    ) {
-        (Ok(cwd), Ok(data)) => cwd == data,
-        _ => false,
+/// Whether process `pid` is a server of `data`: its name starts with one
+/// of `names` and its arguments name that data directory (`-D DIR`, as
+/// pg_ctl starts postgres, or `--datadir=DIR`). A pid file's process is
+/// then the server of this folder, not a later process that got the same
+/// pid. Both files are world-readable, also for a server that dropped
+/// root (its cwd is not, without CAP_SYS_PTRACE).
+fn serves(pid: u32, data: &Path, names: &[&str]) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !names.iter().any(|n| comm.starts_with(n)) {
+        return false;
     }
+    let (Ok(cmdline), Ok(want)) = (
+        std::fs::read(format!("/proc/{pid}/cmdline")),
+        std::fs::canonicalize(data),
+    ) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.iter().enumerate().any(|(i, arg)| {
+        let dir = match arg.strip_prefix(b"--datadir=") {
+            Some(dir) => Some(dir),
+            None if *arg == b"-D" => args.get(i + 1).copied(),
+            None => None,
+        };
+        dir.and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .is_some_and(|d| d == want)
+    })
 }
 
 /// `chown -R` without following symbolic links.
@@ -1366,28 +1393,43 @@ mod tests {
                 "created": now - chrono::Duration::hours(hours),
             })
         };
-        assert!(!database_owner_gone(&owner("here", start, 30), "here", now));
-        assert!(database_owner_gone(
-            &owner("here", start + 1, 0),
-            "here",
-            now
-        ));
-        assert!(!database_owner_gone(&owner("pod-b", start, 2), "here", now));
-        assert!(database_owner_gone(&owner("pod-b", start, 25), "here", now));
+        let gone = |o: &serde_json::Value, busy| database_owner_gone(o, "here", busy, now);
+        assert!(!gone(&owner("here", start, 30), false));
+        assert!(gone(&owner("here", start + 1, 0), false));
+        assert!(!gone(&owner("pod-b", start, 2), false));
+        assert!(gone(&owner("pod-b", start, 25), false));
+        // A day old, but a restore still works in it.
+        assert!(!gone(&owner("pod-b", start, 25), true));
         // Made by an older lifeboat (no time), or not a drill's at all.
         let untimed = serde_json::json!({"host": "pod-b", "pid": 1, "drill": "d"});
-        assert!(!database_owner_gone(&untimed, "here", now));
-        assert!(!database_owner_gone(&serde_json::Value::Null, "here", now));
+        assert!(!gone(&untimed, false));
+        assert!(!gone(&serde_json::Value::Null, false));
     }
 
     #[test]
-    fn a_pid_file_names_the_folder_server_only_if_it_works_there() {
-        let me = std::process::id();
-        let cwd = std::env::current_dir().unwrap();
-        assert!(works_in(me, &cwd));
+    fn a_pid_file_names_the_folder_server_only_if_it_serves_that_data() {
+        let data = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(!works_in(me, elsewhere.path()));
-        assert!(!works_in(u32::MAX - 1, &cwd));
+        // A process named `sh` whose arguments hold `-D <data>`, like
+        // postgres, and `--datadir=<data>`, like mariadbd.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "sh", "-D"])
+            .arg(data.path())
+            .arg(format!("--datadir={}", data.path().display()))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !serves(pid, data.path(), &["sh"]) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let found = serves(pid, data.path(), &["sh"]);
+        let other_dir = serves(pid, elsewhere.path(), &["sh"]);
+        let other_name = serves(pid, data.path(), &["postgres"]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found && !other_dir && !other_name);
+        assert!(!serves(u32::MAX - 1, data.path(), &["sh"]));
     }
 
     #[test]

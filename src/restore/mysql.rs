@@ -352,24 +352,28 @@ mod tests {
     #[tokio::test]
     async fn replayed_sql_is_forwarded_whole_and_its_newest_event_time_noted() {
         let sql = b"/*!40019 SET @@session.max_delay_time=0*/;\n\
-            SET TIMESTAMP=1733300000/*!*/;\nINSERT INTO t VALUES ('\xff\n');\n\
-            SET TIMESTAMP=1733300042.123456/*!*/;\nCOMMIT/*!*/;\n\
+            # at 367\n\
+            #241204  8:00:00 server id 1  end_log_pos 448 CRC32 0xa469094b \tQuery\n\
+            SET TIMESTAMP=1733300000/*!*/;\nINSERT INTO t VALUES ('\xff\n\
+            #301231 23:59:59 server id 1  end_log_pos 1 (a value, not a header)\n');\n\
+            # at 627\n# at 676\n\
             #241204  9:05:01 server id 1  end_log_pos 676 CRC32 0x73170120 \tAnnotate_rows:\n\
-            #Q> insert into d.t values (1)\n# no newline at the end";
+            #Q> insert into d.t values (1)\n\
+            #241204  9:05:01 server id 1  end_log_pos 717 CRC32 0x131801c2 \tTable_map\n\
+            COMMIT/*!*/;\n# no newline at the end";
         let mut out = Vec::new();
         let mut newest = Some(1_000);
         forward_sql(&mut &sql[..], &mut out, &mut newest)
             .await
             .unwrap();
         assert_eq!(out, sql);
-        // 2024-12-04 09:05:01 UTC
+        // 2024-12-04 09:05:01 UTC, not the look-alike inside the string.
         assert_eq!(newest, Some(1_733_303_101));
         assert_eq!(
             event_timestamp(b"#241204 10:50:04 server id 1  end_log_pos 755 CRC32 0x8f"),
             Some(1_733_309_404)
         );
-        assert_eq!(event_timestamp(b"-- SET TIMESTAMP=5"), None);
-        assert_eq!(event_timestamp(b"SET TIMESTAMP=/*!*/;"), None);
+        assert_eq!(event_timestamp(b"SET TIMESTAMP=1733300000/*!*/;"), None);
         assert_eq!(event_timestamp(b"#Q> insert into t values (1)"), None);
         assert_eq!(event_timestamp(b"# at 755"), None);
     }
@@ -730,29 +734,31 @@ where
     use tokio::io::AsyncBufReadExt;
     let mut from = tokio::io::BufReader::with_capacity(256 * 1024, from);
     let mut line = Vec::with_capacity(4096);
+    // Headers come right after the tool's `# at <offset>` line; text of a
+    // statement that merely looks like one does not.
+    let mut after_offset = false;
     loop {
         line.clear();
         if from.read_until(b'\n', &mut line).await? == 0 {
             break;
         }
-        if let Some(t) = event_timestamp(&line) {
-            *newest = Some(newest.map_or(t, |n| n.max(t)));
+        if after_offset {
+            if let Some(t) = event_timestamp(&line) {
+                *newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
         }
+        after_offset = line.starts_with(b"# at ");
         to.write_all(&line).await?;
     }
     to.flush().await
 }
 
-/// The time of an event, in seconds since the epoch, from the lines
-/// `mariadb-binlog` writes: the header before every event,
+/// The time of an event, in seconds since the epoch, from the header
+/// `mariadb-binlog` writes before every event,
 /// `#241204  9:05:01 server id 1  end_log_pos …` (in the tool's time
-/// zone, UTC here; row events have only this), or a statement's
-/// `SET TIMESTAMP=1733300000[.123456]/*!*/;`.
+/// zone, UTC here). Row events have no `SET TIMESTAMP`; every event has
+/// this header.
 fn event_timestamp(line: &[u8]) -> Option<i64> {
-    if let Some(rest) = line.strip_prefix(b"SET TIMESTAMP=") {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
-    }
     let header = line.strip_prefix(b"#")?;
     if !header.get(15..)?.starts_with(b" server id ") {
         return None;
