@@ -70,7 +70,9 @@ struct Owner {
 /// shutdown is requested (None). For futures rustc cannot prove `Send` for
 /// every lifetime (stream combinators holding references:
 /// rust-lang/rust#102211), which the daemon's spawned drills cannot hold.
-pub async fn on_blocking_thread<T, F, Fut>(work: F) -> Option<T>
+/// A panic in `work` comes back as its message, so that the caller can
+/// still delete what it made.
+pub async fn on_blocking_thread<T, F, Fut>(work: F) -> Result<Option<T>, String>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
@@ -87,9 +89,16 @@ where
     })
     .await;
     match joined {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a drill task was cancelled: {e}"),
+        Ok(r) => Ok(r),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into()))
+        }
+        Err(e) => Err(format!("the task was cancelled: {e}")),
     }
 }
 

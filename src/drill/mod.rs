@@ -1063,9 +1063,13 @@ impl Drill<'_> {
                 manifest.clone(),
                 self.opts.identities.clone(),
             );
-            kube::on_blocking_thread(move || async move { kr::load(&repo, &m, ids).await })
+            match kube::on_blocking_thread(move || async move { kr::load(&repo, &m, ids).await })
                 .await
-                .ok_or(DrillError::Interrupted)?
+            {
+                Ok(loaded) => loaded.ok_or(DrillError::Interrupted)?,
+                // Nothing made yet: a bug, reported as one.
+                Err(panic) => panic!("reading the export panicked: {panic}"),
+            }
         };
         let objects = match loaded {
             Ok(o) => o,
@@ -1124,6 +1128,12 @@ impl Drill<'_> {
                 kr::execute(&c, plan, &opts, false, &id).await
             })
             .await
+            .map_err(|panic| {
+                (
+                    "restore",
+                    format!("the restore panicked (a bug; please report it): {panic}"),
+                )
+            })?
             .ok_or(("interrupted", String::new()))?
             .map_err(|e| ("restore", e.to_string()))?;
             Ok::<_, (&str, String)>(report)
