@@ -434,6 +434,28 @@ fn wait_for_scratch_server(scratch: &Path, lb: &Lifeboat, log: &str) {
     }
 }
 
+/// After a SIGKILL: one scratch folder is left with its server running;
+/// the next drill stops that server, removes the folder and says so.
+fn next_drill_removes_the_killed_one(lb: &Lifeboat, scratch: &Path, args: &[&str]) {
+    let left = scratch_left(scratch);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        !servers_in(scratch).is_empty(),
+        "the killed drill's server still runs"
+    );
+    let r = drill(lb, args);
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "removed the scratch target of an earlier drill: {} (removed)",
+            left[0].display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(scratch);
+}
+
 #[test]
 fn a_drill_killed_leaves_nothing_behind_or_the_next_drill_removes_it() {
     let pg = source_cluster();
@@ -462,24 +484,7 @@ fn a_drill_killed_leaves_nothing_behind_or_the_next_drill_removes_it() {
     wait_for_scratch_server(&scratch, &lb, "kill.log");
     signal(&child, "-KILL");
     child.wait().unwrap();
-    let left = scratch_left(&scratch);
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        !servers_in(&scratch).is_empty(),
-        "the killed drill's server still runs"
-    );
-
-    let r = drill(&lb, &[]);
-    r.ok();
-    assert!(
-        r.stdout.contains(&format!(
-            "removed the scratch target of an earlier drill: {} (removed)",
-            left[0].display()
-        )),
-        "{}",
-        r.stdout
-    );
-    assert_nothing_left(&scratch);
+    next_drill_removes_the_killed_one(&lb, &scratch, &[]);
 }
 
 /// The daemon drills on the policy's `drill.schedule` (a slot this very
@@ -1181,21 +1186,5 @@ fn a_killed_mariadb_drill_leaves_nothing_behind_or_the_next_drill_removes_it() {
     std::thread::sleep(Duration::from_millis(500));
     signal(&child, "-KILL");
     child.wait().unwrap();
-    let left = scratch_left(&scratch);
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        !servers_in(&scratch).is_empty(),
-        "the killed drill's mariadbd still runs"
-    );
-    let r = drill(&lb, &["--source", "business-db"]);
-    r.ok();
-    assert!(
-        r.stdout.contains(&format!(
-            "removed the scratch target of an earlier drill: {} (removed)",
-            left[0].display()
-        )),
-        "{}",
-        r.stdout
-    );
-    assert_nothing_left(&scratch);
+    next_drill_removes_the_killed_one(&lb, &scratch, &["--source", "business-db"]);
 }
