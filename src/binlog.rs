@@ -54,6 +54,8 @@ pub enum BinlogError {
     },
     #[error("binlog record {key} cannot be read: {detail}")]
     BadRecord { key: String, detail: String },
+    #[error("reading archived binlog {file} failed: {source}")]
+    Read { file: String, source: ProcessError },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -514,6 +516,177 @@ pub fn report(state: &BTreeMap<String, BinlogRecord>) -> BinlogReport {
     }
 }
 
+/// What the end of an archived binlog file says, read from its events.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinlogEnd {
+    pub file: String,
+    /// Stored whole (the server had rotated away from it).
+    pub complete: bool,
+    /// Where the event after the last whole one would start: `--until-position
+    /// FILE:POS` with this value replays the whole copy.
+    pub end_position: u64,
+    /// The newest time stamped on an event of a transaction (binlog times
+    /// are whole seconds); None when the file holds none.
+    pub newest_event: Option<DateTime<Utc>>,
+    /// The newest time on any event, the file's own header events included
+    /// (its Format_desc is stamped when the server opened it).
+    pub newest_any: Option<DateTime<Utc>>,
+    /// The time of the Rotate or Stop event that closes a whole file: the
+    /// server wrote nothing more into this file, and its next file starts
+    /// then. None for a copy of the file in progress.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl BinlogEnd {
+    /// The newest time a `--until` can name and still be restored exactly
+    /// from the archive: every event stamped before it is in the archive.
+    /// For a whole file, when the server left it; for a copy of the file in
+    /// progress, its newest event (what came after the copy is unknown).
+    pub fn exact_until(&self) -> Option<DateTime<Utc>> {
+        match (self.closed_at, self.newest_any) {
+            (Some(c), Some(n)) => Some(c.max(n)),
+            (c, n) => c.or(n),
+        }
+    }
+}
+
+/// One event header as `mariadb-binlog` prints it (run with `TZ=UTC`):
+/// `#241204  9:05:01 server id 1  end_log_pos 676 CRC32 0x73170120 \tXid = 12`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHeader {
+    /// Seconds since the epoch.
+    pub time: i64,
+    pub end_log_pos: u64,
+    /// The event type and what follows it (`Xid = 12`, `Rotate to ...`).
+    pub kind: String,
+}
+
+/// Parses an event header line; anything else is None. Callers must only
+/// ask for lines right after `# at <offset>`: a statement's text can look
+/// the same.
+pub fn event_header(line: &[u8]) -> Option<EventHeader> {
+    let header = line.strip_prefix(b"#")?;
+    let rest = header.get(15..)?.strip_prefix(b" server id ")?;
+    // The hour is padded with a space.
+    let stamp = std::str::from_utf8(&header[..15])
+        .ok()?
+        .replacen("  ", " 0", 1);
+    let time = chrono::NaiveDateTime::parse_from_str(&stamp, "%y%m%d %H:%M:%S")
+        .ok()?
+        .and_utc()
+        .timestamp();
+    let rest = std::str::from_utf8(rest).ok()?;
+    let end_log_pos = rest
+        .split_once("end_log_pos ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let kind = rest
+        .split_once('\t')
+        .map_or("", |(_, k)| k)
+        .trim()
+        .to_string();
+    Some(EventHeader {
+        time,
+        end_log_pos,
+        kind,
+    })
+}
+
+/// Events the server writes for itself, not for a transaction: their times
+/// say when a file was opened or closed, not when data changed.
+fn is_housekeeping(kind: &str) -> bool {
+    [
+        "Format_desc",
+        "Rotate",
+        "Stop",
+        "Gtid list",
+        "Gtid_list",
+        "Binlog checkpoint",
+        "Binlog_checkpoint",
+        "Start",
+    ]
+    .iter()
+    .any(|k| kind.starts_with(k))
+}
+
+/// Reads an archived file's events with `mariadb-binlog` to find its end
+/// (see [`BinlogEnd`]). Streams: nothing of the file is kept.
+pub async fn read_end(
+    repo: &Repository,
+    rec: &BinlogRecord,
+    identities: Arc<crate::keys::Identities>,
+    bin_dir: Option<&Path>,
+) -> Result<BinlogEnd, BinlogError> {
+    use tokio::io::AsyncBufReadExt;
+    let tool = crate::source::mysql::find_tool(bin_dir, &["mariadb-binlog", "mysqlbinlog"])?;
+    let mut cmd = tokio::process::Command::new(&tool);
+    cmd.env("TZ", "UTC").arg("-");
+    let stream_err = |source| BinlogError::Read {
+        file: rec.file.clone(),
+        source,
+    };
+    let (child, stdin, stdout) = process::spawn(cmd, &tool, true, true).map_err(stream_err)?;
+    let expected = rec.expected();
+    let decode = pipeline::decode(
+        repo.store().as_ref(),
+        &expected,
+        identities,
+        stdin.expect("stdin is piped"),
+        "mariadb-binlog",
+        None,
+    );
+    let scan = async {
+        let mut lines = tokio::io::BufReader::with_capacity(256 * 1024, stdout.expect("piped"));
+        let mut line = Vec::with_capacity(4096);
+        let mut after_offset = false;
+        let mut last: Option<EventHeader> = None;
+        let mut newest: Option<i64> = None;
+        let mut newest_any: Option<i64> = None;
+        loop {
+            line.clear();
+            if lines.read_until(b'\n', &mut line).await? == 0 {
+                break;
+            }
+            if after_offset {
+                if let Some(h) = event_header(&line) {
+                    // Events the tool makes up carry time 0.
+                    if h.time > 0 {
+                        newest_any = Some(newest_any.map_or(h.time, |n| n.max(h.time)));
+                        if !is_housekeeping(&h.kind) {
+                            newest = Some(newest.map_or(h.time, |n| n.max(h.time)));
+                        }
+                    }
+                    last = Some(h);
+                }
+            }
+            after_offset = line.starts_with(b"# at ");
+        }
+        std::io::Result::Ok((last, newest, newest_any))
+    };
+    let (decoded, scanned) = tokio::join!(decode, scan);
+    decoded?;
+    child.wait().await.map_err(stream_err)?;
+    let (last, newest, newest_any) = scanned.map_err(|e| BinlogError::Io {
+        what: "cannot read mariadb-binlog's output for",
+        path: rec.file.clone(),
+        source: e,
+    })?;
+    let at = |t: i64| DateTime::from_timestamp(t, 0);
+    let closed_at = last
+        .as_ref()
+        .filter(|h| rec.complete && (h.kind.starts_with("Rotate") || h.kind.starts_with("Stop")))
+        .and_then(|h| at(h.time));
+    Ok(BinlogEnd {
+        file: rec.file.clone(),
+        complete: rec.complete,
+        end_position: rec.plaintext.size,
+        newest_event: newest.and_then(at),
+        newest_any: newest_any.and_then(at),
+        closed_at,
+    })
+}
+
 /// Decodes one archived file (for tests and restores).
 pub async fn fetch(
     repo: &Repository,
@@ -564,6 +737,50 @@ mod tests {
         assert_eq!(event_boundary(&path, 34, size).unwrap(), 153);
         assert_eq!(event_boundary(&path, 0, 60).unwrap(), 53);
         assert_eq!(event_boundary(&path, 0, 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn event_headers_give_time_position_and_kind_and_the_exact_end() {
+        let h = event_header(
+            b"#261207 12:01:00 server id 1  end_log_pos 829 CRC32 0x8ab1e2af \tRotate to binlog.000002  pos: 4\n",
+        )
+        .unwrap();
+        assert_eq!(h.end_log_pos, 829);
+        assert!(h.kind.starts_with("Rotate to binlog.000002"));
+        assert!(is_housekeeping(&h.kind));
+        let x = event_header(
+            b"#261207  9:05:01 server id 1  end_log_pos 579 CRC32 0x26748293 \tXid = 6",
+        )
+        .unwrap();
+        assert_eq!(x.time, 1_796_634_301);
+        assert_eq!(x.kind, "Xid = 6");
+        assert!(!is_housekeeping(&x.kind));
+        for k in [
+            "Start: binlog v 4",
+            "Gtid list [0-1-3]",
+            "Binlog checkpoint binlog.000001",
+            "Stop",
+        ] {
+            assert!(is_housekeeping(k), "{k}");
+        }
+        assert!(!is_housekeeping("GTID 0-1-4 trans"));
+        assert_eq!(event_header(b"# at 4"), None);
+        let at = |s: i64| DateTime::from_timestamp(s, 0);
+        let whole = BinlogEnd {
+            file: "binlog.000004".into(),
+            complete: true,
+            end_position: 829,
+            newest_event: at(100),
+            newest_any: at(102),
+            closed_at: at(102),
+        };
+        assert_eq!(whole.exact_until(), at(102));
+        let copy = BinlogEnd {
+            complete: false,
+            closed_at: None,
+            ..whole
+        };
+        assert_eq!(copy.exact_until(), at(102));
     }
 
     #[test]

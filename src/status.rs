@@ -71,6 +71,136 @@ pub struct ArchiveStatus {
     /// Why the server's position is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_error: Option<String>,
+    /// What a restore of the newest backup can reach, read from the
+    /// archived data (only with a key: `status --identity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recoverable_end: Option<RecoverableEnd>,
+}
+
+/// The newest point a point-in-time restore of the newest base backup or
+/// dump can reach, read from the archive's own data (docs/RUNBOOK.md, "What
+/// --until means").
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverableEnd {
+    /// The backup it was computed from.
+    pub backup: String,
+    /// The newest archived transaction end (PostgreSQL: commit or abort, to
+    /// the microsecond; MySQL/MariaDB: the newest transaction event, whole
+    /// seconds).
+    pub newest_transaction: Option<DateTime<Utc>>,
+    /// Where replay ends: the last whole WAL record's LSN, or FILE:POS.
+    pub position: String,
+    /// The latest `--until` that is restored exactly (MySQL/MariaDB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_until: Option<DateTime<Utc>>,
+    /// The first missing file the replay stops at, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hole: Option<String>,
+    /// Why it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Reads the recoverable end of `source`'s archive from its newest base
+/// backup (PostgreSQL) or dump (MySQL/MariaDB). None for a source without
+/// such a backup or archive.
+pub async fn recoverable_end(
+    repo: &Repository,
+    policy: &Policy,
+    source: &Source,
+    identities: &std::sync::Arc<crate::keys::Identities>,
+) -> Option<RecoverableEnd> {
+    let (p, s) = (policy.name.as_str(), source.name.as_str());
+    let listing = match repo.list_backups(p, Some(s)).await {
+        Ok(l) => l,
+        Err(e) => return Some(RecoverableEnd::failed(String::new(), e.to_string())),
+    };
+    match source.kind() {
+        SourceKind::Postgres(pg) => {
+            let base = listing
+                .backups
+                .iter()
+                .rev()
+                .find(|m| m.physical.is_some())?;
+            let reader = crate::restore::pitr::EndReader {
+                identities,
+                bin_dir: pg.bin_dir.as_deref(),
+            };
+            let dir = std::env::temp_dir().join("lifeboat-status-unused");
+            let plan = crate::restore::pitr::plan(
+                repo,
+                p,
+                s,
+                crate::restore::pitr::Target::LatestReachable,
+                Some(&base.id),
+                &dir,
+                Some(reader),
+            )
+            .await;
+            Some(match plan {
+                Ok(plan) => match plan.end {
+                    Some(e) => RecoverableEnd {
+                        backup: base.id.clone(),
+                        newest_transaction: e.newest_xact.as_ref().map(|x| x.time),
+                        position: e.last_record.to_string(),
+                        exact_until: None,
+                        hole: plan.reach.gap_at.clone(),
+                        error: None,
+                    },
+                    None => RecoverableEnd::failed(base.id.clone(), "not read".into()),
+                },
+                Err(e) => RecoverableEnd::failed(base.id.clone(), e.to_string()),
+            })
+        }
+        SourceKind::Mysql(my) => {
+            let dump = listing
+                .backups
+                .iter()
+                .rev()
+                .find(|m| m.kind == "mysql-dump" && m.binlog.is_some())?;
+            let reader = crate::restore::mysql::EndReader {
+                identities,
+                bin_dir: my.bin_dir.as_deref(),
+            };
+            let plan = crate::restore::mysql::plan_replay(
+                repo,
+                p,
+                s,
+                dump,
+                &crate::restore::mysql::MyTarget::LatestReachable,
+                Some(reader),
+            )
+            .await;
+            Some(match plan {
+                Ok(plan) => match plan.end {
+                    Some(e) => RecoverableEnd {
+                        backup: dump.id.clone(),
+                        newest_transaction: e.newest_event,
+                        position: format!("{}:{}", e.file, e.end_position),
+                        exact_until: e.exact_until(),
+                        hole: plan.hole.clone(),
+                        error: None,
+                    },
+                    None => RecoverableEnd::failed(dump.id.clone(), "not read".into()),
+                },
+                Err(e) => RecoverableEnd::failed(dump.id.clone(), e.to_string()),
+            })
+        }
+        SourceKind::Kubernetes(_) => None,
+    }
+}
+
+impl RecoverableEnd {
+    fn failed(backup: String, error: String) -> RecoverableEnd {
+        RecoverableEnd {
+            backup,
+            newest_transaction: None,
+            position: String::new(),
+            exact_until: None,
+            hole: None,
+            error: Some(error),
+        }
+    }
 }
 
 /// Reads the state of every source of a policy. `probe` connects to the
@@ -176,6 +306,7 @@ pub async fn archive_status(
                 lag_seconds: None,
                 lag_segments: None,
                 server_error: None,
+                recoverable_end: None,
             };
             if probe {
                 match pg_current_segment(pg).await {
@@ -215,6 +346,7 @@ pub async fn archive_status(
                 lag_seconds: None,
                 lag_segments: None,
                 server_error: None,
+                recoverable_end: None,
             };
             if probe {
                 match server_binlogs(my).await {

@@ -34,14 +34,20 @@ pub struct ArchiveArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Lists the archived binlog files, gaps between them, and for each dump the range a\n\
-point-in-time restore can reach. Exit 4 when there is a gap. Needs no key."
+    after_help = "Lists the archived binlog files, gaps between them (a missing file, or a record whose\n\
+data object is gone), and for each dump the range a point-in-time restore can reach. Exit 4 when\n\
+there is a gap. Without a key it reads the records only. With --identity it also reads the events\n\
+of the last file each window reaches: its newest event and the latest --until that restores exactly."
 )]
 pub struct VerifyArgs {
     #[arg(long, env = "LIFEBOAT_POLICY")]
     policy: PathBuf,
     #[arg(long)]
     source: Option<String>,
+    /// The age identity file: read the exact end of each window (its newest
+    /// event), not only the records.
+    #[arg(long, env = "LIFEBOAT_IDENTITY")]
+    identity: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -115,65 +121,102 @@ struct DumpWindow {
     to_complete: bool,
     to_archived_at: Option<chrono::DateTime<chrono::Utc>>,
     gap_at: Option<String>,
+    /// Read from the last file's events with --identity.
+    end: Option<binlog::BinlogEnd>,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     #[serde(flatten)]
     archive: BinlogReport,
+    /// Files whose record is archived but whose data object is not.
+    missing_objects: Vec<String>,
     dumps: Vec<DumpWindow>,
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(&args.policy)?;
-    let (source, _) = my_source(&policy, args.source.as_deref())?;
+    let (source, my) = my_source(&policy, args.source.as_deref())?;
     let repo = super::open(&policy, false).await?;
     let (pname, sname) = (policy.name.as_str(), source.name.as_str());
     let state = binlog::load_state(&repo, pname, sname).await?;
     let archive = binlog::report(&state);
-    let listing = repo.list_backups(pname, Some(sname)).await?;
-    let dumps = listing
-        .backups
-        .iter()
-        .filter(|m| m.kind == "mysql-dump")
-        .map(|m| {
-            let from = m.binlog.clone();
-            let start = from.as_ref().map(|b| binlog::file_order(&b.file));
-            let after: Vec<_> = archive
-                .files
-                .iter()
-                .filter(|f| {
-                    start
-                        .as_ref()
-                        .is_some_and(|s| &binlog::file_order(&f.file) >= s)
-                })
-                .collect();
-            let gap_at = archive
-                .gaps
-                .iter()
-                .find(|g| start.as_ref().is_some_and(|s| &binlog::file_order(g) > s))
-                .cloned();
-            let reachable: Vec<_> = after
-                .iter()
-                .take_while(|f| {
-                    gap_at
-                        .as_ref()
-                        .is_none_or(|g| binlog::file_order(&f.file) < binlog::file_order(g))
-                })
-                .collect();
-            let last = reachable.last();
-            DumpWindow {
-                backup: m.id.clone(),
-                from,
-                to_file: last.map(|f| f.file.clone()),
-                to_complete: last.is_some_and(|f| f.complete),
-                to_archived_at: last.map(|f| f.archived_at),
-                gap_at,
-            }
-        })
+    // A record is the commit point of its data object: both must exist.
+    let keys: std::collections::HashSet<String> = repo
+        .store()
+        .list(&binlog::prefix(pname, sname))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
         .collect();
-    let report = Report { archive, dumps };
-    let healthy = report.archive.gaps.is_empty();
+    let mut missing_objects: Vec<String> = state
+        .values()
+        .filter(|r| !keys.contains(&r.key))
+        .map(|r| r.file.clone())
+        .collect();
+    missing_objects.sort_by_key(|f| binlog::file_order(f));
+    let identities = match &args.identity {
+        Some(_) => Some(super::identities(&args.identity, "binlog-verify")?),
+        None => None,
+    };
+    let listing = repo.list_backups(pname, Some(sname)).await?;
+    let mut ends: Vec<binlog::BinlogEnd> = Vec::new();
+    let mut dumps = Vec::new();
+    for m in listing.backups.iter().filter(|m| m.kind == "mysql-dump") {
+        let mut w = DumpWindow {
+            backup: m.id.clone(),
+            from: m.binlog.clone(),
+            to_file: None,
+            to_complete: false,
+            to_archived_at: None,
+            gap_at: None,
+            end: None,
+        };
+        if m.binlog.is_some() {
+            match crate::restore::mysql::plan_replay(
+                &repo,
+                pname,
+                sname,
+                m,
+                &crate::restore::mysql::MyTarget::LatestReachable,
+                None,
+            )
+            .await
+            {
+                Ok(plan) => {
+                    let last = plan.files.last().cloned();
+                    w.to_file = last.as_ref().map(|f| f.0.clone());
+                    w.to_complete = last.as_ref().is_some_and(|f| f.1);
+                    w.to_archived_at = plan.last_archived_at();
+                    w.gap_at = plan.hole.clone();
+                    if let (Some(ids), Some((file, _))) = (&identities, &last) {
+                        if let Some(e) = ends.iter().find(|e| &e.file == file) {
+                            w.end = Some(e.clone());
+                        } else if let Some(rec) = state.get(file) {
+                            let e =
+                                binlog::read_end(&repo, rec, ids.clone(), my.bin_dir.as_deref())
+                                    .await?;
+                            ends.push(e.clone());
+                            w.end = Some(e);
+                        }
+                    }
+                }
+                Err(crate::restore::mysql::ReplayError::Gap(g)) => {
+                    w.gap_at = Some(g.missing);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        dumps.push(w);
+    }
+    let report = Report {
+        archive,
+        missing_objects,
+        dumps,
+    };
+    let healthy = report.archive.gaps.is_empty()
+        && report.missing_objects.is_empty()
+        && report.dumps.iter().all(|d| d.gap_at.is_none());
     if args.json {
         super::print_json(&report);
     } else {
@@ -194,10 +237,18 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 f.archived_at.format("%Y-%m-%d %H:%M:%S UTC")
             );
         }
-        if report.archive.gaps.is_empty() {
+        if report.archive.gaps.is_empty() && report.missing_objects.is_empty() {
             println!("Gaps: none");
         } else {
-            println!("Gaps: {}", report.archive.gaps.join(", "));
+            if !report.archive.gaps.is_empty() {
+                println!("Gaps: {}", report.archive.gaps.join(", "));
+            }
+            if !report.missing_objects.is_empty() {
+                println!(
+                    "Gaps: recorded but their data object is missing: {}",
+                    report.missing_objects.join(", ")
+                );
+            }
         }
         println!("Point-in-time recovery windows");
         for d in &report.dumps {
@@ -207,7 +258,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     d.backup
                 ),
                 Some(b) => println!(
-                    "  {}  from {}:{}  to {} ({}){}",
+                    "  {}  from {}:{}  to {} ({}){}{}",
                     d.backup,
                     b.file,
                     b.position,
@@ -215,6 +266,18 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     d.to_archived_at
                         .map(|t| format!("archived {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
                         .unwrap_or_default(),
+                    match &d.end {
+                        Some(e) => format!(
+                            "; newest event stamped {}, exact up to --until '{}'",
+                            e.newest_event
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            e.exact_until()
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S+00").to_string())
+                                .unwrap_or_else(|| "-".into())
+                        ),
+                        None => String::new(),
+                    },
                     d.gap_at
                         .as_deref()
                         .map(|g| format!("  stopped by missing {g}"))

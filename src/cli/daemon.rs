@@ -84,7 +84,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 #[command(
     after_help = "For each source: the newest backup and its age, the last attempt and its outcome\n\
 (from the catalog), the WAL or binlog archive's lag (the server is asked for its position), and\n\
-when the schedule fires next. Needs no key."
+when the schedule fires next. Needs no key; with --identity it also reads the archived WAL and\n\
+binlogs and shows what a point-in-time restore of the newest backup can reach (the newest archived\n\
+transaction), as `wal-verify --identity` and `binlog-verify --identity` do."
 )]
 pub struct StatusArgs {
     #[arg(long, env = "LIFEBOAT_POLICY")]
@@ -94,6 +96,10 @@ pub struct StatusArgs {
     /// Do not connect to the database servers (archive lag is then not measured).
     #[arg(long)]
     no_probe: bool,
+    /// The age identity file: also show the newest point a restore can
+    /// reach, read from the archived WAL and binlogs.
+    #[arg(long, env = "LIFEBOAT_IDENTITY")]
+    identity: Option<PathBuf>,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
@@ -115,8 +121,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let now = chrono::Utc::now();
-    let st =
+    let mut st =
         crate::status::policy_status(&repo, &policy, catalog.as_ref(), now, !args.no_probe).await?;
+    if args.identity.is_some() {
+        let ids = super::identities(&args.identity, "status")?;
+        for (s, source) in st.sources.iter_mut().zip(&policy.sources) {
+            if let Some(a) = s.archive.as_mut() {
+                a.recoverable_end =
+                    crate::status::recoverable_end(&repo, &policy, source, &ids).await;
+            }
+        }
+    }
     if args.json {
         super::print_json(&st);
         return Ok(Outcome::Ok.into());
@@ -184,6 +199,23 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .map(|t| format!("stored {} ago", age(now - t)))
                     .unwrap_or_default()
             );
+            if let Some(e) = &a.recoverable_end {
+                match &e.error {
+                    Some(err) => println!("  recoverable    unknown ({}): {err}", e.backup),
+                    None => println!(
+                        "  recoverable    from {} to {} (newest archived transaction), ends at {}{}",
+                        e.backup,
+                        e.newest_transaction
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+                            .unwrap_or_else(|| "none".into()),
+                        e.position,
+                        e.hole
+                            .as_deref()
+                            .map(|h| format!("; stopped by missing {h}"))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
         }
     }
     for u in &st.unreadable {

@@ -348,10 +348,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         } else if let Some(e) = cause.downcast_ref::<crate::restore::mysql::ReplayError>() {
             use crate::restore::mysql::ReplayError as R;
             match e {
-                R::BeforeFirstDump { .. } | R::Gap { .. } | R::AfterLast { .. } => {
-                    Outcome::NotFound
-                }
-                R::NoPosition { .. } => Outcome::Usage,
+                R::BeforeFirstDump { .. }
+                | R::Gap(_)
+                | R::AfterLast { .. }
+                | R::PositionPastEnd { .. } => Outcome::NotFound,
+                R::NoPosition { .. } | R::Fractional { .. } => Outcome::Usage,
+                R::ReplayRead { source: p, .. } => pipeline(p),
+                R::Binlog(crate::binlog::BinlogError::Pipeline(p))
+                | R::Restore(crate::restore::mysql::MyRestoreError::Pipeline(p)) => pipeline(p),
+                R::Binlog(crate::binlog::BinlogError::Storage(s)) => storage(s),
+                R::Storage(s) => storage(s),
                 _ => Outcome::Failure,
             }
         } else if let Some(e) = cause.downcast_ref::<crate::restore::pitr::PitrError>() {
@@ -365,6 +371,13 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 P::DatadirNotEmpty { .. } => Outcome::Refused,
                 P::RunningAsRoot | P::NotABaseBackup { .. } => Outcome::Usage,
                 P::VerifyBackup(_) => Outcome::Integrity,
+                P::NoWaldump { .. } => Outcome::Usage,
+                P::End(crate::wal::end::EndError::Wal(
+                    crate::wal::archive::WalError::Pipeline(p),
+                )) => pipeline(p),
+                P::End(crate::wal::end::EndError::Wal(crate::wal::archive::WalError::Storage(
+                    s,
+                ))) => storage(s),
                 P::Pipeline(p) => pipeline(p),
                 P::Repository(r) => repository(r),
                 P::Storage(s) => storage(s),

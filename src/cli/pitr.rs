@@ -48,6 +48,7 @@ fn target(args: &Args) -> Result<Target, UsageError> {
     }
     match args.until.as_deref() {
         None | Some("latest") => Ok(Target::Latest),
+        Some("latest-reachable") => Ok(Target::LatestReachable),
         Some(t) => parse_time(t).map(Target::Time).map_err(UsageError),
     }
 }
@@ -91,7 +92,21 @@ fn print_plan(plan: &PitrPlan) {
             String::new()
         }
     );
+    if let Some(e) = &plan.end {
+        println!(
+            "  archive end  {}; last whole record at LSN {} (segment {})",
+            e.describe_newest(),
+            e.last_record,
+            e.segment
+        );
+    }
     println!("  target       {}", plan.target);
+    if plan.recovery != plan.target {
+        println!("  recovery to  {}", plan.recovery);
+    }
+    if let Some(n) = &plan.notice {
+        println!("  note         {n}");
+    }
     println!("  data dir     {}", plan.datadir.display());
     for w in &plan.warnings {
         println!("  warning      {w}");
@@ -117,7 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let identities = if args.dry_run {
+    // A dry run reads the archive's end too when it is given a key.
+    let identities = if args.dry_run && identity.is_none() {
         None
     } else {
         Some(super::identities(&identity, "restore")?)
@@ -137,6 +153,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         target,
         backup,
         &datadir,
+        identities.as_ref().map(|ids| pitr::EndReader {
+            identities: ids,
+            bin_dir: pg_source.bin_dir.as_deref(),
+        }),
     )
     .await?;
     if args.json && args.dry_run {
@@ -197,6 +217,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if let Some(t) = &report.last_transaction_at {
             println!("  last replayed transaction committed at {t}");
+        }
+        if let Some(n) = &plan.notice {
+            println!("  note: {n}");
         }
         if let Some(t) = report.new_timeline {
             println!("  new timeline {t}");

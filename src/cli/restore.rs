@@ -20,9 +20,14 @@ After the restore, every table's row count is compared with the inventory taken 
 Point-in-time recovery (base backups + the WAL archive):\n  \
 lifeboat restore --policy app.yaml --source main-db --identity lifeboat.key \\\n      \
 --to-datadir /var/lib/postgresql/restore --until '2026-11-21 14:03:00+00' --start --port 5433\n  \
-(also --until latest, --until-lsn 0/5000060, --until-xid N, --until-name NAME)\n\
+(also --until latest, --until latest-reachable, --until-lsn 0/5000060, --until-xid N, --until-name NAME)\n\
+PostgreSQL --until TIME keeps every transaction committed at or before TIME (microseconds). A time\n\
+at or after the newest archived commit restores everything archived and says so; a target behind\n\
+a hole in the archive is refused (exit 4) with the target that restores everything before it.\n\
 MySQL/MariaDB: --to mysql://root@host:3307/ loads the newest dump before the target, then replays the\n\
-archived binlogs (--until TIME, --until-position binlog.000005:1234, --until-gtid 0-1-42, --until latest).\n\
+archived binlogs (--until TIME, --until-position binlog.000005:1234, --until-gtid 0-1-42, --until latest,\n\
+--until latest-reachable). MySQL --until TIME is a whole second: every event stamped before it is\n\
+replayed (binlog events carry whole seconds; a fraction is refused).\n\
 The newest base backup consistent before the target is unpacked and checked with pg_verifybackup;\n\
 recovery fetches WAL with `lifeboat wal-fetch`. Run it as the data directory's owner (postgres).\n\n\
 Kubernetes (a `kubernetes` source): objects are applied with server-side apply in dependency order:\n  \
@@ -54,8 +59,9 @@ pub struct Args {
     /// empty) data directory and set it up to replay the WAL archive.
     #[arg(long, value_name = "DIR")]
     pub(super) to_datadir: Option<PathBuf>,
-    /// With --to-datadir: recover to this time ('2026-11-21 14:03:00+00',
-    /// RFC 3339, or `latest`, the default: every archived change).
+    /// Recover to this time ('2026-11-21 14:03:00+00', RFC 3339), `latest`
+    /// (the default: every archived change; refused when the archive has a
+    /// hole) or `latest-reachable` (everything before the first hole).
     #[arg(long, group = "until_target")]
     pub(super) until: Option<String>,
     /// MySQL/MariaDB: recover up to this binlog position (binlog.000005:1234;

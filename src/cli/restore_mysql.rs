@@ -34,6 +34,7 @@ fn until_target(args: &Args) -> Result<Option<MyTarget>, UsageError> {
     match args.until.as_deref() {
         None => Ok(None),
         Some("latest") => Ok(Some(MyTarget::Latest)),
+        Some("latest-reachable") => Ok(Some(MyTarget::LatestReachable)),
         Some(t) => super::pitr::parse_time(t)
             .map(|t| Some(MyTarget::Time(t)))
             .map_err(UsageError),
@@ -53,7 +54,37 @@ fn print_replay(r: &ReplayPlan) {
             ""
         }
     );
+    if let Some(e) = &r.end {
+        println!(
+            "  archive    ends at {}:{} ({}){}{}",
+            e.file,
+            e.end_position,
+            if e.complete {
+                "a whole file"
+            } else {
+                "a copy of the file in progress"
+            },
+            e.newest_event
+                .map(|t| format!(
+                    "; newest event stamped {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC")
+                ))
+                .unwrap_or_default(),
+            e.exact_until()
+                .map(|t| format!(
+                    "; exact up to --until '{}'",
+                    t.format("%Y-%m-%d %H:%M:%S+00")
+                ))
+                .unwrap_or_default()
+        );
+    }
     println!("  until      {}", r.target);
+    if let Some(n) = &r.notice {
+        println!("  note       {n}");
+    }
+    for w in &r.warnings {
+        println!("  warning    {w}");
+    }
 }
 
 fn print_plan(plan: &MyPlan) {
@@ -108,7 +139,8 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
         )
         .into());
     }
-    let identities = if args.dry_run {
+    // A dry run reads the archive's end too when it is given a key.
+    let identities = if args.dry_run && args.identity.is_none() {
         None
     } else {
         Some(super::identities(&args.identity, "restore")?)
@@ -117,7 +149,12 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
     let repo = super::open(policy, false).await?;
     let (manifest, replay) = match &until {
         Some(t) => {
-            let (m, r) = mysql::plan_pitr(&repo, policy.name.as_str(), &args.source, t).await?;
+            let reader = identities.as_ref().map(|ids| mysql::EndReader {
+                identities: ids,
+                bin_dir: my.bin_dir.as_deref(),
+            });
+            let (m, r) =
+                mysql::plan_pitr(&repo, policy.name.as_str(), &args.source, t, reader).await?;
             (m, Some(r))
         }
         None => (
@@ -171,13 +208,16 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
         let newest = mysql::replay(&repo, r, &target, identities, my.bin_dir.as_deref()).await?;
         if !args.json {
             println!(
-                "replayed {} binlog file(s) up to {}; newest event {}",
+                "replayed {} binlog file(s) up to {}; newest event replayed stamped {}",
                 r.files.len(),
                 r.target,
                 newest
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                     .unwrap_or_else(|| "none".into())
             );
+            if let Some(n) = &r.notice {
+                println!("note: {n}");
+            }
         }
     }
     let inv = &report.inventory;

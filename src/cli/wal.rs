@@ -14,6 +14,7 @@ use crate::policy::{Policy, Source, SourceKind};
 use crate::progress::human_bytes;
 use crate::repository::Repository;
 use crate::wal::archive::{self, Pushed};
+use crate::wal::end::WalEnd;
 use crate::wal::reach::{Gap, Reach, TimelineInfo, WalIndex};
 use crate::wal::{Lsn, DEFAULT_SEGMENT_SIZE};
 
@@ -69,7 +70,10 @@ pub struct FetchArgs {
 #[command(
     after_help = "Shows the archived timelines, any gaps in the WAL sequence, and for each base backup\n\
 the earliest and latest point a point-in-time restore can reach. Exit 4 when a gap or an\n\
-unrestorable base backup is found. Needs no key: it reads the object names only."
+unrestorable base backup is found. Without a key it reads the object names only: the end it shows\n\
+is then a segment. With --identity it also decodes the last segments before each window's end and\n\
+reads them with pg_waldump: the newest archived transaction (time and LSN) and the last whole\n\
+record, which is what a restore can reach (--until at or after that time restores everything)."
 )]
 pub struct VerifyArgs {
     /// The policy file.
@@ -78,6 +82,10 @@ pub struct VerifyArgs {
     /// The PostgreSQL source (needed when the policy has several).
     #[arg(long)]
     source: Option<String>,
+    /// The age identity file: read the exact end of the archive (the
+    /// newest archived transaction), not only the segment names.
+    #[arg(long, env = "LIFEBOAT_IDENTITY")]
+    identity: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -212,6 +220,8 @@ struct BaseWindow {
     /// False when its own WAL (start to stop segment) is not all archived.
     restorable: bool,
     reach: Reach,
+    /// Read from the archived WAL with --identity.
+    end: Option<WalEnd>,
 }
 
 #[derive(Debug, Serialize)]
@@ -242,7 +252,15 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .map_or(DEFAULT_SEGMENT_SIZE, |p| p.wal_segment_size);
     let wal = archive::list(repo.store().as_ref(), pname, sname).await?;
     let index = WalIndex::new(&wal.files, segment_size);
-    let report = Report {
+    let identities = match &args.identity {
+        Some(_) => Some(super::identities(&args.identity, "wal-verify")?),
+        None => None,
+    };
+    let bin_dir = match source.kind() {
+        SourceKind::Postgres(p) => p.bin_dir.clone(),
+        _ => None,
+    };
+    let mut report = Report {
         policy: pname.to_string(),
         source: sname.to_string(),
         files: wal.files.len(),
@@ -260,11 +278,42 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     earliest_time: m.finished_at,
                     restorable: reach.end_lsn > p.stop_lsn,
                     reach,
+                    end: None,
                 }
             })
             .collect(),
         unrecognized: wal.unrecognized,
     };
+    if let Some(ids) = &identities {
+        // Windows that end in the same segment share their end.
+        let mut seen: Vec<WalEnd> = Vec::new();
+        for (b, m) in report.base_backups.iter_mut().zip(&bases) {
+            let Some(last) = b.reach.last_segment.clone().filter(|_| b.restorable) else {
+                continue;
+            };
+            if let Some(e) = seen.iter().find(|e| e.segment == last) {
+                b.end = Some(e.clone());
+                continue;
+            }
+            let major = crate::restore::pitr::server_major(&m.server_version);
+            let tools =
+                crate::source::postgres::PgTools::find(bin_dir.as_deref(), "pg_waldump", major)
+                    .await?;
+            let p = m.physical.as_ref().expect("filtered");
+            let end = crate::wal::end::find(
+                repo.store().as_ref(),
+                &wal.files,
+                &b.reach,
+                p.start_lsn,
+                p.wal_segment_size,
+                ids,
+                &tools,
+            )
+            .await?;
+            seen.push(end.clone());
+            b.end = Some(end);
+        }
+    }
     let healthy = report.gaps.is_empty() && report.base_backups.iter().all(|b| b.restorable);
     if args.json {
         super::print_json(&report);
@@ -338,14 +387,35 @@ fn print_report(r: &Report) {
             );
             continue;
         }
+        let to = match &b.end {
+            Some(e) => format!(
+                "to {} (last whole record at LSN {}, timeline {})",
+                match &e.newest_xact {
+                    Some(x) => format!(
+                        "{} (newest archived {} at LSN {})",
+                        x.time.format("%Y-%m-%d %H:%M:%S%.6f UTC"),
+                        if x.aborted { "rollback" } else { "commit" },
+                        x.lsn
+                    ),
+                    None => e.describe_newest(),
+                },
+                e.last_record,
+                e.timeline
+            ),
+            None => format!(
+                "to segment {} (LSN {}, timeline {}; stored {}; pass --identity for the newest archived transaction)",
+                b.reach.last_segment.as_deref().unwrap_or("?"),
+                b.reach.end_lsn,
+                b.reach.timeline,
+                time(b.reach.last_archived_at),
+            ),
+        };
         println!(
-            "  {}  from {} (LSN {})  to {} (LSN {}, timeline {}){}",
+            "  {}  from {} (LSN {})  {}{}",
             b.backup,
             b.earliest_time.format("%Y-%m-%d %H:%M:%S UTC"),
             b.earliest_lsn,
-            time(b.reach.last_archived_at),
-            b.reach.end_lsn,
-            b.reach.timeline,
+            to,
             b.reach
                 .gap_at
                 .as_deref()

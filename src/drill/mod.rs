@@ -638,6 +638,10 @@ impl Drill<'_> {
         // The newest point the archive reaches; a hole in it fails the
         // check, and the drill goes on to the point before the hole.
         let mut gap = false;
+        let reader = pitr::EndReader {
+            identities: &self.opts.identities,
+            bin_dir: cluster.tools.bin_dir.as_deref(),
+        };
         let planned = match interruptible(pitr::plan(
             self.repo,
             policy_name,
@@ -645,6 +649,7 @@ impl Drill<'_> {
             pitr::Target::Latest,
             Some(&manifest.id),
             &datadir,
+            Some(reader),
         ))
         .await?
         {
@@ -652,23 +657,18 @@ impl Drill<'_> {
             Err(pitr::PitrError::Gap(hole)) => {
                 gap = true;
                 checks.add("WAL archive", false, hole.to_string());
-                // Planned to the point before the hole; recovery then
-                // replays what is staged (which ends there) and promotes,
-                // as with `latest`: a target LSN no record ends on would
-                // stop recovery with "target not reached".
+                // Up to the last whole record before the hole, read from
+                // the archived WAL (the same plan as --until latest-reachable).
                 interruptible(pitr::plan(
                     self.repo,
                     policy_name,
                     source,
-                    pitr::Target::Lsn(hole.latest_target),
+                    pitr::Target::LatestReachable,
                     Some(&manifest.id),
                     &datadir,
+                    Some(reader),
                 ))
                 .await?
-                .map(|mut p| {
-                    p.target = pitr::Target::Latest;
-                    p
-                })
             }
             Err(e) => Err(e),
         };
@@ -695,12 +695,16 @@ impl Drill<'_> {
                         "WAL archive",
                         true,
                         format!(
-                            "{n} files fetched and checked, up to segment {} (archived {}), timelines {:?}",
+                            "{n} files fetched and checked, up to segment {} (archived {}); {}, timelines {:?}",
                             plan.reach.last_segment.as_deref().unwrap_or("?"),
                             plan.reach
                                 .last_archived_at
                                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                                 .unwrap_or_else(|| "at an unknown time".into()),
+                            plan.end.as_ref().map_or_else(
+                                || "the end of the archive was not read".to_string(),
+                                |e| format!("{}, last whole record at LSN {}", e.describe_newest(), e.last_record)
+                            ),
                             plan.reach.path
                         ),
                     );
@@ -906,51 +910,57 @@ impl Drill<'_> {
             checks.skip("binlog replay", "the binlog archive cannot be read");
         } else {
             let policy = self.policy.name.as_str();
+            let reader = my_restore::EndReader {
+                identities: &self.opts.identities,
+                bin_dir,
+            };
             let planned = interruptible(my_restore::plan_replay(
                 self.repo,
                 policy,
                 self.source_name,
                 manifest,
                 &my_restore::MyTarget::Latest,
+                Some(reader),
             ))
             .await?;
+            let describe = |p: &my_restore::ReplayPlan| {
+                format!(
+                    "{} files from {}:{} on, newest copied {}{}",
+                    p.files.len(),
+                    p.from.file,
+                    p.from.position,
+                    p.last_archived_at()
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    p.end
+                        .as_ref()
+                        .and_then(|e| e.newest_event)
+                        .map(|t| format!(
+                            ", newest archived event stamped {}",
+                            t.format("%Y-%m-%d %H:%M:%S UTC")
+                        ))
+                        .unwrap_or_default()
+                )
+            };
             let planned = match planned {
                 Ok(p) => {
-                    checks.add(
-                        "binlog archive",
-                        true,
-                        format!(
-                            "{} files from {}:{} on, newest copied {}",
-                            p.files.len(),
-                            p.from.file,
-                            p.from.position,
-                            p.last_archived_at()
-                                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                                .unwrap_or_else(|| "never".into())
-                        ),
-                    );
+                    checks.add("binlog archive", true, describe(&p));
                     Ok(p)
                 }
                 // A hole: the check fails, and the replay goes on up to it.
-                Err(e) => match &e {
-                    my_restore::ReplayError::Gap { last, .. } => {
-                        let last = last.clone();
-                        checks.add("binlog archive", false, e.to_string());
-                        interruptible(my_restore::plan_replay(
-                            self.repo,
-                            policy,
-                            self.source_name,
-                            manifest,
-                            // The whole of the last file before the hole.
-                            &my_restore::MyTarget::Position {
-                                file: last,
-                                position: u64::MAX,
-                            },
-                        ))
-                        .await?
-                    }
-                    _ => Err(e),
-                },
+                Err(e @ my_restore::ReplayError::Gap(_)) => {
+                    checks.add("binlog archive", false, e.to_string());
+                    interruptible(my_restore::plan_replay(
+                        self.repo,
+                        policy,
+                        self.source_name,
+                        manifest,
+                        &my_restore::MyTarget::LatestReachable,
+                        Some(reader),
+                    ))
+                    .await?
+                }
+                Err(e) => Err(e),
             };
             match planned {
                 Err(e) => {

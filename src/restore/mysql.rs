@@ -379,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn binlog_targets_are_whole_seconds_and_a_fraction_names_both_neighbours() {
+        let whole: chrono::DateTime<chrono::Utc> = "2026-12-07T10:40:09Z".parse().unwrap();
+        assert!(whole_second(&whole).is_ok());
+        let far: chrono::DateTime<chrono::Utc> = "2999-01-01T00:00:00Z".parse().unwrap();
+        assert!(whole_second(&far).is_ok());
+        let frac: chrono::DateTime<chrono::Utc> = "2026-12-07T10:40:09.5Z".parse().unwrap();
+        let e = whole_second(&frac).unwrap_err().to_string();
+        assert!(
+            e.contains("--until '2026-12-07 10:40:09+00'")
+                && e.contains("--until '2026-12-07 10:40:10+00'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn target_urls_are_parsed_and_passwords_redacted() {
         let (c, in_url) = parse_url("mysql://root@127.0.0.1:3307/", None).unwrap();
         assert_eq!(
@@ -404,8 +419,10 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum MyTarget {
-    /// Every archived event.
+    /// Every archived event; refused when the archive has a hole.
     Latest,
+    /// Every archived event before the first hole.
+    LatestReachable,
     Time(chrono::DateTime<chrono::Utc>),
     /// A binlog file and position (the event starting there is not applied).
     Position {
@@ -420,6 +437,9 @@ impl std::fmt::Display for MyTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MyTarget::Latest => write!(f, "latest (every archived event)"),
+            MyTarget::LatestReachable => {
+                write!(f, "latest reachable (every archived event before any hole)")
+            }
             MyTarget::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
             MyTarget::Position { file, position } => write!(f, "position {file}:{position}"),
             MyTarget::Gtid(g) => write!(f, "GTID {g}"),
@@ -437,31 +457,62 @@ pub enum ReplayError {
     },
     #[error("dump {backup} has no binlog position (the server had no binlog then); it cannot be rolled forward. Restore it without --until")]
     NoPosition { backup: String },
-    #[error("{target} cannot be reached: binlog file {missing} is missing from the archive (replay from dump {backup} would stop after {last})")]
-    Gap {
-        target: String,
-        missing: String,
-        backup: String,
-        last: String,
-    },
-    #[error("{target} is beyond the last archived event (newest copy {last}, archived {at}); is `lifeboat binlog-archive` running? Use an earlier target or --until latest")]
+    #[error(transparent)]
+    Gap(Box<BinlogGap>),
+    #[error("{target} is beyond the last archived event: {detail}; is `lifeboat binlog-archive` running? {advice}")]
     AfterLast {
         target: String,
-        last: String,
-        at: String,
+        detail: String,
+        advice: String,
     },
-    #[error("replaying {file} into {target} failed: {source}; the databases hold the dump plus the changes replayed before this file")]
+    #[error("--until {given} has a fraction of a second, but binlog events carry whole seconds, so a MySQL/MariaDB restore can stop only at a whole second: --until '{below}' replays every event stamped before {below}; --until '{above}' also those stamped within the second of your target (some may be later than it)")]
+    Fractional {
+        given: String,
+        below: String,
+        above: String,
+    },
+    #[error("binlog file {file} is archived only up to position {end}, before {target}; {advice}")]
+    PositionPastEnd {
+        file: String,
+        end: u64,
+        target: String,
+        advice: String,
+    },
+    #[error("replaying {file} into {target} failed: {source}. The target is partly restored: its databases hold the dump plus the changes replayed before this file; drop them before restoring again")]
     Replay {
         file: String,
         target: String,
         source: ProcessError,
     },
+    #[error("reading archived binlog {file} during the replay into {target} failed: {source}. The target is partly restored: its databases hold the dump plus the changes replayed before this file; drop them before restoring again")]
+    ReplayRead {
+        file: String,
+        target: String,
+        source: Box<PipelineError>,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Binlog(#[from] crate::binlog::BinlogError),
     #[error(transparent)]
     Restore(#[from] MyRestoreError),
     #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
+}
+
+/// A target behind a hole in the binlog archive.
+#[derive(Debug, thiserror::Error)]
+#[error("{target} cannot be reached: binlog file {missing} {why}, so replay from dump {backup} stops at the end of {last}. Put the file back and restore again, or restore everything before the hole: {advice}")]
+pub struct BinlogGap {
+    pub target: String,
+    /// The first file the replay lacks.
+    pub missing: String,
+    /// "is missing from the archive", or which object of it is gone.
+    pub why: String,
+    pub backup: String,
+    /// Where the reachable part ends.
+    pub last: String,
+    pub advice: String,
 }
 
 /// The replay part of a point-in-time plan.
@@ -471,18 +522,65 @@ pub struct ReplayPlan {
     pub from: my::BinlogPoint,
     /// The archived files to replay, in order, with whether each is whole.
     pub files: Vec<(String, bool)>,
+    /// The end of the last file replayed, read from its events (None in a
+    /// dry run without an identity).
+    pub end: Option<crate::binlog::BinlogEnd>,
+    /// The first hole after the dump's position, if any (the replay never
+    /// goes past it).
+    pub hole: Option<String>,
+    /// A plain statement of what the restore gives when it differs from
+    /// the target as asked.
+    pub notice: Option<String>,
+    pub warnings: Vec<String>,
     #[serde(skip)]
     records: Vec<crate::binlog::BinlogRecord>,
 }
 
+/// What the planner needs to read the end of the binlog archive: without
+/// it (a dry run without --identity) it judges by the records only.
+#[derive(Clone, Copy)]
+pub struct EndReader<'a> {
+    pub identities: &'a Arc<Identities>,
+    pub bin_dir: Option<&'a std::path::Path>,
+}
+
+fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `--until` for MySQL/MariaDB is a whole second (see [`ReplayError::Fractional`]).
+pub fn whole_second(t: &chrono::DateTime<chrono::Utc>) -> Result<(), ReplayError> {
+    use chrono::TimeDelta;
+    if t.timestamp_subsec_nanos() == 0 {
+        return Ok(());
+    }
+    // (Not duration_trunc: it works in nanoseconds and fails past 2262.)
+    let below = chrono::DateTime::from_timestamp(t.timestamp(), 0).expect("a valid time");
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S+00").to_string();
+    Err(ReplayError::Fractional {
+        given: t.format("%Y-%m-%d %H:%M:%S%.f UTC").to_string(),
+        below: fmt(below),
+        above: fmt(below + TimeDelta::seconds(1)),
+    })
+}
+
 /// Picks the dump and the binlog files for `target`.
+///
+/// A time target picks the newest dump that *finished* before it: every
+/// event a dump holds is stamped no later than its end, and a target is
+/// "every event stamped before T", so a dump still running at T may hold
+/// events that T excludes.
 pub async fn plan_pitr(
     repo: &Repository,
     policy: &str,
     source: &str,
     target: &MyTarget,
+    reader: Option<EndReader<'_>>,
 ) -> Result<(Manifest, ReplayPlan), ReplayError> {
     use crate::binlog::file_order;
+    if let MyTarget::Time(t) = target {
+        whole_second(t)?;
+    }
     let listing = repo.list_backups(policy, Some(source)).await?;
     let dumps: Vec<&Manifest> = listing
         .backups
@@ -491,7 +589,7 @@ pub async fn plan_pitr(
         .collect();
     let first = dumps
         .first()
-        .map(|m| m.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|m| format!("finished {}", utc(m.finished_at)))
         .unwrap_or_else(|| "never".into());
     let too_early = || ReplayError::BeforeFirstDump {
         source_name: source.to_string(),
@@ -502,7 +600,7 @@ pub async fn plan_pitr(
         MyTarget::Time(t) => *dumps
             .iter()
             .rev()
-            .find(|m| m.started_at <= *t)
+            .find(|m| m.finished_at < *t)
             .ok_or_else(too_early)?,
         MyTarget::Position { file, position } => *dumps
             .iter()
@@ -513,19 +611,30 @@ pub async fn plan_pitr(
                 })
             })
             .ok_or_else(too_early)?,
-        MyTarget::Latest | MyTarget::Gtid(_) => *dumps.last().ok_or_else(too_early)?,
+        MyTarget::Latest | MyTarget::LatestReachable | MyTarget::Gtid(_) => {
+            *dumps.last().ok_or_else(too_early)?
+        }
     };
-    let replay = plan_replay(repo, policy, source, chosen, target).await?;
+    let replay = plan_replay(repo, policy, source, chosen, target, reader).await?;
     Ok((chosen.clone(), replay))
 }
 
-/// The binlog files that roll dump `chosen` forward to `target`.
+/// The binlog files that roll dump `chosen` forward to `target`, decided
+/// before anything is touched (docs/RUNBOOK.md, "What --until means"):
+/// - the replay follows the archived files from the dump's position while
+///   each is whole and its data object exists; a missing file, a missing
+///   data object, or a partial copy with later files after it is a hole;
+/// - a time target no later than the end of what is archived (the time
+///   the server left the last whole file, or the newest event of a copy of
+///   the file in progress) restores exactly; later, or behind a hole, it
+///   is refused, naming the file and a target that restores.
 pub async fn plan_replay(
     repo: &Repository,
     policy: &str,
     source: &str,
     chosen: &Manifest,
     target: &MyTarget,
+    reader: Option<EndReader<'_>>,
 ) -> Result<ReplayPlan, ReplayError> {
     use crate::binlog::file_order;
     let from = chosen
@@ -540,68 +649,234 @@ pub async fn plan_replay(
         .filter(|r| file_order(&r.file) >= file_order(&from.file))
         .collect();
     records.sort_by_key(|r| file_order(&r.file));
+    let width = from.file.rsplit_once('.').map_or(6, |(_, n)| n.len());
     // Contiguous from the dump's file on.
     let mut chain: Vec<crate::binlog::BinlogRecord> = Vec::new();
     let mut expect = file_order(&from.file);
-    let mut gap = None;
-    for r in records {
+    // (file, why) of the first hole.
+    let mut hole: Option<(String, String)> = None;
+    let total = records.len();
+    for (i, r) in records.into_iter().enumerate() {
         let o = file_order(&r.file);
         if o != expect {
-            let width = from.file.rsplit_once('.').map_or(6, |(_, n)| n.len());
-            gap = Some(format!("{}.{:0width$}", expect.0, expect.1));
+            hole = Some((
+                format!("{}.{:0width$}", expect.0, expect.1),
+                "is missing from the archive".into(),
+            ));
             break;
         }
         expect = (o.0, o.1 + 1);
         let complete = r.complete;
+        let (file, size) = (r.file.clone(), r.plaintext.size);
         chain.push(r);
         if !complete {
+            if i + 1 < total {
+                // Later files exist: the server finished this one, but only
+                // a copy of its beginning reached the archive.
+                hole = Some((
+                    file,
+                    format!("is archived only up to position {size} (a copy made while it was written) although later files are archived"),
+                ));
+            }
             break;
         }
     }
-    let last = chain.last().cloned();
-    let last_name = last.as_ref().map_or(from.file.clone(), |r| r.file.clone());
-    let reach_err = |gap: &Option<String>| match gap {
-        Some(missing) => ReplayError::Gap {
+    // The listing shows records; the data they point to must be there too.
+    for i in 0..chain.len() {
+        if repo.store().head(&chain[i].key).await?.is_none() {
+            hole = Some((
+                chain[i].file.clone(),
+                format!(
+                    "is recorded but its data object {} is missing",
+                    chain[i].key
+                ),
+            ));
+            chain.truncate(i);
+            break;
+        }
+    }
+    let first_missing = || {
+        ReplayError::Gap(Box::new(BinlogGap {
+            target: target.to_string(),
+            missing: from.file.clone(),
+            why: hole.as_ref().filter(|(f, _)| *f == from.file).map_or_else(
+                || "is missing from the archive".to_string(),
+                |(_, w)| w.clone(),
+            ),
+            backup: chosen.id.clone(),
+            last: format!("the dump ({}:{})", from.file, from.position),
+            advice: "restore the dump alone (without --until), or an older dump".into(),
+        }))
+    };
+    let Some(last) = chain.last().cloned() else {
+        return Err(first_missing());
+    };
+    if chain[0].file != from.file {
+        return Err(first_missing());
+    }
+    let end = match reader {
+        Some(r) => {
+            Some(crate::binlog::read_end(repo, &last, r.identities.clone(), r.bin_dir).await?)
+        }
+        None => None,
+    };
+    let mut warnings = Vec::new();
+    if end.is_none() {
+        warnings.push("without --identity the plan reads the archive's records only; pass --identity to check the exact end of the archive (its newest event)".into());
+    }
+    let exact_until = end.as_ref().and_then(|e| e.exact_until());
+    let fmt_until = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S+00").to_string();
+    let end_desc = match &end {
+        Some(e) => format!(
+            "{}:{} ({}{})",
+            e.file,
+            e.end_position,
+            if e.complete {
+                "a whole file"
+            } else {
+                "a copy of the file in progress"
+            },
+            e.newest_event
+                .map(|t| format!(", newest event stamped {}", utc(t)))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "{} ({})",
+            last.file,
+            if last.complete {
+                "a whole file"
+            } else {
+                "a copy of the file in progress"
+            }
+        ),
+    };
+    let reachable_advice = || {
+        let mut a = format!(
+            "--until latest-reachable (the same as --until-position {}:{})",
+            last.file, last.plaintext.size
+        );
+        if let (Some(w), MyTarget::Time(_)) = (exact_until, target) {
+            a.push_str(&format!(
+                ", or --until '{}', the latest time that is restored exactly",
+                fmt_until(w)
+            ));
+        }
+        a
+    };
+    let gap_err = |(missing, why): &(String, String)| {
+        ReplayError::Gap(Box::new(BinlogGap {
             target: target.to_string(),
             missing: missing.clone(),
+            why: why.clone(),
             backup: chosen.id.clone(),
-            last: last_name.clone(),
-        },
-        None => ReplayError::AfterLast {
-            target: target.to_string(),
-            last: last_name.clone(),
-            at: last
-                .as_ref()
-                .map(|r| r.archived_at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "never".into()),
-        },
+            last: end_desc.clone(),
+            advice: reachable_advice(),
+        }))
     };
-    if chain.is_empty() || chain[0].file != from.file {
-        return Err(reach_err(&Some(from.file.clone())));
-    }
-    match target {
-        MyTarget::Time(t) => {
-            if last.as_ref().is_none_or(|r| r.archived_at < *t) {
-                return Err(reach_err(&gap));
+    let after_last = || {
+        ReplayError::AfterLast {
+        target: target.to_string(),
+        detail: format!(
+            "the archive ends at {end_desc}{}",
+            if last.complete {
+                format!(
+                    " and the server's next file after {} is not archived yet",
+                    last.file
+                )
+            } else {
+                format!(", copied {}", utc(last.archived_at))
             }
-        }
-        MyTarget::Position { file, .. } => {
+        ),
+        advice: match exact_until {
+            Some(w) => format!(
+                "--until latest restores every archived event; --until '{}' is the latest time that is restored exactly",
+                fmt_until(w)
+            ),
+            None => "Use an earlier target or --until latest".into(),
+        },
+    }
+    };
+    let mut notice = None;
+    match target {
+        MyTarget::Time(t) => match (&end, exact_until) {
+            (Some(e), Some(w)) if *t <= w => {
+                if e.newest_event.is_none_or(|n| *t > n) {
+                    notice = Some(format!(
+                        "the newest archived event is stamped {}, before your target: every archived event is replayed{}",
+                        e.newest_event.map_or_else(|| "never".into(), utc),
+                        if e.complete {
+                            format!(" (the server left {} at {} and wrote nothing more into it)", e.file, utc(w))
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+            }
+            (Some(_), _) => {
+                return Err(match &hole {
+                    Some(h) => gap_err(h),
+                    None => after_last(),
+                })
+            }
+            // A dry run without a key: the record's copy time is the best
+            // bound there is, and it is only a bound.
+            (None, _) => {
+                if last.archived_at < *t {
+                    return Err(match &hole {
+                        Some(h) => gap_err(h),
+                        None => after_last(),
+                    });
+                }
+            }
+        },
+        MyTarget::Position { file, position } => {
             if let Some(i) = chain.iter().position(|r| &r.file == file) {
                 chain.truncate(i + 1);
+                let r = &chain[i];
+                if !r.complete && *position != u64::MAX && *position > r.plaintext.size {
+                    return Err(ReplayError::PositionPastEnd {
+                        file: file.clone(),
+                        end: r.plaintext.size,
+                        target: target.to_string(),
+                        advice: format!(
+                            "the rest of the file is not archived yet: --until-position {}:{} replays what is",
+                            file, r.plaintext.size
+                        ),
+                    });
+                }
             } else {
-                return Err(reach_err(&gap));
+                return Err(match &hole {
+                    Some(h) => gap_err(h),
+                    None => after_last(),
+                });
             }
         }
         MyTarget::Latest | MyTarget::Gtid(_) => {
-            if gap.is_some() {
-                return Err(reach_err(&gap));
+            if let Some(h) = &hole {
+                return Err(gap_err(h));
             }
         }
+        MyTarget::LatestReachable => {
+            if let Some((missing, why)) = &hole {
+                notice = Some(format!(
+                    "binlog file {missing} {why}: replaying up to the hole only, through {end_desc}; changes after it are not restored"
+                ));
+            }
+        }
+    }
+    if let (Some((missing, _)), MyTarget::Time(_) | MyTarget::Position { .. }) = (&hole, target) {
+        warnings.push(format!(
+            "binlog file {missing} is missing from the archive; the replay cannot go past it (the target is before it)"
+        ));
     }
     Ok(ReplayPlan {
         target: target.clone(),
         from,
         files: chain.iter().map(|r| (r.file.clone(), r.complete)).collect(),
+        end,
+        hole: hole.map(|(f, _)| f),
+        notice,
+        warnings,
         records: chain,
     })
 }
@@ -690,7 +965,11 @@ pub async fn replay(
             Err(e) => {
                 tool.kill().await;
                 client_child.kill().await;
-                return Err(MyRestoreError::from(e).into());
+                return Err(ReplayError::ReplayRead {
+                    file: rec.file.clone(),
+                    target: target_name.clone(),
+                    source: Box::new(e),
+                });
             }
         }
         tool.wait().await.map_err(|e| replay_err(&rec.file, e))?;
@@ -759,15 +1038,5 @@ where
 /// zone, UTC here). Row events have no `SET TIMESTAMP`; every event has
 /// this header.
 fn event_timestamp(line: &[u8]) -> Option<i64> {
-    let header = line.strip_prefix(b"#")?;
-    if !header.get(15..)?.starts_with(b" server id ") {
-        return None;
-    }
-    // The hour is padded with a space.
-    let stamp = std::str::from_utf8(&header[..15])
-        .ok()?
-        .replacen("  ", " 0", 1);
-    chrono::NaiveDateTime::parse_from_str(&stamp, "%y%m%d %H:%M:%S")
-        .ok()
-        .map(|t| t.and_utc().timestamp())
+    crate::binlog::event_header(line).map(|h| h.time)
 }

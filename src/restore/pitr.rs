@@ -21,6 +21,7 @@ use crate::repository::{Manifest, Physical, Repository, RepositoryError};
 use crate::source::postgres::{PgError, PgTools};
 use crate::storage::StorageError;
 use crate::wal::archive;
+use crate::wal::end::WalEnd;
 use crate::wal::reach::{Reach, WalIndex};
 use crate::wal::Lsn;
 
@@ -28,8 +29,12 @@ use crate::wal::Lsn;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Target {
-    /// Replay every archived segment.
+    /// Replay every archived segment; refused when the archive has a hole.
     Latest,
+    /// Replay up to the last whole record before the first hole (or the
+    /// end of the archive): what an incident with a damaged archive needs,
+    /// asked for explicitly.
+    LatestReachable,
     Time(DateTime<Utc>),
     Lsn(Lsn),
     Xid(u64),
@@ -41,6 +46,12 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Latest => write!(f, "latest (every archived segment)"),
+            Target::LatestReachable => {
+                write!(
+                    f,
+                    "latest reachable (the last whole WAL record before any hole)"
+                )
+            }
             Target::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S%.f UTC")),
             Target::Lsn(l) => write!(f, "LSN {l}"),
             Target::Xid(x) => write!(f, "transaction {x}"),
@@ -70,12 +81,18 @@ pub enum PitrError {
     },
     #[error(transparent)]
     Gap(Box<GapError>),
-    #[error("{target} is after the newest archived WAL (segment {last}, archived {last_at}); later changes are not in the archive yet. Use --until latest, or check that archive_command runs (pg_stat_archiver)")]
+    #[error("{target} is after the newest archived WAL: {newest}; the last archived segment is {last} (stored {last_at}) and later changes are not in the archive yet. {advice}, or check that archive_command runs (pg_stat_archiver)")]
     AfterLastWal {
         target: String,
+        newest: String,
         last: String,
         last_at: String,
+        advice: String,
     },
+    #[error("cannot find pg_waldump {major} to read the end of the WAL archive: {source}. Install the PostgreSQL {major} server package (it ships pg_waldump) or set the source's bin_dir")]
+    NoWaldump { major: u32, source: PgError },
+    #[error(transparent)]
+    End(#[from] crate::wal::end::EndError),
     #[error("the data directory {path} exists and is not empty; give a new or empty directory")]
     DatadirNotEmpty { path: String },
     #[error("{what} {path}: {source}")]
@@ -108,15 +125,20 @@ pub enum PitrError {
 
 /// A target behind a hole in the archive.
 #[derive(Debug, thiserror::Error)]
-#[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at {reach_lsn} (segment {last}, archived {last_at}). Restore to a point before it (--until-lsn {latest_target} is the latest the archive allows), or put the segment back")]
+#[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at the end of segment {last} (archived {last_at}){reachable}. Put the segment back and restore again, or restore everything before the hole: {advice}")]
 pub struct GapError {
     pub target: String,
     pub missing: String,
     pub backup: String,
+    /// The end of the last segment before the hole.
     pub reach_lsn: Lsn,
-    /// The newest `--until-lsn` the archive can reach: a target at
-    /// `reach_lsn` itself needs the record there, in the missing segment.
-    pub latest_target: Lsn,
+    /// Where the last whole record before the hole starts: the newest
+    /// `--until-lsn` that recovery can reach (None when the plan could not
+    /// read the WAL: a dry run without --identity).
+    pub latest_target: Option<Lsn>,
+    /// ", where the newest archived transaction committed at ..." or "".
+    pub reachable: String,
+    pub advice: String,
     pub last: String,
     pub last_at: String,
 }
@@ -133,8 +155,20 @@ pub struct PitrPlan {
     pub base_plaintext_size: u64,
     pub physical: Physical,
     pub target: Target,
+    /// What recovery is told (recovery_target_*): the target, or the last
+    /// whole record when the target is at or after the newest archived
+    /// transaction (PostgreSQL cannot "reach" a time no record is stamped
+    /// after; recovery would stop with FATAL instead).
+    pub recovery: Target,
+    /// A plain statement of what the restore gives when that differs from
+    /// the target as asked ("the newest archived transaction ... is before
+    /// your target; everything archived is restored").
+    pub notice: Option<String>,
     /// What the archive lets recovery reach from this base backup.
     pub reach: Reach,
+    /// The last whole record and newest transaction end, read from the
+    /// archived WAL (None in a dry run without an identity).
+    pub end: Option<WalEnd>,
     pub datadir: PathBuf,
     pub warnings: Vec<String>,
     #[serde(skip)]
@@ -146,6 +180,15 @@ fn when(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "at an unknown time".into())
 }
 
+/// What the planner needs to read the archived WAL's end: without it (a
+/// dry run without --identity) it judges by segment names only and says so.
+#[derive(Clone, Copy)]
+pub struct EndReader<'a> {
+    pub identities: &'a Arc<Identities>,
+    /// The server binaries (the policy's bin_dir), else found as for dumps.
+    pub bin_dir: Option<&'a Path>,
+}
+
 /// Builds the plan. `backup` picks a base backup by id instead of by target.
 pub async fn plan(
     repo: &Repository,
@@ -154,6 +197,7 @@ pub async fn plan(
     target: Target,
     backup: Option<&str>,
     datadir: &Path,
+    reader: Option<EndReader<'_>>,
 ) -> Result<PitrPlan, PitrError> {
     let listing = repo.list_backups(policy, Some(source)).await?;
     let mut warnings: Vec<String> = listing
@@ -219,7 +263,7 @@ pub async fn plan(
                     ));
                     newest
                 }
-                Target::Latest => newest,
+                Target::Latest | Target::LatestReachable => newest,
             }
         }
     };
@@ -247,35 +291,44 @@ pub async fn plan(
             to: physical.stop_segment.clone(),
         });
     }
-    let unreachable = match &target {
-        Target::Time(t) => reach.last_archived_at.is_some_and(|at| at < *t),
-        Target::Lsn(l) => reach.end_lsn <= *l,
-        Target::Latest | Target::Xid(_) | Target::Name(_) => reach.gap_at.is_some(),
+    let end = match reader {
+        Some(r) => {
+            let major = server_major(&manifest.server_version);
+            let tools = PgTools::find(r.bin_dir, "pg_waldump", major)
+                .await
+                .map_err(|source| PitrError::NoWaldump { major, source })?;
+            if tools.major != major {
+                return Err(PitrError::NoWaldump {
+                    major,
+                    source: PgError::ToolTooOld {
+                        tool: tools.tool("pg_waldump").display().to_string(),
+                        found: tools.major,
+                        server: major,
+                    },
+                });
+            }
+            Some(
+                crate::wal::end::find(
+                    repo.store().as_ref(),
+                    &wal.files,
+                    &reach,
+                    physical.start_lsn,
+                    physical.wal_segment_size,
+                    r.identities,
+                    &tools,
+                )
+                .await?,
+            )
+        }
+        None => {
+            warnings.push(
+                "without --identity the plan reads segment names only; pass --identity to check the exact end of the archive (the newest archived transaction)".into(),
+            );
+            None
+        }
     };
-    if unreachable {
-        let last = reach.last_segment.clone().unwrap_or_default();
-        return Err(match &reach.gap_at {
-            Some(missing) => PitrError::Gap(Box::new(GapError {
-                target: target.to_string(),
-                missing: missing.clone(),
-                backup: manifest.id.clone(),
-                reach_lsn: reach.end_lsn,
-                latest_target: Lsn(reach.end_lsn.0.saturating_sub(1)),
-                last,
-                last_at: when(reach.last_archived_at),
-            })),
-            None => PitrError::AfterLastWal {
-                target: target.to_string(),
-                last,
-                last_at: when(reach.last_archived_at),
-            },
-        });
-    }
-    if let Some(missing) = &reach.gap_at {
-        warnings.push(format!(
-            "segment {missing} is missing from the archive; recovery cannot go past it (the target is before it)"
-        ));
-    }
+    let decided = decide(&target, &reach, end.as_ref(), &manifest.id)?;
+    warnings.extend(decided.warnings);
     Ok(PitrPlan {
         policy: policy.to_string(),
         source: source.to_string(),
@@ -286,11 +339,183 @@ pub async fn plan(
         base_plaintext_size: manifest.plaintext_size(),
         physical,
         target,
+        recovery: decided.recovery,
+        notice: decided.notice,
         reach,
+        end,
         datadir: datadir.to_path_buf(),
         warnings,
         manifest: manifest.clone(),
     })
+}
+
+/// What recovery is told, and what the user is told about it.
+#[derive(Debug, PartialEq)]
+struct Decision {
+    recovery: Target,
+    notice: Option<String>,
+    warnings: Vec<String>,
+}
+
+/// The one rule for a target against the archive's recoverable end
+/// (docs/RUNBOOK.md, "What --until means"):
+/// - before the newest archived transaction end (time), or at or before the
+///   last whole record (LSN): restored exactly;
+/// - a time at or after the newest transaction end, no later than the time
+///   the last segment was stored, with no hole: everything archived is
+///   restored (recovery stops after the last whole record) and a notice
+///   says so;
+/// - behind a hole or past the end: refused, naming the missing segment
+///   and a target that restores (the last whole record's LSN, which
+///   `--until latest-reachable` also uses).
+///
+/// `end` is None only in a dry run without an identity: the names of the
+/// archived segments are all it can judge by.
+fn decide(
+    target: &Target,
+    reach: &Reach,
+    end: Option<&WalEnd>,
+    backup: &str,
+) -> Result<Decision, PitrError> {
+    let exact = |t: &Target| Decision {
+        recovery: t.clone(),
+        notice: None,
+        warnings: Vec::new(),
+    };
+    let last = reach.last_segment.clone().unwrap_or_default();
+    let last_at = when(reach.last_archived_at);
+    let newest = end.map_or_else(
+        || "the newest archived transaction is unknown without --identity".to_string(),
+        WalEnd::describe_newest,
+    );
+    let gap_err = |missing: &String| {
+        PitrError::Gap(Box::new(GapError {
+            target: target.to_string(),
+            missing: missing.clone(),
+            backup: backup.to_string(),
+            reach_lsn: reach.end_lsn,
+            latest_target: end.map(|e| e.last_record),
+            reachable: end.map_or_else(String::new, |e| format!(", where {}", e.describe_newest())),
+            advice: match end {
+                Some(e) => format!(
+                    "--until latest-reachable (the same as --until-lsn {})",
+                    e.last_record
+                ),
+                None => "--until latest-reachable (pass --identity to see where it stops)".into(),
+            },
+            last: last.clone(),
+            last_at: last_at.clone(),
+        }))
+    };
+    let after_end = |advice: String| PitrError::AfterLastWal {
+        target: target.to_string(),
+        newest: newest.clone(),
+        last: last.clone(),
+        last_at: last_at.clone(),
+        advice,
+    };
+    let everything = |e: &WalEnd| {
+        format!(
+            "{}; recovery stops after the last whole archived record (LSN {})",
+            e.describe_newest(),
+            e.last_record
+        )
+    };
+    let Some(e) = end else {
+        // Segment names only.
+        let unreachable = match target {
+            Target::Time(t) => reach.last_archived_at.is_some_and(|at| at < *t),
+            Target::Lsn(l) => reach.end_lsn <= *l,
+            Target::Latest | Target::Xid(_) | Target::Name(_) => reach.gap_at.is_some(),
+            Target::LatestReachable => false,
+        };
+        return match (&reach.gap_at, unreachable) {
+            (Some(missing), true) => Err(gap_err(missing)),
+            (None, true) => Err(after_end(
+                "--until latest restores everything archived".into(),
+            )),
+            (_, false) => Ok(exact(target)),
+        };
+    };
+    let mut d = match target {
+        Target::Latest => match &reach.gap_at {
+            Some(missing) => return Err(gap_err(missing)),
+            None => exact(target),
+        },
+        Target::LatestReachable => Decision {
+            recovery: Target::Lsn(e.last_record),
+            notice: Some(match &reach.gap_at {
+                Some(missing) => format!(
+                    "WAL segment {missing} is missing from the archive: restoring up to the hole only; {}. Changes after it are not restored",
+                    everything(e)
+                ),
+                None => format!("restoring everything archived; {}", everything(e)),
+            }),
+            warnings: Vec::new(),
+        },
+        Target::Time(t) => match (&e.newest_xact, &reach.gap_at) {
+            // A transaction end stamped after the target is archived and
+            // replayable: recovery stops right before it.
+            (Some(x), _) if *t < x.time => exact(target),
+            (_, Some(missing)) => return Err(gap_err(missing)),
+            (_, None) => {
+                let window_end = match (reach.last_archived_at, &e.newest_xact) {
+                    (Some(a), Some(x)) => Some(a.max(x.time)),
+                    (a, x) => a.or(x.as_ref().map(|x| x.time)),
+                };
+                if window_end.is_some_and(|w| *t > w) {
+                    return Err(after_end(format!(
+                        "--until latest restores everything archived (to LSN {})",
+                        e.last_record
+                    )));
+                }
+                Decision {
+                    recovery: Target::Lsn(e.last_record),
+                    notice: Some(format!(
+                        "{}{}: everything archived is restored (recovery stops after the last whole archived record, LSN {}); later changes, if any, never reached the archive",
+                        capitalize(&e.describe_newest()),
+                        if e.newest_xact.is_some() {
+                            ", before your target"
+                        } else {
+                            ""
+                        },
+                        e.last_record
+                    )),
+                    warnings: Vec::new(),
+                }
+            }
+        },
+        Target::Lsn(l) => {
+            if *l <= e.last_record {
+                exact(target)
+            } else if let Some(missing) = &reach.gap_at {
+                return Err(gap_err(missing));
+            } else {
+                return Err(after_end(format!(
+                    "--until-lsn {} (or --until latest) restores everything archived",
+                    e.last_record
+                )));
+            }
+        }
+        Target::Xid(_) | Target::Name(_) => match &reach.gap_at {
+            Some(missing) => return Err(gap_err(missing)),
+            None => exact(target),
+        },
+    };
+    if let (Some(missing), Target::Time(_) | Target::Lsn(_)) = (&reach.gap_at, target) {
+        d.warnings.push(format!(
+            "segment {missing} is missing from the archive; recovery cannot go past it (the target is before it)"
+        ));
+    }
+    Ok(d)
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// How the restored server is started and fetches WAL.
@@ -582,11 +807,13 @@ fn write_recovery_settings(plan: &PitrPlan, opts: &PitrOptions) -> Result<(), Pi
          restore_command = {}\nrecovery_target_timeline = 'latest'\n",
         Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         plan.backup,
-        plan.target,
+        plan.recovery,
         conf_quote(&fetch)
     );
-    match &plan.target {
-        Target::Latest => {}
+    match &plan.recovery {
+        // Without a target recovery ends at the last whole record it can
+        // fetch: the hole, or the end of the archive.
+        Target::Latest | Target::LatestReachable => {}
         Target::Time(t) => conf.push_str(&format!(
             "recovery_target_time = {}\n",
             conf_quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
@@ -595,7 +822,7 @@ fn write_recovery_settings(plan: &PitrPlan, opts: &PitrOptions) -> Result<(), Pi
         Target::Xid(x) => conf.push_str(&format!("recovery_target_xid = '{x}'\n")),
         Target::Name(n) => conf.push_str(&format!("recovery_target_name = {}\n", conf_quote(n))),
     }
-    if plan.target != Target::Latest {
+    if !matches!(plan.recovery, Target::Latest | Target::LatestReachable) {
         conf.push_str("recovery_target_action = 'promote'\n");
     }
     if let Some(p) = opts.port {
@@ -633,6 +860,9 @@ async fn run_recovery(
     wait_for_promotion(tools, datadir, log, timeout, start_timeline).await
 }
 
+/// How long a server may take to write its pid file after `pg_ctl -W start`.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
 /// Waits until a server started on a restored data directory has ended
 /// recovery and promoted; fails when it exits or `timeout` passes.
 pub(crate) async fn wait_for_promotion(
@@ -660,9 +890,15 @@ pub(crate) async fn wait_for_promotion(
         let log_text = std::fs::read_to_string(log).unwrap_or_default();
         let running = pid_file.exists();
         seen_running |= running;
-        // pg_ctl -W returns before the server has written its pid file.
-        if !running && (seen_running || began.elapsed() > Duration::from_secs(60)) {
-            let tail: Vec<&str> = log_text.lines().rev().take(5).collect();
+        // pg_ctl -W returns before the server has written its pid file, and
+        // a server that cannot start (port taken, bad setting) may write
+        // and remove it between two looks: its log says FATAL, and a server
+        // that has not written its pid file within seconds never will.
+        let died = log_text
+            .lines()
+            .any(|l| l.contains("FATAL:") || l.contains("PANIC:"));
+        if !running && (seen_running || died || began.elapsed() > STARTUP_GRACE) {
+            let tail: Vec<&str> = log_text.lines().rev().take(8).collect();
             return Err(recovery_err(format!(
                 "the server exited: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -723,6 +959,112 @@ pub(crate) async fn wait_for_promotion(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::end::XactEnd;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        format!("2026-12-07T{s}Z").parse().unwrap()
+    }
+
+    /// An archive whose last segment was stored at 10:40:14 and whose
+    /// newest commit is 10:40:09.912345, with or without a hole after it.
+    fn archive(gap: bool) -> (Reach, WalEnd) {
+        let reach = Reach {
+            timeline: 1,
+            end_lsn: Lsn(0x0A00_0000),
+            last_segment: Some("000000010000000000000009".into()),
+            last_archived_at: Some(t("10:40:14")),
+            gap_at: gap.then(|| "00000001000000000000000A".into()),
+            path: vec![1],
+        };
+        let end = WalEnd {
+            timeline: 1,
+            segment: "000000010000000000000009".into(),
+            last_record: Lsn(0x09FF_FFE0),
+            end_of_wal: Lsn(0x09FF_FFF8),
+            newest_xact: Some(XactEnd {
+                time: t("10:40:09.912345"),
+                lsn: Lsn(0x09A3_F2B8),
+                aborted: false,
+            }),
+            searched_to_start: false,
+        };
+        (reach, end)
+    }
+
+    #[test]
+    fn targets_are_exact_restored_to_the_end_with_a_notice_or_refused() {
+        let (reach, end) = archive(false);
+        let d = |target: Target| decide(&target, &reach, Some(&end), "b1");
+        // Before the newest commit: exact.
+        let before = Target::Time(t("10:40:09.912344"));
+        assert_eq!(d(before.clone()).unwrap().recovery, before);
+        // At or after it, up to when the last segment was stored: the
+        // last whole record, said plainly.
+        for at in ["10:40:09.912345", "10:40:09.912346", "10:40:14"] {
+            let x = d(Target::Time(t(at))).unwrap();
+            assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)), "{at}");
+            let n = x.notice.unwrap();
+            assert!(
+                n.contains("2026-12-07 10:40:09.912345 UTC") && n.contains("before your target"),
+                "{n}"
+            );
+        }
+        // Later: refused, naming the newest commit, advising --until latest.
+        let e = d(Target::Time(t("10:40:14.000001")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10:40:09.912345") && e.contains("--until latest"),
+            "{e}"
+        );
+        // LSN targets: up to the last whole record.
+        assert!(d(Target::Lsn(Lsn(0x09FF_FFE0))).is_ok());
+        let e = d(Target::Lsn(Lsn(0x09FF_FFE1))).unwrap_err().to_string();
+        assert!(e.contains("--until-lsn 0/9FFFFE0"), "{e}");
+        assert_eq!(d(Target::Latest).unwrap().recovery, Target::Latest);
+        assert_eq!(
+            d(Target::LatestReachable).unwrap().recovery,
+            Target::Lsn(Lsn(0x09FF_FFE0))
+        );
+    }
+
+    #[test]
+    fn a_hole_refuses_what_lies_behind_it_and_names_a_target_that_works() {
+        let (reach, end) = archive(true);
+        let d = |target: Target| decide(&target, &reach, Some(&end), "b1");
+        assert!(d(Target::Time(t("10:40:09"))).is_ok());
+        for target in [
+            Target::Time(t("10:40:09.912345")),
+            Target::Time(t("10:40:12")),
+            Target::Latest,
+            Target::Lsn(Lsn(0x0A00_0000)),
+            Target::Xid(7),
+        ] {
+            let e = d(target.clone()).unwrap_err().to_string();
+            assert!(
+                e.contains("00000001000000000000000A is missing")
+                    && e.contains("--until latest-reachable")
+                    && e.contains("--until-lsn 0/9FFFFE0"),
+                "{target}: {e}"
+            );
+        }
+        let x = d(Target::LatestReachable).unwrap();
+        assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)));
+        assert!(x.notice.unwrap().contains("00000001000000000000000A"));
+    }
+
+    #[test]
+    fn an_archive_without_a_transaction_after_the_base_restores_to_its_end() {
+        let (reach, mut end) = archive(false);
+        end.newest_xact = None;
+        end.searched_to_start = true;
+        let x = decide(&Target::Time(t("10:40:00")), &reach, Some(&end), "b1").unwrap();
+        assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)));
+        assert!(x
+            .notice
+            .unwrap()
+            .contains("No transaction ended after the base backup"));
+    }
 
     #[test]
     fn recovery_settings_quote_for_the_conf_file_and_the_shell() {

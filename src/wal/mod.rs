@@ -2,10 +2,13 @@
 //! archive can recover to.
 //!
 //! - [`archive`]: `wal-push` and `wal-fetch`, the archive's object layout;
+//! - [`end`]: the last whole record and newest commit replay can reach,
+//!   read from the archived WAL with `pg_waldump`;
 //! - [`reach`]: timelines, gaps, and the recovery window of each base backup
 //!   (`wal-verify` and the point-in-time restore planner).
 
 pub mod archive;
+pub mod end;
 pub mod reach;
 
 use std::fmt;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod binlog_oracle;
 mod deploy;
 mod drill;
 mod failures;
@@ -11,6 +12,7 @@ mod kubernetes;
 mod mysql;
 mod pipeline;
 mod pitr;
+mod pitr_oracle;
 mod policies;
 mod roundtrip;
 mod secrets;
