@@ -593,98 +593,145 @@ pub fn event_header(line: &[u8]) -> Option<EventHeader> {
     })
 }
 
-/// Events the server writes for itself, not for a transaction: their times
-/// say when a file was opened or closed, not when data changed.
-fn is_housekeeping(kind: &str) -> bool {
-    [
-        "Format_desc",
-        "Rotate",
-        "Stop",
-        "Gtid list",
-        "Gtid_list",
-        "Binlog checkpoint",
-        "Binlog_checkpoint",
-        "Start",
-    ]
-    .iter()
-    .any(|k| kind.starts_with(k))
+/// Event types the server writes for itself, not for a transaction: their
+/// times say when a file was opened or closed, not when data changed.
+/// (STOP, ROTATE, FORMAT_DESCRIPTION, HEARTBEAT, MySQL's PREVIOUS_GTIDS,
+/// MariaDB's BINLOG_CHECKPOINT, GTID_LIST and START_ENCRYPTION.)
+const HOUSEKEEPING: [u8; 8] = [3, 4, 15, 27, 35, 161, 163, 164];
+const STOP_EVENT: u8 = 3;
+const ROTATE_EVENT: u8 = 4;
+
+/// What a walk over an archived file's event headers found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scanned {
+    /// The last whole event's time and type.
+    last: Option<(i64, u8)>,
+    /// Newest time of a transaction's event / of any event (seconds).
+    newest: Option<i64>,
+    newest_any: Option<i64>,
 }
 
-/// Reads an archived file's events with `mariadb-binlog` to find its end
-/// (see [`BinlogEnd`]). Streams: nothing of the file is kept.
-pub async fn read_end(
+/// Walks the binary event headers of a binlog file (the 4-byte magic, then
+/// events of 19-byte headers: timestamp, type, server id, size, next
+/// position, flags), up to the events starting before `stop_position`.
+/// The file's own bytes, not a tool's text output, so no statement text
+/// can pass for an event.
+async fn walk_events<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    stop_position: Option<u64>,
+) -> std::io::Result<Scanned> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Scanned::default();
+    let mut magic = [0u8; 4];
+    if r.read_exact(&mut magic).await.is_err() {
+        return Ok(out);
+    }
+    let mut pos = 4u64;
+    let mut header = [0u8; 19];
+    while stop_position.is_none_or(|s| pos < s) {
+        let mut got = 0;
+        while got < header.len() {
+            let n = r.read(&mut header[got..]).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            got += n;
+        }
+        let time = i64::from(u32::from_le_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
+        let kind = header[4];
+        let size = u64::from(u32::from_le_bytes([
+            header[9], header[10], header[11], header[12],
+        ]));
+        if size < 19 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("an event at position {pos} claims {size} bytes"),
+            ));
+        }
+        let body = tokio::io::copy(&mut (&mut r).take(size - 19), &mut tokio::io::sink()).await?;
+        if body < size - 19 {
+            // A cut event is not an event.
+            return Ok(out);
+        }
+        // Events the server makes up for a stream carry time 0.
+        if time > 0 {
+            out.newest_any = Some(out.newest_any.map_or(time, |n| n.max(time)));
+            if !HOUSEKEEPING.contains(&kind) {
+                out.newest = Some(out.newest.map_or(time, |n| n.max(time)));
+            }
+        }
+        out.last = Some((time, kind));
+        pos += size;
+    }
+    Ok(out)
+}
+
+/// Walks an archived file's events (those starting before
+/// `stop_position`, or all), decoding it as it streams: nothing is kept.
+async fn scan(
     repo: &Repository,
     rec: &BinlogRecord,
     identities: Arc<crate::keys::Identities>,
-    bin_dir: Option<&Path>,
-) -> Result<BinlogEnd, BinlogError> {
-    use tokio::io::AsyncBufReadExt;
-    let tool = crate::source::mysql::find_tool(bin_dir, &["mariadb-binlog", "mysqlbinlog"])?;
-    let mut cmd = tokio::process::Command::new(&tool);
-    cmd.env("TZ", "UTC").arg("-");
-    let stream_err = |source| BinlogError::Read {
-        file: rec.file.clone(),
-        source,
-    };
-    let (child, stdin, stdout) = process::spawn(cmd, &tool, true, true).map_err(stream_err)?;
+    stop_position: Option<u64>,
+) -> Result<Scanned, BinlogError> {
+    let (writer, reader) = tokio::io::duplex(256 * 1024);
     let expected = rec.expected();
     let decode = pipeline::decode(
         repo.store().as_ref(),
         &expected,
         identities,
-        stdin.expect("stdin is piped"),
-        "mariadb-binlog",
+        writer,
+        "the event walker",
         None,
     );
-    let scan = async {
-        let mut lines = tokio::io::BufReader::with_capacity(256 * 1024, stdout.expect("piped"));
-        let mut line = Vec::with_capacity(4096);
-        let mut after_offset = false;
-        let mut last: Option<EventHeader> = None;
-        let mut newest: Option<i64> = None;
-        let mut newest_any: Option<i64> = None;
-        loop {
-            line.clear();
-            if lines.read_until(b'\n', &mut line).await? == 0 {
-                break;
-            }
-            if after_offset {
-                if let Some(h) = event_header(&line) {
-                    // Events the tool makes up carry time 0.
-                    if h.time > 0 {
-                        newest_any = Some(newest_any.map_or(h.time, |n| n.max(h.time)));
-                        if !is_housekeeping(&h.kind) {
-                            newest = Some(newest.map_or(h.time, |n| n.max(h.time)));
-                        }
-                    }
-                    last = Some(h);
-                }
-            }
-            after_offset = line.starts_with(b"# at ");
-        }
-        std::io::Result::Ok((last, newest, newest_any))
-    };
-    let (decoded, scanned) = tokio::join!(decode, scan);
-    decoded?;
-    child.wait().await.map_err(stream_err)?;
-    let (last, newest, newest_any) = scanned.map_err(|e| BinlogError::Io {
-        what: "cannot read mariadb-binlog's output for",
-        path: rec.file.clone(),
-        source: e,
-    })?;
+    let (decoded, walked) = tokio::join!(decode, walk_events(reader, stop_position));
+    match decoded {
+        Ok(()) => {}
+        // With a stop position the walk ends before the file does.
+        Err(PipelineError::Output { .. }) if stop_position.is_some() => {}
+        Err(e) => return Err(e.into()),
+    }
+    walked.map_err(|e| BinlogError::BadRecord {
+        key: rec.key.clone(),
+        detail: format!("its events cannot be walked: {e}"),
+    })
+}
+
+/// Reads an archived file's events to find its end (see [`BinlogEnd`]).
+pub async fn read_end(
+    repo: &Repository,
+    rec: &BinlogRecord,
+    identities: Arc<crate::keys::Identities>,
+) -> Result<BinlogEnd, BinlogError> {
+    let s = scan(repo, rec, identities, None).await?;
     let at = |t: i64| DateTime::from_timestamp(t, 0);
-    let closed_at = last
-        .as_ref()
-        .filter(|h| rec.complete && (h.kind.starts_with("Rotate") || h.kind.starts_with("Stop")))
-        .and_then(|h| at(h.time));
+    let closed_at = s
+        .last
+        .filter(|&(_, kind)| rec.complete && (kind == ROTATE_EVENT || kind == STOP_EVENT))
+        .and_then(|(time, _)| at(time));
     Ok(BinlogEnd {
         file: rec.file.clone(),
         complete: rec.complete,
         end_position: rec.plaintext.size,
-        newest_event: newest.and_then(at),
-        newest_any: newest_any.and_then(at),
+        newest_event: s.newest.and_then(at),
+        newest_any: s.newest_any.and_then(at),
         closed_at,
     })
+}
+
+/// The newest time stamped on an event of a transaction that ends before
+/// `position` in `rec`: for a dump consistent at that position, the newest
+/// event it holds, by the server's clock.
+pub async fn newest_before(
+    repo: &Repository,
+    rec: &BinlogRecord,
+    position: u64,
+    identities: Arc<crate::keys::Identities>,
+) -> Result<Option<DateTime<Utc>>, BinlogError> {
+    let s = scan(repo, rec, identities, Some(position)).await?;
+    Ok(s.newest.and_then(|t| DateTime::from_timestamp(t, 0)))
 }
 
 /// Decodes one archived file (for tests and restores).
@@ -747,23 +794,12 @@ mod tests {
         .unwrap();
         assert_eq!(h.end_log_pos, 829);
         assert!(h.kind.starts_with("Rotate to binlog.000002"));
-        assert!(is_housekeeping(&h.kind));
         let x = event_header(
             b"#261207  9:05:01 server id 1  end_log_pos 579 CRC32 0x26748293 \tXid = 6",
         )
         .unwrap();
         assert_eq!(x.time, 1_796_634_301);
         assert_eq!(x.kind, "Xid = 6");
-        assert!(!is_housekeeping(&x.kind));
-        for k in [
-            "Start: binlog v 4",
-            "Gtid list [0-1-3]",
-            "Binlog checkpoint binlog.000001",
-            "Stop",
-        ] {
-            assert!(is_housekeeping(k), "{k}");
-        }
-        assert!(!is_housekeeping("GTID 0-1-4 trans"));
         assert_eq!(event_header(b"# at 4"), None);
         let at = |s: i64| DateTime::from_timestamp(s, 0);
         let whole = BinlogEnd {
@@ -781,6 +817,45 @@ mod tests {
             ..whole
         };
         assert_eq!(copy.exact_until(), at(102));
+    }
+
+    fn event(time: u32, kind: u8, body: usize) -> Vec<u8> {
+        let size = (19 + body) as u32;
+        let mut e = vec![0u8; 19 + body];
+        e[0..4].copy_from_slice(&time.to_le_bytes());
+        e[4] = kind;
+        e[9..13].copy_from_slice(&size.to_le_bytes());
+        e
+    }
+
+    #[tokio::test]
+    async fn the_event_walk_reads_times_and_types_from_the_file_itself() {
+        let mut file = vec![0xfe, b'b', b'i', b'n'];
+        file.extend(event(100, 15, 100)); // Format_desc
+                                          // GTID, then a statement whose text looks like an event header.
+        file.extend(event(101, 162, 20));
+        let mut query = event(102, 2, 60);
+        query[19..39].copy_from_slice(b"#991231 23:59:59 ser");
+        file.extend(query);
+        let dump_position = file.len() as u64;
+        file.extend(event(103, 16, 8)); // Xid
+        file.extend(event(105, 4, 30)); // Rotate
+        let s = walk_events(&file[..], None).await.unwrap();
+        assert_eq!(s.newest, Some(103));
+        assert_eq!(s.newest_any, Some(105));
+        assert_eq!(s.last, Some((105, ROTATE_EVENT)));
+        // Only the events before a position (a dump's).
+        let s = walk_events(&file[..], Some(dump_position)).await.unwrap();
+        assert_eq!(s.newest, Some(102));
+        // A cut last event does not count.
+        let s = walk_events(&file[..file.len() - 5], None).await.unwrap();
+        assert_eq!(s.last, Some((103, 16)));
+        assert!(walk_events(
+            &[0xfe, b'b', b'i', b'n', 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+            None
+        )
+        .await
+        .is_err());
     }
 
     #[test]

@@ -152,16 +152,13 @@ pub async fn recoverable_end(
                 Err(e) => RecoverableEnd::failed(base.id.clone(), e.to_string()),
             })
         }
-        SourceKind::Mysql(my) => {
+        SourceKind::Mysql(_) => {
             let dump = listing
                 .backups
                 .iter()
                 .rev()
                 .find(|m| m.kind == "mysql-dump" && m.binlog.is_some())?;
-            let reader = crate::restore::mysql::EndReader {
-                identities,
-                bin_dir: my.bin_dir.as_deref(),
-            };
+            let reader = crate::restore::mysql::EndReader { identities };
             let plan = crate::restore::mysql::plan_replay(
                 repo,
                 p,

@@ -136,7 +136,7 @@ struct Report {
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(&args.policy)?;
-    let (source, my) = my_source(&policy, args.source.as_deref())?;
+    let (source, _) = my_source(&policy, args.source.as_deref())?;
     let repo = super::open(&policy, false).await?;
     let (pname, sname) = (policy.name.as_str(), source.name.as_str());
     let state = binlog::load_state(&repo, pname, sname).await?;
@@ -193,9 +193,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                         if let Some(e) = ends.iter().find(|e| &e.file == file) {
                             w.end = Some(e.clone());
                         } else if let Some(rec) = state.get(file) {
-                            let e =
-                                binlog::read_end(&repo, rec, ids.clone(), my.bin_dir.as_deref())
-                                    .await?;
+                            let e = binlog::read_end(&repo, rec, ids.clone()).await?;
                             ends.push(e.clone());
                             w.end = Some(e);
                         }

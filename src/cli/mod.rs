@@ -254,6 +254,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             _ => Outcome::Failure,
         }
     }
+    fn wal(e: &crate::wal::archive::WalError) -> Outcome {
+        use crate::wal::archive::WalError as W;
+        match e {
+            W::NotWalFile { .. } => Outcome::Usage,
+            W::Conflict { .. } | W::Ambiguous { .. } => Outcome::Integrity,
+            W::Pipeline(p) => pipeline(p),
+            W::Storage(s) => storage(s),
+            _ => Outcome::Failure,
+        }
+    }
     fn repository(e: &RepositoryError) -> Outcome {
         match e {
             RepositoryError::Storage(s) => storage(s),
@@ -352,7 +362,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 | R::Gap(_)
                 | R::AfterLast { .. }
                 | R::PositionPastEnd { .. } => Outcome::NotFound,
-                R::NoPosition { .. } | R::Fractional { .. } => Outcome::Usage,
+                R::NoPosition { .. } | R::Fractional { .. } | R::DumpTooNew { .. } => {
+                    Outcome::Usage
+                }
                 R::ReplayRead { source: p, .. } => pipeline(p),
                 R::Binlog(crate::binlog::BinlogError::Pipeline(p))
                 | R::Restore(crate::restore::mysql::MyRestoreError::Pipeline(p)) => pipeline(p),
@@ -372,26 +384,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 P::RunningAsRoot | P::NotABaseBackup { .. } => Outcome::Usage,
                 P::VerifyBackup(_) => Outcome::Integrity,
                 P::NoWaldump { .. } => Outcome::Usage,
-                P::End(crate::wal::end::EndError::Wal(
-                    crate::wal::archive::WalError::Pipeline(p),
-                )) => pipeline(p),
-                P::End(crate::wal::end::EndError::Wal(crate::wal::archive::WalError::Storage(
-                    s,
-                ))) => storage(s),
+                P::End(crate::wal::end::EndError::Wal(w)) => wal(w),
+                P::End(crate::wal::end::EndError::NoRecord { .. }) => Outcome::Integrity,
                 P::Pipeline(p) => pipeline(p),
                 P::Repository(r) => repository(r),
                 P::Storage(s) => storage(s),
                 _ => Outcome::Failure,
             }
         } else if let Some(e) = cause.downcast_ref::<crate::wal::archive::WalError>() {
-            use crate::wal::archive::WalError as W;
-            match e {
-                W::NotWalFile { .. } => Outcome::Usage,
-                W::Conflict { .. } | W::Ambiguous { .. } => Outcome::Integrity,
-                W::Pipeline(p) => pipeline(p),
-                W::Storage(s) => storage(s),
-                _ => Outcome::Failure,
-            }
+            wal(e)
         } else if let Some(e) = cause.downcast_ref::<crate::restore::kubernetes::KubeRestoreError>()
         {
             use crate::restore::kubernetes::KubeRestoreError as K;

@@ -149,12 +149,16 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
     let repo = super::open(policy, false).await?;
     let (manifest, replay) = match &until {
         Some(t) => {
-            let reader = identities.as_ref().map(|ids| mysql::EndReader {
-                identities: ids,
-                bin_dir: my.bin_dir.as_deref(),
-            });
+            let backup = match &args.backup {
+                crate::repository::BackupSelector::Latest => None,
+                crate::repository::BackupSelector::Id(id) => Some(id.as_str()),
+            };
+            let reader = identities
+                .as_ref()
+                .map(|ids| mysql::EndReader { identities: ids });
             let (m, r) =
-                mysql::plan_pitr(&repo, policy.name.as_str(), &args.source, t, reader).await?;
+                mysql::plan_pitr(&repo, policy.name.as_str(), &args.source, t, backup, reader)
+                    .await?;
             (m, Some(r))
         }
         None => (

@@ -296,9 +296,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let major = crate::restore::pitr::server_major(&m.server_version);
-            let tools =
-                crate::source::postgres::PgTools::find(bin_dir.as_deref(), "pg_waldump", major)
-                    .await?;
+            let tools = crate::restore::pitr::waldump_tools(bin_dir.as_deref(), major).await?;
             let p = m.physical.as_ref().expect("filtered");
             let end = crate::wal::end::find(
                 repo.store().as_ref(),

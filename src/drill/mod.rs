@@ -912,7 +912,6 @@ impl Drill<'_> {
             let policy = self.policy.name.as_str();
             let reader = my_restore::EndReader {
                 identities: &self.opts.identities,
-                bin_dir,
             };
             let planned = interruptible(my_restore::plan_replay(
                 self.repo,

@@ -457,6 +457,12 @@ pub enum ReplayError {
     },
     #[error("dump {backup} has no binlog position (the server had no binlog then); it cannot be rolled forward. Restore it without --until")]
     NoPosition { backup: String },
+    #[error("dump {backup} holds an event stamped {newest}, not before {target}: it is too new for that target. Leave out --backup (an older dump is chosen) or choose an older one from `lifeboat list`")]
+    DumpTooNew {
+        backup: String,
+        newest: String,
+        target: String,
+    },
     #[error(transparent)]
     Gap(Box<BinlogGap>),
     #[error("{target} is beyond the last archived event: {detail}; is `lifeboat binlog-archive` running? {advice}")]
@@ -541,7 +547,6 @@ pub struct ReplayPlan {
 #[derive(Clone, Copy)]
 pub struct EndReader<'a> {
     pub identities: &'a Arc<Identities>,
-    pub bin_dir: Option<&'a std::path::Path>,
 }
 
 fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -564,17 +569,20 @@ pub fn whole_second(t: &chrono::DateTime<chrono::Utc>) -> Result<(), ReplayError
     })
 }
 
-/// Picks the dump and the binlog files for `target`.
+/// Picks the dump (`backup`, or the newest that fits) and the binlog files
+/// for `target`.
 ///
-/// A time target picks the newest dump that *finished* before it: every
-/// event a dump holds is stamped no later than its end, and a target is
-/// "every event stamped before T", so a dump still running at T may hold
-/// events that T excludes.
+/// A time target means "every event stamped before T", so the dump must
+/// hold no event stamped T or later: candidates are the dumps that
+/// finished before T (by lifeboat's clock), newest first, and each is
+/// checked against the server's own clock: the newest event before the
+/// dump's binlog position must be stamped before T.
 pub async fn plan_pitr(
     repo: &Repository,
     policy: &str,
     source: &str,
     target: &MyTarget,
+    backup: Option<&str>,
     reader: Option<EndReader<'_>>,
 ) -> Result<(Manifest, ReplayPlan), ReplayError> {
     use crate::binlog::file_order;
@@ -596,13 +604,70 @@ pub async fn plan_pitr(
         target: target.to_string(),
         first: first.clone(),
     };
-    let chosen: &Manifest = match target {
-        MyTarget::Time(t) => *dumps
-            .iter()
-            .rev()
-            .find(|m| m.finished_at < *t)
-            .ok_or_else(too_early)?,
-        MyTarget::Position { file, position } => *dumps
+    let forced = match backup {
+        Some(id) => Some(*dumps.iter().find(|m| m.id == id).ok_or_else(|| {
+            crate::repository::RepositoryError::NoSuchBackup {
+                store: repo.describe(),
+                source_name: source.to_string(),
+                id: id.to_string(),
+            }
+        })?),
+        None => None,
+    };
+    let chosen: &Manifest = match (target, forced) {
+        (MyTarget::Time(t), _) => {
+            let candidates: Vec<&Manifest> = match forced {
+                Some(m) => vec![m],
+                None => dumps
+                    .iter()
+                    .rev()
+                    .filter(|m| m.finished_at < *t)
+                    .copied()
+                    .collect(),
+            };
+            let mut found = None;
+            for m in candidates {
+                match (reader, &m.binlog) {
+                    (Some(r), Some(point)) => {
+                        let state = crate::binlog::load_state(repo, policy, source).await?;
+                        let Some(rec) = state.get(&point.file) else {
+                            // The replay plan names the missing file.
+                            found = Some(m);
+                            break;
+                        };
+                        let newest = crate::binlog::newest_before(
+                            repo,
+                            rec,
+                            point.position,
+                            r.identities.clone(),
+                        )
+                        .await?;
+                        match newest {
+                            Some(n) if n >= *t => {
+                                if forced.is_some() {
+                                    return Err(ReplayError::DumpTooNew {
+                                        backup: m.id.clone(),
+                                        newest: utc(n),
+                                        target: target.to_string(),
+                                    });
+                                }
+                            }
+                            _ => {
+                                found = Some(m);
+                                break;
+                            }
+                        }
+                    }
+                    _ => {
+                        found = Some(m);
+                        break;
+                    }
+                }
+            }
+            found.ok_or_else(too_early)?
+        }
+        (_, Some(m)) => m,
+        (MyTarget::Position { file, position }, None) => *dumps
             .iter()
             .rev()
             .find(|m| {
@@ -611,7 +676,7 @@ pub async fn plan_pitr(
                 })
             })
             .ok_or_else(too_early)?,
-        MyTarget::Latest | MyTarget::LatestReachable | MyTarget::Gtid(_) => {
+        (MyTarget::Latest | MyTarget::LatestReachable | MyTarget::Gtid(_), None) => {
             *dumps.last().ok_or_else(too_early)?
         }
     };
@@ -705,7 +770,10 @@ pub async fn plan_replay(
             ),
             backup: chosen.id.clone(),
             last: format!("the dump ({}:{})", from.file, from.position),
-            advice: "restore the dump alone (without --until), or an older dump".into(),
+            advice: format!(
+                "restore dump {} alone (--backup {} without --until), or an older dump",
+                chosen.id, chosen.id
+            ),
         }))
     };
     let Some(last) = chain.last().cloned() else {
@@ -715,9 +783,7 @@ pub async fn plan_replay(
         return Err(first_missing());
     }
     let end = match reader {
-        Some(r) => {
-            Some(crate::binlog::read_end(repo, &last, r.identities.clone(), r.bin_dir).await?)
-        }
+        Some(r) => Some(crate::binlog::read_end(repo, &last, r.identities.clone()).await?),
         None => None,
     };
     let mut warnings = Vec::new();
@@ -752,8 +818,8 @@ pub async fn plan_replay(
     };
     let reachable_advice = || {
         let mut a = format!(
-            "--until latest-reachable (the same as --until-position {}:{})",
-            last.file, last.plaintext.size
+            "--backup {} --until latest-reachable (the same as --until-position {}:{})",
+            chosen.id, last.file, last.plaintext.size
         );
         if let (Some(w), MyTarget::Time(_)) = (exact_until, target) {
             a.push_str(&format!(
@@ -802,10 +868,17 @@ pub async fn plan_replay(
             (Some(e), Some(w)) if *t <= w => {
                 if e.newest_event.is_none_or(|n| *t > n) {
                     notice = Some(format!(
-                        "the newest archived event is stamped {}, before your target: every archived event is replayed{}",
-                        e.newest_event.map_or_else(|| "never".into(), utc),
+                        "{}, before your target: every archived event is replayed{}",
+                        e.newest_event.map_or_else(
+                            || format!("{} holds no transaction", e.file),
+                            |n| format!("the newest archived event is stamped {}", utc(n))
+                        ),
                         if e.complete {
-                            format!(" (the server left {} at {} and wrote nothing more into it)", e.file, utc(w))
+                            format!(
+                                " (the server left {} at {} and wrote nothing more into it)",
+                                e.file,
+                                utc(w)
+                            )
                         } else {
                             String::new()
                         }
@@ -864,9 +937,9 @@ pub async fn plan_replay(
             }
         }
     }
-    if let (Some((missing, _)), MyTarget::Time(_) | MyTarget::Position { .. }) = (&hole, target) {
+    if let (Some((missing, why)), MyTarget::Time(_) | MyTarget::Position { .. }) = (&hole, target) {
         warnings.push(format!(
-            "binlog file {missing} is missing from the archive; the replay cannot go past it (the target is before it)"
+            "binlog file {missing} {why}; the replay cannot go past it (the target is before it)"
         ));
     }
     Ok(ReplayPlan {

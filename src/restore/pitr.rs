@@ -294,31 +294,27 @@ pub async fn plan(
     let end = match reader {
         Some(r) => {
             let major = server_major(&manifest.server_version);
-            let tools = PgTools::find(r.bin_dir, "pg_waldump", major)
-                .await
-                .map_err(|source| PitrError::NoWaldump { major, source })?;
-            if tools.major != major {
-                return Err(PitrError::NoWaldump {
-                    major,
-                    source: PgError::ToolTooOld {
-                        tool: tools.tool("pg_waldump").display().to_string(),
-                        found: tools.major,
-                        server: major,
-                    },
-                });
+            match waldump_tools(r.bin_dir, major).await {
+                Ok(tools) => Some(
+                    crate::wal::end::find(
+                        repo.store().as_ref(),
+                        &wal.files,
+                        &reach,
+                        physical.start_lsn,
+                        physical.wal_segment_size,
+                        r.identities,
+                        &tools,
+                    )
+                    .await?,
+                ),
+                // These targets are judged by segment names as before; the
+                // others cannot be decided without the archive's end.
+                Err(e) if matches!(target, Target::Latest | Target::Xid(_) | Target::Name(_)) => {
+                    warnings.push(format!("{e}; the newest archived transaction is not shown"));
+                    None
+                }
+                Err(e) => return Err(e),
             }
-            Some(
-                crate::wal::end::find(
-                    repo.store().as_ref(),
-                    &wal.files,
-                    &reach,
-                    physical.start_lsn,
-                    physical.wal_segment_size,
-                    r.identities,
-                    &tools,
-                )
-                .await?,
-            )
         }
         None => {
             warnings.push(
@@ -349,6 +345,28 @@ pub async fn plan(
     })
 }
 
+/// The server's own `pg_waldump`, of the server's major version (WAL
+/// formats differ between majors).
+pub(crate) async fn waldump_tools(
+    bin_dir: Option<&Path>,
+    major: u32,
+) -> Result<PgTools, PitrError> {
+    let tools = PgTools::find(bin_dir, "pg_waldump", major)
+        .await
+        .map_err(|source| PitrError::NoWaldump { major, source })?;
+    if tools.major != major {
+        return Err(PitrError::NoWaldump {
+            major,
+            source: PgError::ToolTooOld {
+                tool: tools.tool("pg_waldump").display().to_string(),
+                found: tools.major,
+                server: major,
+            },
+        });
+    }
+    Ok(tools)
+}
+
 /// What recovery is told, and what the user is told about it.
 #[derive(Debug, PartialEq)]
 struct Decision {
@@ -361,16 +379,17 @@ struct Decision {
 /// (docs/RUNBOOK.md, "What --until means"):
 /// - before the newest archived transaction end (time), or at or before the
 ///   last whole record (LSN): restored exactly;
-/// - a time at or after the newest transaction end, no later than the time
-///   the last segment was stored, with no hole: everything archived is
-///   restored (recovery stops after the last whole record) and a notice
-///   says so;
-/// - behind a hole or past the end: refused, naming the missing segment
-///   and a target that restores (the last whole record's LSN, which
-///   `--until latest-reachable` also uses).
+/// - exactly the newest archived transaction's time, with no hole: the
+///   last whole record (PostgreSQL would wait for a later commit that is
+///   not archived and fail), which is exact;
+/// - later than that, behind a hole or past the end: refused, naming the
+///   missing segment or the newest archived transaction and a target that
+///   restores (`--until latest`, or the last whole record's LSN, which
+///   `--backup B --until latest-reachable` also uses).
 ///
-/// `end` is None only in a dry run without an identity: the names of the
-/// archived segments are all it can judge by.
+/// `end` is None in a dry run without an identity (or without pg_waldump
+/// for targets that do not need it): the names of the archived segments
+/// are all it can judge by.
 fn decide(
     target: &Target,
     reach: &Reach,
@@ -398,10 +417,12 @@ fn decide(
             reachable: end.map_or_else(String::new, |e| format!(", where {}", e.describe_newest())),
             advice: match end {
                 Some(e) => format!(
-                    "--until latest-reachable (the same as --until-lsn {})",
+                    "--backup {backup} --until latest-reachable (the same as --until-lsn {})",
                     e.last_record
                 ),
-                None => "--until latest-reachable (pass --identity to see where it stops)".into(),
+                None => format!(
+                    "--backup {backup} --until latest-reachable (pass --identity to see where it stops)"
+                ),
             },
             last: last.clone(),
             last_at: last_at.clone(),
@@ -458,31 +479,27 @@ fn decide(
             // replayable: recovery stops right before it.
             (Some(x), _) if *t < x.time => exact(target),
             (_, Some(missing)) => return Err(gap_err(missing)),
+            // Exactly the newest archived transaction's time: every
+            // transaction stamped at or before it is archived.
+            (Some(x), None) if *t == x.time => Decision {
+                recovery: Target::Lsn(e.last_record),
+                notice: Some(format!(
+                    "your target is the time of {}: every archived transaction is restored (recovery stops after the last whole archived record, LSN {})",
+                    e.describe_newest(),
+                    e.last_record
+                )),
+                warnings: Vec::new(),
+            },
+            // Later than anything archived: what the server committed
+            // between the archive's end and the target is not in it, and
+            // nothing in the archive says it committed nothing then (an
+            // object's storage time is not such proof: an archiver running
+            // behind stores a segment long after the server left it).
             (_, None) => {
-                let window_end = match (reach.last_archived_at, &e.newest_xact) {
-                    (Some(a), Some(x)) => Some(a.max(x.time)),
-                    (a, x) => a.or(x.as_ref().map(|x| x.time)),
-                };
-                if window_end.is_some_and(|w| *t > w) {
-                    return Err(after_end(format!(
-                        "--until latest restores everything archived (to LSN {})",
-                        e.last_record
-                    )));
-                }
-                Decision {
-                    recovery: Target::Lsn(e.last_record),
-                    notice: Some(format!(
-                        "{}{}: everything archived is restored (recovery stops after the last whole archived record, LSN {}); later changes, if any, never reached the archive",
-                        capitalize(&e.describe_newest()),
-                        if e.newest_xact.is_some() {
-                            ", before your target"
-                        } else {
-                            ""
-                        },
-                        e.last_record
-                    )),
-                    warnings: Vec::new(),
-                }
+                return Err(after_end(format!(
+                    "--until latest restores everything archived (to LSN {}); that is the state at your target only if nothing was committed after the newest archived transaction",
+                    e.last_record
+                )))
             }
         },
         Target::Lsn(l) => {
@@ -508,14 +525,6 @@ fn decide(
         ));
     }
     Ok(d)
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 /// How the restored server is started and fetches WAL.
@@ -980,7 +989,6 @@ mod tests {
             timeline: 1,
             segment: "000000010000000000000009".into(),
             last_record: Lsn(0x09FF_FFE0),
-            end_of_wal: Lsn(0x09FF_FFF8),
             newest_xact: Some(XactEnd {
                 time: t("10:40:09.912345"),
                 lsn: Lsn(0x09A3_F2B8),
@@ -998,25 +1006,21 @@ mod tests {
         // Before the newest commit: exact.
         let before = Target::Time(t("10:40:09.912344"));
         assert_eq!(d(before.clone()).unwrap().recovery, before);
-        // At or after it, up to when the last segment was stored: the
-        // last whole record, said plainly.
-        for at in ["10:40:09.912345", "10:40:09.912346", "10:40:14"] {
-            let x = d(Target::Time(t(at))).unwrap();
-            assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)), "{at}");
-            let n = x.notice.unwrap();
+        // Exactly its time: the last whole record, said plainly.
+        let x = d(Target::Time(t("10:40:09.912345"))).unwrap();
+        assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)));
+        let n = x.notice.unwrap();
+        assert!(n.contains("2026-12-07 10:40:09.912345 UTC"), "{n}");
+        // Later, even before the last segment was stored (an archiver
+        // running behind stores it long after the server left it): refused,
+        // naming the newest commit, advising --until latest.
+        for at in ["10:40:09.912346", "10:40:14", "10:40:14.000001"] {
+            let e = d(Target::Time(t(at))).unwrap_err().to_string();
             assert!(
-                n.contains("2026-12-07 10:40:09.912345 UTC") && n.contains("before your target"),
-                "{n}"
+                e.contains("10:40:09.912345") && e.contains("--until latest restores"),
+                "{at}: {e}"
             );
         }
-        // Later: refused, naming the newest commit, advising --until latest.
-        let e = d(Target::Time(t("10:40:14.000001")))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("10:40:09.912345") && e.contains("--until latest"),
-            "{e}"
-        );
         // LSN targets: up to the last whole record.
         assert!(d(Target::Lsn(Lsn(0x09FF_FFE0))).is_ok());
         let e = d(Target::Lsn(Lsn(0x09FF_FFE1))).unwrap_err().to_string();
@@ -1043,7 +1047,7 @@ mod tests {
             let e = d(target.clone()).unwrap_err().to_string();
             assert!(
                 e.contains("00000001000000000000000A is missing")
-                    && e.contains("--until latest-reachable")
+                    && e.contains("--backup b1 --until latest-reachable")
                     && e.contains("--until-lsn 0/9FFFFE0"),
                 "{target}: {e}"
             );
@@ -1054,16 +1058,19 @@ mod tests {
     }
 
     #[test]
-    fn an_archive_without_a_transaction_after_the_base_restores_to_its_end() {
+    fn an_archive_without_a_transaction_after_the_base_refuses_time_targets() {
         let (reach, mut end) = archive(false);
         end.newest_xact = None;
         end.searched_to_start = true;
-        let x = decide(&Target::Time(t("10:40:00")), &reach, Some(&end), "b1").unwrap();
-        assert_eq!(x.recovery, Target::Lsn(Lsn(0x09FF_FFE0)));
-        assert!(x
-            .notice
-            .unwrap()
-            .contains("No transaction ended after the base backup"));
+        let e = decide(&Target::Time(t("10:40:00")), &reach, Some(&end), "b1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no transaction ended after the base backup")
+                && e.contains("--until latest"),
+            "{e}"
+        );
+        assert!(decide(&Target::Latest, &reach, Some(&end), "b1").is_ok());
     }
 
     #[test]

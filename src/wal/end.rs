@@ -41,8 +41,14 @@ pub enum EndError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Postgres(#[from] PgError),
-    #[error("cannot read the end of the WAL archive: pg_waldump found no whole WAL record in {segments} (it said: {stderr}); the archived segment may be damaged: run `lifeboat verify --read-data`")]
+    #[error("cannot read the end of the WAL archive: pg_waldump found no whole WAL record in {segments} (it said: {stderr}). Their hashes matched when they were fetched, so pg_waldump probably does not match the server: it must be the server's major version, and the policy's segment size the cluster's")]
     NoRecord { segments: String, stderr: String },
+    #[error("cannot read the end of the WAL archive: pg_waldump stopped abnormally ({status}) reading {segments}: {stderr}")]
+    Waldump {
+        segments: String,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot read the end of the WAL archive: {0}")]
     Process(#[from] ProcessError),
     #[error("cannot read the end of the WAL archive: {what} {path}: {source}")]
@@ -71,10 +77,10 @@ pub struct WalEnd {
     /// Where the last whole record starts: `--until-lsn` of this value
     /// restores everything the archive holds.
     pub last_record: Lsn,
-    /// Where that record ends.
-    pub end_of_wal: Lsn,
-    /// The newest commit or abort at or before `last_record`; `None` when
-    /// the decoded segments hold none (see [`MAX_WINDOW`]).
+    /// The commit or abort with the newest timestamp among the decoded
+    /// segments (timestamps are taken before the WAL insert, so under
+    /// concurrency the newest is not always the last); `None` when the
+    /// decoded segments hold none (see [`MAX_WINDOW`]).
     pub newest_xact: Option<XactEnd>,
     /// False when the search for a transaction end stopped at its limit
     /// rather than at the base backup's first segment.
@@ -107,7 +113,8 @@ impl WalEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     lsn: Lsn,
-    end: Lsn,
+    /// A commit or abort (prepared ones too): its timestamp and whether it
+    /// rolled back. These are the records `recovery_target_time` stops at.
     xact: Option<(DateTime<Utc>, bool)>,
 }
 
@@ -116,23 +123,19 @@ struct Record {
 fn parse_line(line: &str) -> Option<Record> {
     let rest = line.strip_prefix("rmgr: ")?;
     let rmgr = rest.split_whitespace().next()?;
-    let tot = rest
-        .split_once("len (rec/tot):")?
-        .1
-        .split_once(',')?
-        .0
-        .split_once('/')?
-        .1
-        .trim()
-        .parse::<u64>()
-        .ok()?;
     let lsn = Lsn::parse(rest.split_once(", lsn: ")?.1.split_once(',')?.0)?;
     let desc = rest.split_once(", desc: ").map_or("", |(_, d)| d);
     let xact = if rmgr == "Transaction" {
+        // COMMIT_PREPARED and ABORT_PREPARED name the prepared transaction
+        // first: "COMMIT_PREPARED 729: 2026-...".
         let (aborted, stamp) = if let Some(s) = desc.strip_prefix("COMMIT ") {
             (false, s)
         } else if let Some(s) = desc.strip_prefix("ABORT ") {
             (true, s)
+        } else if let Some(s) = desc.strip_prefix("COMMIT_PREPARED ") {
+            (false, s.split_once(": ").map_or("", |(_, t)| t))
+        } else if let Some(s) = desc.strip_prefix("ABORT_PREPARED ") {
+            (true, s.split_once(": ").map_or("", |(_, t)| t))
         } else {
             (false, "")
         };
@@ -143,12 +146,7 @@ fn parse_line(line: &str) -> Option<Record> {
     } else {
         None
     };
-    // Records start on 8-byte boundaries; the next one starts after padding.
-    Some(Record {
-        lsn,
-        end: Lsn(lsn.0 + tot),
-        xact,
-    })
+    Some(Record { lsn, xact })
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EndError {
@@ -202,14 +200,14 @@ pub async fn find(
             archive::fetch_to(store, file, identities, &dir.path().join(&name)).await?;
         }
         fetched_from = first;
-        let (records, stderr) = waldump(
+        let (summary, stderr) = waldump(
             tools,
             dir.path(),
             &segment_name(tli, first, segment_size),
             &last_name,
         )
         .await?;
-        let Some(last_rec) = records.last() else {
+        let Some(last_record) = summary.last else {
             if first > lowest && window < MAX_WINDOW {
                 // A record longer than the window: look further back.
                 window *= 2;
@@ -220,20 +218,13 @@ pub async fn find(
                 stderr,
             });
         };
-        let newest_xact = records.iter().rev().find_map(|r| {
-            r.xact.map(|(time, aborted)| XactEnd {
-                time,
-                lsn: r.lsn,
-                aborted,
-            })
-        });
+        let newest_xact = summary.newest;
         let searched_to_start = first == lowest;
         if newest_xact.is_some() || searched_to_start || window >= MAX_WINDOW {
             return Ok(WalEnd {
                 timeline: tli,
                 segment: last_name,
-                last_record: last_rec.lsn,
-                end_of_wal: last_rec.end,
+                last_record,
                 searched_to_start: newest_xact.is_none() && searched_to_start,
                 newest_xact,
             });
@@ -242,34 +233,91 @@ pub async fn find(
     }
 }
 
+/// What `pg_waldump` found: the last whole record and the transaction end
+/// with the newest timestamp. Its output is read as it comes: a window of
+/// 64 segments prints gigabytes.
+#[derive(Debug, Default)]
+struct Summary {
+    last: Option<Lsn>,
+    newest: Option<XactEnd>,
+}
+
+impl Summary {
+    fn add(&mut self, r: Record) {
+        if let Some((time, aborted)) = r.xact {
+            if self.newest.as_ref().is_none_or(|n| time > n.time) {
+                self.newest = Some(XactEnd {
+                    time,
+                    lsn: r.lsn,
+                    aborted,
+                });
+            }
+        }
+        self.last = Some(r.lsn);
+    }
+}
+
 /// Runs `pg_waldump` over the segments `first ..= last` in `dir`. It ends
-/// with an error at the end of the archived WAL (the next record is not
-/// there): that is expected, so only the records matter.
+/// with "error in WAL record" at the end of the archived WAL (the next
+/// record is not there): that is expected. Any other end (a signal, a
+/// crash) may have cut its output short and is an error.
 async fn waldump(
     tools: &PgTools,
     dir: &Path,
     first: &str,
     last: &str,
-) -> Result<(Vec<Record>, String), EndError> {
+) -> Result<(Summary, String), EndError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let program = tools.tool("pg_waldump");
-    let out = tokio::process::Command::new(&program)
+    let mut child = tokio::process::Command::new(&program)
         .env("TZ", "UTC")
         .arg("--path")
         .arg(dir)
         .arg(first)
         .arg(last)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .map_err(|source| ProcessError::Spawn {
             program: program.display().to_string(),
             source,
         })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let records = text.lines().filter_map(parse_line).collect();
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    Ok((records, stderr))
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let collect_stderr = async {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).await.map(|_| buf)
+    };
+    let scan = async {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut summary = Summary::default();
+        while let Some(line) = lines.next_line().await? {
+            if let Some(r) = parse_line(&line) {
+                summary.add(r);
+            }
+        }
+        std::io::Result::Ok(summary)
+    };
+    let (summary, err) = tokio::join!(scan, collect_stderr);
+    let summary = summary.map_err(io_err("cannot read the output of", &program))?;
+    let err = err.map_err(io_err("cannot read the errors of", &program))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(io_err("cannot wait for", &program))?;
+    let stderr = String::from_utf8_lossy(&err).trim().to_string();
+    let ended_normally =
+        status.success() || (status.code() == Some(1) && stderr.contains("error in WAL record"));
+    if !ended_normally && summary.last.is_some() {
+        return Err(EndError::Waldump {
+            segments: format!("{first} .. {last}"),
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    Ok((summary, stderr))
 }
 
 #[cfg(test)]
@@ -281,7 +329,6 @@ mod tests {
         let commit = "rmgr: Transaction len (rec/tot):    405/   405, tx:        727, lsn: 0/01D754A0, prev 0/01D75460, desc: COMMIT 2026-12-07 11:55:33.231242 UTC; inval msgs: catcache 80";
         let r = parse_line(commit).unwrap();
         assert_eq!(r.lsn, Lsn(0x01D7_54A0));
-        assert_eq!(r.end, Lsn(0x01D7_54A0 + 405));
         let (t, aborted) = r.xact.unwrap();
         assert!(!aborted);
         assert_eq!(
@@ -297,10 +344,29 @@ mod tests {
         let heap = "rmgr: Heap        len (rec/tot):     59/    59, tx:        727, lsn: 0/01D75460, prev 0/01D75428, desc: INSERT+INIT off 1 flags 0x00, blkref #0: rel 1663/16386/16387 blk 0";
         assert_eq!(parse_line(heap).unwrap().xact, None);
         let switch = "rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/02FFFFE0, prev 0/02FFFF90, desc: SWITCH ";
-        assert_eq!(parse_line(switch).unwrap().end, Lsn(0x0300_0000 - 8));
-        // A prepared transaction's commit is not a time stamp recovery uses here.
-        let prepared = "rmgr: Transaction len (rec/tot):     34/    34, tx:        729, lsn: 0/03000028, prev 0/02FFFFE0, desc: PREPARE gid x: 2026-12-07 11:55:34.000000 UTC";
-        assert_eq!(parse_line(prepared).unwrap().xact, None);
+        assert_eq!(parse_line(switch).unwrap().lsn, Lsn(0x02FF_FFE0));
+        // PREPARE ends nothing; COMMIT/ABORT PREPARED do, and recovery
+        // stops at them by time.
+        let prepare = "rmgr: Transaction len (rec/tot):     34/    34, tx:        729, lsn: 0/03000028, prev 0/02FFFFE0, desc: PREPARE gid x: 2026-12-07 11:55:34.000000 UTC";
+        assert_eq!(parse_line(prepare).unwrap().xact, None);
+        let committed = "rmgr: Transaction len (rec/tot):     66/    66, tx:          0, lsn: 0/03000060, prev 0/03000028, desc: COMMIT_PREPARED 729: 2026-12-07 11:55:35.000001 UTC";
+        let (t, aborted) = parse_line(committed).unwrap().xact.unwrap();
+        assert!(!aborted);
+        assert_eq!(
+            t,
+            "2026-12-07T11:55:35.000001Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        );
+        let rolled_back = "rmgr: Transaction len (rec/tot):     66/    66, tx:          0, lsn: 0/030000A8, prev 0/03000060, desc: ABORT_PREPARED 730: 2026-12-07 11:55:36.000000 UTC";
+        assert!(parse_line(rolled_back).unwrap().xact.unwrap().1);
+        // The newest stamp wins, not the last record.
+        let mut s = Summary::default();
+        for l in [committed, commit, switch] {
+            s.add(parse_line(l).unwrap());
+        }
+        assert_eq!(s.last, Some(Lsn(0x02FF_FFE0)));
+        assert_eq!(s.newest.unwrap().lsn, Lsn(0x0300_0060));
         assert_eq!(parse_line("pg_waldump: error: error in WAL record"), None);
     }
 }

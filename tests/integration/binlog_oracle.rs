@@ -457,20 +457,41 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
         &["--until", &until(t)],
         h.at(t),
     );
-    // The newest event's second is the last exact target of a file in progress.
+    // The latest exact target binlog-verify shows (the newest event of the
+    // file in progress, or a later housekeeping event in it): exact; a
+    // second later is refused, and both pieces of advice are exact.
+    let identity = s.lb.identity.display().to_string();
+    let v = s.lb.run(&[
+        "binlog-verify",
+        "--source",
+        "business-db",
+        "--identity",
+        &identity,
+    ]);
+    v.ok();
+    let exact_until = advised(&v.stdout, "exact up to --until '");
+    assert!(
+        exact_until >= newest,
+        "seed {seed}: {exact_until} < {newest}: {}",
+        v.stdout
+    );
     oracle.exact(
         "the newest event's second",
         &["--until", &until(newest)],
         h.at(newest),
     );
-    // Past it: refused with two pieces of advice, both exact.
     let r = oracle.refused(
-        "after the newest archived event",
-        &["--until", &until(newest + TimeDelta::seconds(1))],
+        "after the archive's end",
+        &["--until", &until(exact_until + TimeDelta::seconds(1))],
         4,
         &["beyond the last archived event", "--until latest"],
     );
-    let exact_until = advised(&r.stderr, "; --until '");
+    assert_eq!(
+        advised(&r.stderr, "; --until '"),
+        exact_until,
+        "seed {seed}: {}",
+        r.stderr
+    );
     oracle.exact(
         "the advised latest exact time",
         &["--until", &until(exact_until)],
@@ -482,7 +503,6 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
         &h.last().state,
     );
     // binlog-verify and status show the same end, read with the key.
-    let identity = s.lb.identity.display().to_string();
     let shown = newest.format("%Y-%m-%d %H:%M:%S").to_string();
     for args in [
         vec![

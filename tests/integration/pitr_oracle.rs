@@ -366,32 +366,39 @@ fn pitr_to_random_instants_and_edges_matches_the_commit_history() {
         &["--until", &until(t)],
         h.at(t),
     );
-    // After the newest commit, before its segment was archived: everything
-    // archived, and it says so.
-    let t = newest + TimeDelta::microseconds(1);
+    // Exactly the newest commit's timestamp: everything archived, which is
+    // exact (PostgreSQL alone would wait for a later commit and fail).
     let r = oracle.exact(
-        "after the newest commit",
-        &["--until", &until(t)],
+        "the newest commit's own timestamp",
+        &["--until", &until(newest)],
         &h.last().state,
     );
     assert!(
-        r.stdout
-            .contains("before your target: everything archived is restored"),
+        r.stdout.contains("your target is the time of"),
         "seed {seed}: {}",
         r.stdout
     );
-    // Far in the future: refused, and the advice (--until latest) is exact.
-    let r = oracle.refused(
-        "far future",
-        &["--until", "2999-01-01 00:00:00+00"],
-        &["after the newest archived WAL", "--until latest"],
-    );
+    // After it: the archive cannot show that nothing was committed between
+    // its newest commit and the target. Refused, naming that commit, and
+    // the advice (--until latest) is exact.
     let shown = newest.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string();
-    assert!(
-        r.stderr.contains(&shown),
-        "seed {seed}: the refusal does not name the newest archived transaction {shown}: {}",
-        r.stderr
-    );
+    for (name, t) in [
+        (
+            "1 µs after the newest commit",
+            until(newest + TimeDelta::microseconds(1)),
+        ),
+        ("far future", "2999-01-01 00:00:00+00".to_string()),
+    ] {
+        oracle.refused(
+            name,
+            &["--until", &t],
+            &[
+                "after the newest archived WAL",
+                "--until latest restores",
+                &shown,
+            ],
+        );
+    }
     oracle.exact(
         "--until latest (the advice)",
         &["--until", "latest"],
@@ -424,14 +431,8 @@ fn pitr_gap_matrix_restores_exactly_or_refuses_naming_the_segment() {
     let mut h = History::default();
     base_backup(&lb);
     h.initial = gen.state();
-    for i in 0..4 {
+    for _ in 0..4 {
         gen.group(&mut h, 8);
-        if i == 2 {
-            // The last group commits only after the segment before it is
-            // stored: its commits are later than the archive's end.
-            switch_and_wait(&pg, pg.port, Duration::from_secs(60));
-            std::thread::sleep(Duration::from_millis(1100));
-        }
     }
     switch_and_wait(&pg, pg.port, Duration::from_secs(60));
     let oracle = Oracle {
@@ -473,6 +474,12 @@ fn pitr_gap_matrix_restores_exactly_or_refuses_naming_the_segment() {
             &["--until-lsn", &lsn],
             h.before_segment(&hole),
         );
+        let backup = advised(&r.stderr, "--backup ").to_string();
+        oracle.exact(
+            &format!("{name}: the advised --backup {backup} --until latest-reachable"),
+            &["--backup", &backup, "--until", "latest-reachable"],
+            h.before_segment(&hole),
+        );
     }
     oracle.refused("latest with a hole", &["--until", "latest"], &[&missing]);
     let r = oracle.exact(
@@ -504,22 +511,32 @@ fn pitr_gap_matrix_restores_exactly_or_refuses_naming_the_segment() {
         &["--until", &until(prev_last - TimeDelta::microseconds(1))],
         h.at(prev_last - TimeDelta::microseconds(1)),
     );
-    // After the newest archived commit, before that segment was stored:
-    // the primary-died case. Everything archived, said plainly.
+    // The newest archived commit's own time: everything archived, exact.
     let r = oracle.exact(
-        "after the newest archived commit",
-        &["--until", &until(prev_last + TimeDelta::microseconds(1))],
+        "the newest archived commit's own time",
+        &["--until", &until(prev_last)],
         h.before_segment(&last),
     );
-    assert!(r.stdout.contains("before your target"), "{}", r.stdout);
-    // A commit that is only in the missing segment (stored later than the
-    // archive's last segment): refused, and the advice restores everything.
-    let t = first_at(&last);
-    oracle.refused(
-        "a commit only in the unarchived segment",
-        &["--until", &until(t)],
-        &["after the newest archived WAL", "--until latest"],
+    assert!(
+        r.stdout.contains("your target is the time of"),
+        "{}",
+        r.stdout
     );
+    // After it (the primary-died case: the segment it was writing is not
+    // archived): refused, and the advice restores everything archived.
+    for (name, t) in [
+        (
+            "1 µs after the newest archived commit",
+            prev_last + TimeDelta::microseconds(1),
+        ),
+        ("a commit only in the unarchived segment", first_at(&last)),
+    ] {
+        oracle.refused(
+            name,
+            &["--until", &until(t)],
+            &["after the newest archived WAL", "--until latest restores"],
+        );
+    }
     oracle.exact(
         "the advised --until latest",
         &["--until", "latest"],
