@@ -535,6 +535,27 @@ pub struct BinlogEnd {
     /// server wrote nothing more into this file, and its next file starts
     /// then. None for a copy of the file in progress.
     pub closed_at: Option<DateTime<Utc>>,
+    /// The newest archived MariaDB GTID of each domain (`domain-server-seq`).
+    pub gtids: Vec<String>,
+}
+
+impl BinlogEnd {
+    /// The newest archived sequence number of a GTID domain.
+    pub fn gtid_seq(&self, domain: u32) -> Option<u64> {
+        self.gtids.iter().find_map(|g| {
+            let (d, _, n) = parse_gtid(g)?;
+            (d == domain).then_some(n)
+        })
+    }
+}
+
+/// `domain-server-seq` → its parts.
+pub fn parse_gtid(g: &str) -> Option<(u32, u32, u64)> {
+    let mut it = g.trim().split('-');
+    let d = it.next()?.parse().ok()?;
+    let s = it.next()?.parse().ok()?;
+    let n = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((d, s, n))
 }
 
 impl BinlogEnd {
@@ -609,6 +630,60 @@ struct Scanned {
     /// Newest time of a transaction's event / of any event (seconds).
     newest: Option<i64>,
     newest_any: Option<i64>,
+    /// MariaDB GTIDs: domain → (server id, newest sequence number), from
+    /// the file's Gtid_list (the state when it was opened) and its GTID
+    /// events.
+    gtids: BTreeMap<u32, (u32, u64)>,
+    /// The first Gtid_list event's GTIDs: the state before the file.
+    start_state: Option<Vec<(u32, u32, u64)>>,
+}
+
+const GTID_EVENT: u8 = 162;
+const GTID_LIST_EVENT: u8 = 163;
+
+impl Scanned {
+    fn gtid(&mut self, domain: u32, server: u32, seq: u64) {
+        let e = self.gtids.entry(domain).or_insert((server, seq));
+        if seq >= e.1 {
+            *e = (server, seq);
+        }
+    }
+
+    /// Reads the GTIDs of a GTID or Gtid_list event's body.
+    fn gtid_event(&mut self, kind: u8, server: u32, body: &[u8]) {
+        let u32_at = |i: usize| {
+            body.get(i..i + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let u64_at = |i: usize| {
+            body.get(i..i + 8)
+                .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        };
+        match kind {
+            // seq_no (8), domain_id (4), flags.
+            GTID_EVENT => {
+                if let (Some(seq), Some(domain)) = (u64_at(0), u32_at(8)) {
+                    self.gtid(domain, server, seq);
+                }
+            }
+            // count (low 28 bits), then count × (domain, server, seq).
+            GTID_LIST_EVENT => {
+                let count = u32_at(0).unwrap_or(0) & 0x0fff_ffff;
+                let mut list = Vec::new();
+                for i in 0..count as usize {
+                    let at = 4 + i * 16;
+                    if let (Some(d), Some(srv), Some(seq)) =
+                        (u32_at(at), u32_at(at + 4), u64_at(at + 8))
+                    {
+                        self.gtid(d, srv, seq);
+                        list.push((d, srv, seq));
+                    }
+                }
+                self.start_state.get_or_insert(list);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Walks the binary event headers of a binlog file (the 4-byte magic, then
@@ -650,10 +725,21 @@ async fn walk_events<R: tokio::io::AsyncRead + Unpin>(
                 format!("an event at position {pos} claims {size} bytes"),
             ));
         }
-        let body = tokio::io::copy(&mut (&mut r).take(size - 19), &mut tokio::io::sink()).await?;
-        if body < size - 19 {
-            // A cut event is not an event.
-            return Ok(out);
+        if kind == GTID_EVENT || kind == GTID_LIST_EVENT {
+            let mut body = Vec::new();
+            (&mut r).take(size - 19).read_to_end(&mut body).await?;
+            if (body.len() as u64) < size - 19 {
+                return Ok(out);
+            }
+            let server = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
+            out.gtid_event(kind, server, &body);
+        } else {
+            let body =
+                tokio::io::copy(&mut (&mut r).take(size - 19), &mut tokio::io::sink()).await?;
+            if body < size - 19 {
+                // A cut event is not an event.
+                return Ok(out);
+            }
         }
         // Events the server makes up for a stream carry time 0.
         if time > 0 {
@@ -718,7 +804,25 @@ pub async fn read_end(
         newest_event: s.newest.and_then(at),
         newest_any: s.newest_any.and_then(at),
         closed_at,
+        gtids: s
+            .gtids
+            .iter()
+            .map(|(d, (srv, n))| format!("{d}-{srv}-{n}"))
+            .collect(),
     })
+}
+
+/// The GTID state before an archived file (MariaDB writes it as the
+/// file's Gtid_list event): `domain-server-seq` of each domain's newest
+/// transaction in earlier files. Reads only the file's first events.
+pub async fn state_before(
+    repo: &Repository,
+    rec: &BinlogRecord,
+    identities: Arc<crate::keys::Identities>,
+) -> Result<Vec<(u32, u32, u64)>, BinlogError> {
+    // The Format_description and Gtid_list events come first.
+    let s = scan(repo, rec, identities, Some(1024)).await?;
+    Ok(s.start_state.unwrap_or_default())
 }
 
 /// The newest time stamped on an event of a transaction that ends before
@@ -809,7 +913,12 @@ mod tests {
             newest_event: at(100),
             newest_any: at(102),
             closed_at: at(102),
+            gtids: vec!["0-1-42".into(), "3-2-7".into()],
         };
+        assert_eq!(whole.gtid_seq(3), Some(7));
+        assert_eq!(whole.gtid_seq(1), None);
+        assert_eq!(parse_gtid("0-1-42"), Some((0, 1, 42)));
+        assert_eq!(parse_gtid("0-1"), None);
         assert_eq!(whole.exact_until(), at(102));
         let copy = BinlogEnd {
             complete: false,
@@ -842,6 +951,20 @@ mod tests {
         file.extend(event(105, 4, 30)); // Rotate
         let s = walk_events(&file[..], None).await.unwrap();
         assert_eq!(s.newest, Some(103));
+        let mut list = event(100, GTID_LIST_EVENT, 4 + 16 + 4);
+        list[19..23].copy_from_slice(&1u32.to_le_bytes());
+        list[23..27].copy_from_slice(&0u32.to_le_bytes());
+        list[27..31].copy_from_slice(&1u32.to_le_bytes());
+        list[31..39].copy_from_slice(&41u64.to_le_bytes());
+        let mut gtid = event(101, GTID_EVENT, 13 + 4);
+        gtid[5..9].copy_from_slice(&2u32.to_le_bytes());
+        gtid[19..27].copy_from_slice(&42u64.to_le_bytes());
+        let mut g = vec![0xfe, b'b', b'i', b'n'];
+        g.extend(list);
+        g.extend(gtid);
+        let sg = walk_events(&g[..], None).await.unwrap();
+        assert_eq!(sg.gtids.get(&0), Some(&(2, 42)));
+        assert_eq!(sg.start_state, Some(vec![(0, 1, 41)]));
         assert_eq!(s.newest_any, Some(105));
         assert_eq!(s.last, Some((105, ROTATE_EVENT)));
         // Only the events before a position (a dump's).

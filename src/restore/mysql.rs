@@ -676,12 +676,40 @@ pub async fn plan_pitr(
                 })
             })
             .ok_or_else(too_early)?,
+        // MariaDB GTIDs: the newest dump taken before every target GTID
+        // (its own GTID position is older in each domain named), so the
+        // replay reaches the target instead of starting past it.
+        (MyTarget::Gtid(g), None) if gtid_targets(g).is_some() => {
+            let targets = gtid_targets(g).expect("checked");
+            *dumps
+                .iter()
+                .rev()
+                .find(|m| {
+                    m.binlog.as_ref().is_some_and(|b| {
+                        let pos: Vec<(u32, u32, u64)> = b
+                            .gtid
+                            .split(',')
+                            .filter_map(crate::binlog::parse_gtid)
+                            .collect();
+                        targets
+                            .iter()
+                            .all(|&(d, _, n)| pos.iter().find(|p| p.0 == d).is_none_or(|p| p.2 < n))
+                    })
+                })
+                .ok_or_else(too_early)?
+        }
         (MyTarget::Latest | MyTarget::LatestReachable | MyTarget::Gtid(_), None) => {
             *dumps.last().ok_or_else(too_early)?
         }
     };
     let replay = plan_replay(repo, policy, source, chosen, target, reader).await?;
     Ok((chosen.clone(), replay))
+}
+
+/// A `--until-gtid` list of MariaDB GTIDs (`0-1-42[,1-1-7]`); None for
+/// anything else (MySQL's `uuid:n` form is passed to the tool unchecked).
+fn gtid_targets(g: &str) -> Option<Vec<(u32, u32, u64)>> {
+    g.split(',').map(crate::binlog::parse_gtid).collect()
 }
 
 /// The binlog files that roll dump `chosen` forward to `target`, decided
@@ -924,7 +952,52 @@ pub async fn plan_replay(
                 });
             }
         }
-        MyTarget::Latest | MyTarget::Gtid(_) => {
+        MyTarget::Gtid(g) => {
+            // Each GTID must be archived: mariadb-binlog would otherwise
+            // replay everything and never stop.
+            if let (Some(e), Some(targets), Some(r)) = (&end, gtid_targets(g), reader) {
+                if let Some(&(d, srv, n)) = targets
+                    .iter()
+                    .find(|&&(d, _, n)| e.gtid_seq(d).is_none_or(|have| have < n))
+                {
+                    let newest = e
+                        .gtids
+                        .iter()
+                        .find(|x| crate::binlog::parse_gtid(x).is_some_and(|p| p.0 == d))
+                        .map_or_else(
+                            || format!("domain {d} has no archived GTID"),
+                            |x| format!("the newest archived GTID of domain {d} is {x}"),
+                        );
+                    return Err(match &hole {
+                        Some(h) => gap_err(h),
+                        None => ReplayError::AfterLast {
+                            target: target.to_string(),
+                            detail: format!(
+                                "GTID {d}-{srv}-{n} is not in the archive ({newest}; it ends at {end_desc})"
+                            ),
+                            advice: "--until latest restores every archived event".into(),
+                        },
+                    });
+                }
+                // The replay ends with the file holding the target: the
+                // next one starts past it, and mariadb-binlog refuses a stop
+                // GTID it has already passed.
+                for i in 1..chain.len() {
+                    let state =
+                        crate::binlog::state_before(repo, &chain[i], r.identities.clone()).await?;
+                    let covered = targets
+                        .iter()
+                        .all(|&(d, _, n)| state.iter().any(|&(sd, _, sn)| sd == d && sn >= n));
+                    if covered {
+                        chain.truncate(i);
+                        break;
+                    }
+                }
+            } else if let Some(h) = &hole {
+                return Err(gap_err(h));
+            }
+        }
+        MyTarget::Latest => {
             if let Some(h) = &hole {
                 return Err(gap_err(h));
             }

@@ -329,8 +329,8 @@ impl Oracle<'_> {
         } else {
             assert!(
                 !exists,
-                "seed {}: a refused restore ({args:?}) touched the target",
-                self.seed
+                "seed {}: a failed restore ({args:?}) touched the target: {}",
+                self.seed, r.stderr
             );
             None
         };
@@ -501,6 +501,30 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
         "--until latest (the advice)",
         &["--until", "latest"],
         &h.last().state,
+    );
+    // GTID targets: up to and including that transaction. One from before
+    // the second dump (which already holds it: the first dump is rolled
+    // forward) and one from after it.
+    for (name, c) in [
+        (
+            "a GTID before the second dump",
+            &h.commits[rng.gen_range(0..12)],
+        ),
+        (
+            "a GTID after it",
+            &h.commits[rng.gen_range(12..h.commits.len())],
+        ),
+    ] {
+        oracle.exact(name, &["--until-gtid", &c.gtid], &c.state);
+    }
+    // A GTID the archive does not hold (yet): refused, naming the newest.
+    let last_gtid = h.last().gtid.clone();
+    let (d, srv, n) = lifeboat::binlog::parse_gtid(&last_gtid).unwrap();
+    oracle.refused(
+        "a GTID not archived",
+        &["--until-gtid", &format!("{d}-{srv}-{}", n + 5)],
+        4,
+        &["is not in the archive", &last_gtid],
     );
     // binlog-verify and status show the same end, read with the key.
     let shown = newest.format("%Y-%m-%d %H:%M:%S").to_string();
