@@ -111,6 +111,24 @@ pub async fn load_state(
     policy: &str,
     source: &str,
 ) -> Result<BTreeMap<String, BinlogRecord>, BinlogError> {
+    // A running archiver deletes a partial copy's record right after it
+    // stored the copy that replaces it: a record listed a moment ago may be
+    // gone. Its replacement was written first, so a new listing has it.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match load_state_once(repo, policy, source).await {
+            Err(BinlogError::Storage(StorageError::NotFound { .. })) if attempt < 5 => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn load_state_once(
+    repo: &Repository,
+    policy: &str,
+    source: &str,
+) -> Result<BTreeMap<String, BinlogRecord>, BinlogError> {
     let mut out: BTreeMap<String, BinlogRecord> = BTreeMap::new();
     for obj in repo.store().list(&prefix(policy, source)).await? {
         if !obj.key.ends_with(".json") {
@@ -540,12 +558,38 @@ pub struct BinlogEnd {
 }
 
 impl BinlogEnd {
+    /// "binlog.000005:12119 (a copy of the file in progress, newest event
+    /// stamped ...)", for plans and messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{} ({}{})",
+            self.file,
+            self.end_position,
+            copy_kind(self.complete),
+            self.newest_event
+                .map(|t| format!(
+                    ", newest event stamped {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC")
+                ))
+                .unwrap_or_default()
+        )
+    }
+
     /// The newest archived sequence number of a GTID domain.
     pub fn gtid_seq(&self, domain: u32) -> Option<u64> {
         self.gtids.iter().find_map(|g| {
             let (d, _, n) = parse_gtid(g)?;
             (d == domain).then_some(n)
         })
+    }
+}
+
+/// What an archived copy of a binlog file is.
+pub fn copy_kind(complete: bool) -> &'static str {
+    if complete {
+        "a whole file"
+    } else {
+        "a copy of the file in progress"
     }
 }
 

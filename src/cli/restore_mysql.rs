@@ -56,20 +56,8 @@ fn print_replay(r: &ReplayPlan) {
     );
     if let Some(e) = &r.end {
         println!(
-            "  archive    ends at {}:{} ({}){}{}",
-            e.file,
-            e.end_position,
-            if e.complete {
-                "a whole file"
-            } else {
-                "a copy of the file in progress"
-            },
-            e.newest_event
-                .map(|t| format!(
-                    "; newest event stamped {}",
-                    t.format("%Y-%m-%d %H:%M:%S UTC")
-                ))
-                .unwrap_or_default(),
+            "  archive    ends at {}{}",
+            e.describe(),
             e.exact_until()
                 .map(|t| format!(
                     "; exact up to --until '{}'",

@@ -821,27 +821,11 @@ pub async fn plan_replay(
     let exact_until = end.as_ref().and_then(|e| e.exact_until());
     let fmt_until = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S+00").to_string();
     let end_desc = match &end {
-        Some(e) => format!(
-            "{}:{} ({}{})",
-            e.file,
-            e.end_position,
-            if e.complete {
-                "a whole file"
-            } else {
-                "a copy of the file in progress"
-            },
-            e.newest_event
-                .map(|t| format!(", newest event stamped {}", utc(t)))
-                .unwrap_or_default()
-        ),
+        Some(e) => e.describe(),
         None => format!(
             "{} ({})",
             last.file,
-            if last.complete {
-                "a whole file"
-            } else {
-                "a copy of the file in progress"
-            }
+            crate::binlog::copy_kind(last.complete)
         ),
     };
     let reachable_advice = || {

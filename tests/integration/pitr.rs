@@ -12,11 +12,16 @@ const PASSWORD: &str = "lifeboat-test-pw";
 /// A cluster archiving with `lifeboat wal-push` into `repo`, and a lifeboat
 /// folder the postgres user can use.
 pub(crate) fn archiving(repo: Repo<'_>) -> (PgCluster, Lifeboat) {
+    archiving_with(repo, "")
+}
+
+/// The same, with more postgresql.conf settings.
+pub(crate) fn archiving_with(repo: Repo<'_>, extra_conf: &str) -> (PgCluster, Lifeboat) {
     // The archive_command needs the policy, which needs the port: the
     // server starts with archiving paused (an empty command) until both exist.
     let pg = PgCluster::start_with(
         PASSWORD,
-        "wal_level = replica\narchive_mode = on\narchive_command = ''",
+        &format!("wal_level = replica\narchive_mode = on\narchive_command = ''\n{extra_conf}"),
     );
     let lb = Lifeboat::new(repo, &pg, "[app]").for_postgres_user();
     pg.psql(

@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::harness::{chown_to_postgres, free_port, Lifeboat, PgCluster, Repo, RestoredDir, Run};
-use crate::pitr::{contents, restore, switch_and_wait};
+use crate::pitr::{archiving_with, contents, restore, switch_and_wait};
 
 pub(crate) fn seed() -> u64 {
     let seed = std::env::var("LIFEBOAT_ORACLE_SEED")
@@ -198,25 +198,14 @@ fn setup() -> (tempfile::TempDir, PgCluster, Lifeboat) {
         .tempdir()
         .unwrap();
     chown_to_postgres(repo.path());
-    let pg = PgCluster::start_with(
-        "lifeboat-test-pw",
-        // No autovacuum: its transactions would be the archive's newest.
-        "wal_level = replica\narchive_mode = on\narchive_command = ''\ntrack_commit_timestamp = on\nautovacuum = off",
+    // No autovacuum: its transactions would be the archive's newest.
+    let (pg, lb) = archiving_with(
+        Repo::Local(repo.path().join("repo")),
+        "track_commit_timestamp = on\nautovacuum = off",
     );
-    let lb = Lifeboat::new(Repo::Local(repo.path().join("repo")), &pg, "[app]").for_postgres_user();
-    pg.psql(
-        "postgres",
-        &format!(
-            "ALTER SYSTEM SET archive_command = '{}'",
-            lb.archive_command().replace('\'', "''")
-        ),
-    );
-    pg.psql("postgres", "SELECT pg_reload_conf()");
-    pg.psql("postgres", "CREATE DATABASE app");
     pg.psql(
         "app",
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, amount int NOT NULL, note text); \
-         INSERT INTO orders (amount, note) SELECT g, md5(g::text) FROM generate_series(1, 200) g",
+        "INSERT INTO orders (amount, note) SELECT g, md5(g::text) FROM generate_series(1, 200) g",
     );
     (repo, pg, lb)
 }
