@@ -665,6 +665,8 @@ pub fn event_header(line: &[u8]) -> Option<EventHeader> {
 const HOUSEKEEPING: [u8; 8] = [3, 4, 15, 27, 35, 161, 163, 164];
 const STOP_EVENT: u8 = 3;
 const ROTATE_EVENT: u8 = 4;
+const XID_EVENT: u8 = 16;
+const START_ENCRYPTION_EVENT: u8 = 164;
 
 /// What a walk over an archived file's event headers found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -680,6 +682,11 @@ struct Scanned {
     gtids: BTreeMap<u32, (u32, u64)>,
     /// The first Gtid_list event's GTIDs: the state before the file.
     start_state: Option<Vec<(u32, u32, u64)>>,
+    /// The GTID of the group being read: it counts once an XID event, the
+    /// next group, or the end of a whole file shows the group ended (a copy
+    /// of the file in progress may end inside a transaction, which a
+    /// replay then leaves out).
+    pending: Option<(u32, u32, u64)>,
 }
 
 const GTID_EVENT: u8 = 162;
@@ -693,8 +700,9 @@ impl Scanned {
         }
     }
 
-    /// Reads the GTIDs of a GTID or Gtid_list event's body.
-    fn gtid_event(&mut self, kind: u8, server: u32, body: &[u8]) {
+    /// Reads the GTIDs of a GTID or Gtid_list event's body. A GTID counts
+    /// only once its transaction is whole (see [`Scanned::pending`]).
+    fn gtid_event(&mut self, kind: u8, server: u32, body: &[u8]) -> Result<(), String> {
         let u32_at = |i: usize| {
             body.get(i..i + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -706,13 +714,24 @@ impl Scanned {
         match kind {
             // seq_no (8), domain_id (4), flags.
             GTID_EVENT => {
-                if let (Some(seq), Some(domain)) = (u64_at(0), u32_at(8)) {
-                    self.gtid(domain, server, seq);
-                }
+                let (Some(seq), Some(domain)) = (u64_at(0), u32_at(8)) else {
+                    return Err(format!("a GTID event of {} bytes", body.len()));
+                };
+                // A new group: the one before it ended.
+                self.settle();
+                self.pending = Some((domain, server, seq));
             }
-            // count (low 28 bits), then count × (domain, server, seq).
+            // count (low 28 bits), then count × (domain, server, seq), then
+            // the checksum if any.
             GTID_LIST_EVENT => {
                 let count = u32_at(0).unwrap_or(0) & 0x0fff_ffff;
+                let need = 4 + 16 * count as usize;
+                if body.len() != need && body.len() != need + 4 {
+                    return Err(format!(
+                        "a Gtid_list event of {} bytes for {count} GTIDs",
+                        body.len()
+                    ));
+                }
                 let mut list = Vec::new();
                 for i in 0..count as usize {
                     let at = 4 + i * 16;
@@ -727,6 +746,14 @@ impl Scanned {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The pending transaction ended: its GTID counts.
+    fn settle(&mut self) {
+        if let Some((d, srv, seq)) = self.pending.take() {
+            self.gtid(d, srv, seq);
+        }
     }
 }
 
@@ -740,10 +767,14 @@ async fn walk_events<R: tokio::io::AsyncRead + Unpin>(
     stop_position: Option<u64>,
 ) -> std::io::Result<Scanned> {
     use tokio::io::AsyncReadExt;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let mut out = Scanned::default();
     let mut magic = [0u8; 4];
-    if r.read_exact(&mut magic).await.is_err() {
-        return Ok(out);
+    r.read_exact(&mut magic).await?;
+    if magic != [0xfe, b'b', b'i', b'n'] {
+        return Err(invalid(format!(
+            "it does not start like a binlog file ({magic:02x?}; an encrypted MySQL binlog?)"
+        )));
     }
     let mut pos = 4u64;
     let mut header = [0u8; 19];
@@ -751,8 +782,11 @@ async fn walk_events<R: tokio::io::AsyncRead + Unpin>(
         let mut got = 0;
         while got < header.len() {
             let n = r.read(&mut header[got..]).await?;
-            if n == 0 {
+            if n == 0 && got == 0 {
                 return Ok(out);
+            }
+            if n == 0 {
+                return Err(invalid(format!("the event at position {pos} is cut short")));
             }
             got += n;
         }
@@ -764,26 +798,30 @@ async fn walk_events<R: tokio::io::AsyncRead + Unpin>(
             header[9], header[10], header[11], header[12],
         ]));
         if size < 19 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("an event at position {pos} claims {size} bytes"),
-            ));
+            return Err(invalid(format!(
+                "an event at position {pos} claims {size} bytes"
+            )));
         }
+        if kind == START_ENCRYPTION_EVENT {
+            return Err(invalid(format!(
+                "the events after position {pos} are encrypted (encrypt_binlog)"
+            )));
+        }
+        let mut body = Vec::new();
+        let wanted = size - 19;
         if kind == GTID_EVENT || kind == GTID_LIST_EVENT {
-            let mut body = Vec::new();
-            (&mut r).take(size - 19).read_to_end(&mut body).await?;
-            if (body.len() as u64) < size - 19 {
-                return Ok(out);
-            }
-            let server = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
-            out.gtid_event(kind, server, &body);
+            (&mut r).take(wanted).read_to_end(&mut body).await?;
         } else {
-            let body =
-                tokio::io::copy(&mut (&mut r).take(size - 19), &mut tokio::io::sink()).await?;
-            if body < size - 19 {
-                // A cut event is not an event.
-                return Ok(out);
-            }
+            let n = tokio::io::copy(&mut (&mut r).take(wanted), &mut tokio::io::sink()).await?;
+            body.resize(n as usize, 0);
+        }
+        if (body.len() as u64) < wanted {
+            return Err(invalid(format!("the event at position {pos} is cut short")));
+        }
+        let server = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
+        out.gtid_event(kind, server, &body).map_err(invalid)?;
+        if kind == XID_EVENT || kind == ROTATE_EVENT || kind == STOP_EVENT {
+            out.settle();
         }
         // Events the server makes up for a stream carry time 0.
         if time > 0 {
@@ -817,16 +855,18 @@ async fn scan(
         None,
     );
     let (decoded, walked) = tokio::join!(decode, walk_events(reader, stop_position));
-    match decoded {
-        Ok(()) => {}
-        // With a stop position the walk ends before the file does.
-        Err(PipelineError::Output { .. }) if stop_position.is_some() => {}
-        Err(e) => return Err(e.into()),
-    }
-    walked.map_err(|e| BinlogError::BadRecord {
+    let walked = walked.map_err(|e| BinlogError::BadRecord {
         key: rec.key.clone(),
         detail: format!("its events cannot be walked: {e}"),
-    })
+    });
+    match decoded {
+        Ok(()) => walked,
+        // The walk stopped reading: at the stop position, or on an error
+        // of its own, which says more than the broken pipe.
+        Err(PipelineError::Output { .. }) => walked,
+        // A damaged or undecryptable object.
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads an archived file's events to find its end (see [`BinlogEnd`]).
@@ -866,7 +906,11 @@ pub async fn state_before(
 ) -> Result<Vec<(u32, u32, u64)>, BinlogError> {
     // The Format_description and Gtid_list events come first.
     let s = scan(repo, rec, identities, Some(1024)).await?;
-    Ok(s.start_state.unwrap_or_default())
+    s.start_state.ok_or_else(|| BinlogError::BadRecord {
+        key: rec.key.clone(),
+        detail: "no Gtid_list event at the start of the file: not a MariaDB binlog with GTIDs"
+            .into(),
+    })
 }
 
 /// The newest time stamped on an event of a transaction that ends before
@@ -879,7 +923,13 @@ pub async fn newest_before(
     identities: Arc<crate::keys::Identities>,
 ) -> Result<Option<DateTime<Utc>>, BinlogError> {
     let s = scan(repo, rec, identities, Some(position)).await?;
-    Ok(s.newest.and_then(|t| DateTime::from_timestamp(t, 0)))
+    // The file's own header events count too: its Format_description is
+    // stamped when the server opened it, after every event of earlier files.
+    let newest = match (s.newest, s.newest_any) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(newest.and_then(|t| DateTime::from_timestamp(t, 0)))
 }
 
 /// Decodes one archived file (for tests and restores).
@@ -1006,17 +1056,21 @@ mod tests {
         let mut g = vec![0xfe, b'b', b'i', b'n'];
         g.extend(list);
         g.extend(gtid);
+        // Without its XID the transaction is not whole: 0-2-42 is not there.
+        let sg = walk_events(&g[..], None).await.unwrap();
+        assert_eq!(sg.gtids.get(&0), Some(&(1, 41)));
+        assert_eq!(sg.start_state, Some(vec![(0, 1, 41)]));
+        g.extend(event(102, XID_EVENT, 8));
         let sg = walk_events(&g[..], None).await.unwrap();
         assert_eq!(sg.gtids.get(&0), Some(&(2, 42)));
-        assert_eq!(sg.start_state, Some(vec![(0, 1, 41)]));
         assert_eq!(s.newest_any, Some(105));
         assert_eq!(s.last, Some((105, ROTATE_EVENT)));
         // Only the events before a position (a dump's).
         let s = walk_events(&file[..], Some(dump_position)).await.unwrap();
         assert_eq!(s.newest, Some(102));
-        // A cut last event does not count.
-        let s = walk_events(&file[..file.len() - 5], None).await.unwrap();
-        assert_eq!(s.last, Some((103, 16)));
+        // A cut event is an error, not an end.
+        assert!(walk_events(&file[..file.len() - 5], None).await.is_err());
+        assert!(walk_events(&b"\xfdbin"[..], None).await.is_err());
         assert!(walk_events(
             &[0xfe, b'b', b'i', b'n', 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
             None

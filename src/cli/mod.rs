@@ -362,9 +362,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 | R::Gap(_)
                 | R::AfterLast { .. }
                 | R::PositionPastEnd { .. } => Outcome::NotFound,
-                R::NoPosition { .. } | R::Fractional { .. } | R::DumpTooNew { .. } => {
-                    Outcome::Usage
-                }
+                R::NoPosition { .. }
+                | R::Fractional { .. }
+                | R::DumpTooNew { .. }
+                | R::SeveralGtids { .. } => Outcome::Usage,
                 R::ReplayRead { source: p, .. } => pipeline(p),
                 R::Binlog(crate::binlog::BinlogError::Pipeline(p))
                 | R::Restore(crate::restore::mysql::MyRestoreError::Pipeline(p)) => pipeline(p),

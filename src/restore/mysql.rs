@@ -457,12 +457,14 @@ pub enum ReplayError {
     },
     #[error("dump {backup} has no binlog position (the server had no binlog then); it cannot be rolled forward. Restore it without --until")]
     NoPosition { backup: String },
-    #[error("dump {backup} holds an event stamped {newest}, not before {target}: it is too new for that target. Leave out --backup (an older dump is chosen) or choose an older one from `lifeboat list`")]
+    #[error("dump {backup} is too new for {target}: {why}. Leave out --backup (an older dump is chosen) or choose an older one from `lifeboat list`")]
     DumpTooNew {
         backup: String,
-        newest: String,
+        why: String,
         target: String,
     },
+    #[error("--until-gtid {given} names several GTIDs; a restore stops at one: give the one GTID to stop after (domain-server-seq)")]
+    SeveralGtids { given: String },
     #[error(transparent)]
     Gap(Box<BinlogGap>),
     #[error("{target} is beyond the last archived event: {detail}; is `lifeboat binlog-archive` running? {advice}")]
@@ -589,6 +591,16 @@ pub async fn plan_pitr(
     if let MyTarget::Time(t) = target {
         whole_second(t)?;
     }
+    if let MyTarget::Gtid(g) = target {
+        if gtid_targets(g).is_some_and(|t| t.len() > 1) {
+            return Err(ReplayError::SeveralGtids { given: g.clone() });
+        }
+    }
+    let too_new = |m: &Manifest, why: String| ReplayError::DumpTooNew {
+        backup: m.id.clone(),
+        why,
+        target: target.to_string(),
+    };
     let listing = repo.list_backups(policy, Some(source)).await?;
     let dumps: Vec<&Manifest> = listing
         .backups
@@ -645,11 +657,10 @@ pub async fn plan_pitr(
                         match newest {
                             Some(n) if n >= *t => {
                                 if forced.is_some() {
-                                    return Err(ReplayError::DumpTooNew {
-                                        backup: m.id.clone(),
-                                        newest: utc(n),
-                                        target: target.to_string(),
-                                    });
+                                    return Err(too_new(
+                                        m,
+                                        format!("it holds an event stamped {}", utc(n)),
+                                    ));
                                 }
                             }
                             _ => {
@@ -664,7 +675,45 @@ pub async fn plan_pitr(
                     }
                 }
             }
-            found.ok_or_else(too_early)?
+            let m = found.ok_or_else(too_early)?;
+            // A forced dump that could not be checked by its events is
+            // checked by when it finished.
+            if forced.is_some() && m.finished_at >= *t {
+                return Err(too_new(m, format!("it finished {}", utc(m.finished_at))));
+            }
+            m
+        }
+        (MyTarget::Position { file, position }, Some(m)) => {
+            let b = m.binlog.as_ref().ok_or_else(|| ReplayError::NoPosition {
+                backup: m.id.clone(),
+            })?;
+            if (file_order(&b.file), b.position) > (file_order(file), *position) {
+                return Err(too_new(
+                    m,
+                    format!("it is consistent at {}:{}", b.file, b.position),
+                ));
+            }
+            m
+        }
+        (MyTarget::Gtid(g), Some(m)) => {
+            if let Some(targets) = gtid_targets(g) {
+                let pos = m
+                    .binlog
+                    .as_ref()
+                    .map(|b| b.gtid.clone())
+                    .unwrap_or_default();
+                let held = pos
+                    .split(',')
+                    .filter_map(crate::binlog::parse_gtid)
+                    .find(|p| targets.iter().any(|&(d, _, n)| p.0 == d && p.2 >= n));
+                if let Some((d, srv, n)) = held {
+                    return Err(too_new(
+                        m,
+                        format!("its GTID position {d}-{srv}-{n} already holds it"),
+                    ));
+                }
+            }
+            m
         }
         (_, Some(m)) => m,
         (MyTarget::Position { file, position }, None) => *dumps
@@ -1054,7 +1103,7 @@ pub async fn replay(
     for (i, rec) in plan.records.iter().enumerate() {
         let mut cmd = tokio::process::Command::new(&binlog_tool);
         // --stop-datetime is read in the tool's local time zone.
-        cmd.env("TZ", "UTC");
+        cmd.env("TZ", "UTC").env("LC_ALL", "C");
         if i == 0 {
             cmd.arg(format!("--start-position={}", plan.from.position));
         }

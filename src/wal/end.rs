@@ -269,8 +269,11 @@ async fn waldump(
 ) -> Result<(Summary, String), EndError> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let program = tools.tool("pg_waldump");
+    // UTC times, and untranslated messages (the end of WAL is recognized
+    // by its English text).
     let mut child = tokio::process::Command::new(&program)
         .env("TZ", "UTC")
+        .env("LC_ALL", "C")
         .arg("--path")
         .arg(dir)
         .arg(first)
@@ -291,10 +294,17 @@ async fn waldump(
         stderr.read_to_end(&mut buf).await.map(|_| buf)
     };
     let scan = async {
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        // Not `lines()`: a restore point's name or a prepared transaction's
+        // id in a non-UTF-8 database is not UTF-8.
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let mut line = Vec::with_capacity(512);
         let mut summary = Summary::default();
-        while let Some(line) = lines.next_line().await? {
-            if let Some(r) = parse_line(&line) {
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).await? == 0 {
+                break;
+            }
+            if let Some(r) = parse_line(&String::from_utf8_lossy(&line)) {
                 summary.add(r);
             }
         }

@@ -408,7 +408,7 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
     gen.group(&mut h, 12);
     s.m.sql("", "FLUSH BINARY LOGS");
     let dump2_started = Utc::now();
-    dump(&s.lb);
+    let dump2 = dump(&s.lb);
     gen.group(&mut h, 12);
     s.m.sql("", "FLUSH BINARY LOGS");
     // The newest transactions stay in the file in progress.
@@ -517,6 +517,29 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
     ] {
         oracle.exact(name, &["--until-gtid", &c.gtid], &c.state);
     }
+    // The second dump forced for targets it already holds: refused (exit
+    // 2) before anything is touched, by time, by position and by GTID.
+    let dump2_id = dump2["id"].as_str().unwrap().to_string();
+    let early = &h.commits[rng.gen_range(0..12)];
+    let early_position = format!("{}:4", early.file);
+    for (name, flag, value) in [
+        ("a time", "--until", until(first)),
+        ("a position", "--until-position", early_position),
+        ("a GTID", "--until-gtid", early.gtid.clone()),
+    ] {
+        oracle.refused(
+            &format!("--backup {dump2_id} forced for {name} it already holds"),
+            &["--backup", &dump2_id, flag, &value],
+            2,
+            &["is too new for"],
+        );
+    }
+    oracle.refused(
+        "several GTIDs",
+        &["--until-gtid", &format!("{},{}", early.gtid, h.last().gtid)],
+        2,
+        &["names several GTIDs"],
+    );
     // A GTID the archive does not hold (yet): refused, naming the newest.
     let last_gtid = h.last().gtid.clone();
     let (d, srv, n) = lifeboat::binlog::parse_gtid(&last_gtid).unwrap();
