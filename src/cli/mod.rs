@@ -133,7 +133,7 @@ pub fn main() -> ExitCode {
         return match result {
             Ok(code) => code,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", render(&err));
                 ExitCode::from(exit_code(&err))
             }
         };
@@ -191,7 +191,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -400,6 +400,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             match e {
                 K::WrongKind { .. }
                 | K::BadMapping(_)
+                | K::BadNamespaceName { .. }
                 | K::MappingCollision { .. }
                 | K::UnknownKind { .. } => Outcome::Usage,
                 K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
@@ -468,6 +469,23 @@ pub(crate) fn identities(
     }
 }
 
+/// An error and its causes on one line, each cause once: many messages
+/// already end with their cause ("cannot read identity file K: No such
+/// file or directory"), which anyhow's `{:#}` would print a second time.
+pub(crate) fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Prints a value as pretty JSON on stdout.
 /// The outcome of a command that works on several sources: success, or
 /// the first source's error (its exit code) with the others printed.
@@ -477,7 +495,7 @@ pub(crate) fn first_failure(failed: Vec<anyhow::Error>) -> anyhow::Result<ExitCo
         None => Ok(Outcome::Ok.into()),
         Some(first) => {
             for other in failed {
-                eprintln!("error: {other:#}");
+                eprintln!("error: {}", render(&other));
             }
             Err(first)
         }
@@ -489,4 +507,24 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
         "{}",
         serde_json::to_string_pretty(value).expect("output serializes")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let key = crate::keys::KeyError::Read {
+            path: "/nonexistent/key".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let err = anyhow::Error::new(key).context("restore needs the key");
+        let text = render(&err);
+        assert_eq!(text.matches("entity not found").count(), 1, "{text}");
+        assert!(
+            text.starts_with("restore needs the key: cannot read identity file /nonexistent/key"),
+            "{text}"
+        );
+    }
 }

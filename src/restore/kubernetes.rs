@@ -57,6 +57,12 @@ pub enum KubeRestoreError {
     },
     #[error("--namespace-map '{0}' is not FROM:TO (e.g. prod:drill-2026-11)")]
     BadMapping(String),
+    #[error("'{name}' in --namespace-map '{given}' is not a namespace name: {why}. Namespace names are DNS-1123 labels: at most 63 characters, lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. drill-2026-11)")]
+    BadNamespaceName {
+        name: String,
+        given: String,
+        why: String,
+    },
     #[error("--namespace-map maps both '{a}' and '{b}' to '{to}'; each target namespace can receive one source namespace")]
     MappingCollision { a: String, b: String, to: String },
     #[error("--to-dir {0} exists and is not empty; name a new or empty folder")]
@@ -102,8 +108,16 @@ pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, KubeR
     for p in pairs {
         let (from, to) = p
             .split_once(':')
-            .filter(|(f, t)| valid_namespace(f) && valid_namespace(t))
             .ok_or_else(|| KubeRestoreError::BadMapping(p.clone()))?;
+        for name in [from, to] {
+            namespace_name_problem(name).map_or(Ok(()), |why| {
+                Err(KubeRestoreError::BadNamespaceName {
+                    name: name.to_string(),
+                    given: p.clone(),
+                    why,
+                })
+            })?;
+        }
         if let Some(a) = targets.insert(to.to_string(), from.to_string()) {
             if a != from {
                 return Err(KubeRestoreError::MappingCollision {
@@ -118,14 +132,24 @@ pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, KubeR
     Ok(map)
 }
 
-/// A DNS label (RFC 1123), as namespace names are.
-fn valid_namespace(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+/// What makes `s` no DNS label (RFC 1123), as namespace names must be.
+fn namespace_name_problem(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("it is empty".into());
+    }
+    if s.len() > 63 {
+        return Some(format!("it has {} characters", s.len()));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!("it contains '{c}'"));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Some("it starts or ends with '-'".into());
+    }
+    None
 }
 
 /// One object read from an export.
@@ -1084,6 +1108,37 @@ async fn wait_established(
     Ok(())
 }
 
+/// The start of `apply.sh`: every flag goes to `kubectl apply`; `kubectl
+/// wait` (for CustomResourceDefinitions) gets only the flags that choose
+/// the cluster, and none of it runs in a dry run, which creates no
+/// definition to wait for. POSIX sh: the flags are kept one a line.
+const APPLY_SH_HEAD: &str = r#"#!/bin/sh
+# Applies this export with kubectl in dependency order (written by lifeboat restore --to-dir).
+# Usage: sh apply.sh [kubectl apply flags, e.g. --context prod --dry-run=server]
+set -e
+cd "$(dirname "$0")"
+nl='
+'
+dry=
+conn=
+value_of=
+for a in "$@"; do
+  if [ -n "$value_of" ]; then conn="$conn$nl$a"; value_of=; continue; fi
+  case "$a" in
+    --dry-run|--dry-run=*) [ "$a" = "--dry-run=none" ] || dry=1 ;;
+    --context=*|--kubeconfig=*|--cluster=*|--user=*|--server=*|--token=*|--as=*|--as-group=*|--certificate-authority=*|--client-certificate=*|--client-key=*|--insecure-skip-tls-verify|--insecure-skip-tls-verify=*|--request-timeout=*|--tls-server-name=*)
+      conn="$conn$nl$a" ;;
+    --context|--kubeconfig|--cluster|--user|--server|-s|--token|--as|--as-group|--certificate-authority|--client-certificate|--client-key|--request-timeout|--tls-server-name)
+      conn="$conn$nl$a"; value_of=1 ;;
+  esac
+done
+"#;
+
+const APPLY_SH_WAIT_CRDS: &str = r#"if [ -z "$dry" ]; then
+  (IFS=$nl; set -f; kubectl wait $conn --for condition=established --timeout=60s -f _cluster/apiextensions.k8s.io-v1-CustomResourceDefinition/)
+fi
+"#;
+
 /// Writes the selected objects as plain YAML files
 /// (`DIR/namespace/group-version-Kind/name.yaml`) and `DIR/apply.sh`,
 /// which applies them with kubectl in dependency order. Files are 0600
@@ -1135,15 +1190,13 @@ pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
         }
     }
     order.sort();
-    let mut script = String::from(
-        "#!/bin/sh\n# Applies this export with kubectl in dependency order (written by lifeboat restore --to-dir).\n# Usage: sh apply.sh [kubectl flags, e.g. --context prod --dry-run=server]\nset -e\ncd \"$(dirname \"$0\")\"\n",
-    );
+    let mut script = String::from(APPLY_SH_HEAD);
     let mut crds_done = false;
     for (stage, folder) in &order {
         if *stage > Stage::CustomResourceDefinitions && !crds_done {
             crds_done = true;
             if order[0].0 == Stage::CustomResourceDefinitions {
-                script.push_str("kubectl wait \"$@\" --for condition=established --timeout=60s -f _cluster/apiextensions.k8s.io-v1-CustomResourceDefinition/\n");
+                script.push_str(APPLY_SH_WAIT_CRDS);
             }
         }
         script.push_str(&format!(
@@ -1175,6 +1228,62 @@ mod tests {
             path: String::new(),
             obj,
         }
+    }
+
+    /// Runs apply.sh's flag handling with a kubectl that logs its arguments.
+    #[test]
+    fn apply_sh_gives_wait_the_cluster_flags_only_and_skips_it_in_a_dry_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = dir.path().join("log");
+        let fake = bin.join("kubectl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nprintf '%s|' \"$@\" >> '{}'\necho >> '{}'\n",
+                log.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.path().join("apply.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "{APPLY_SH_HEAD}{APPLY_SH_WAIT_CRDS}kubectl apply \"$@\" --server-side -f 'x/'\n"
+            ),
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let _ = std::fs::remove_file(&log);
+            let st = std::process::Command::new("sh")
+                .arg(&script)
+                .args(args)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .status()
+                .unwrap();
+            assert!(st.success(), "{args:?}");
+            std::fs::read_to_string(&log).unwrap()
+        };
+        let out = run(&[
+            "--context",
+            "my prod",
+            "--validate=false",
+            "--kubeconfig=/k c",
+        ]);
+        assert_eq!(
+            out,
+            "wait|--context|my prod|--kubeconfig=/k c|--for|condition=established|--timeout=60s|-f|_cluster/apiextensions.k8s.io-v1-CustomResourceDefinition/|\n\
+             apply|--context|my prod|--validate=false|--kubeconfig=/k c|--server-side|-f|x/|\n"
+        );
+        let out = run(&["--dry-run=server", "--context=c"]);
+        assert_eq!(
+            out,
+            "apply|--dry-run=server|--context=c|--server-side|-f|x/|\n"
+        );
     }
 
     #[test]
@@ -1332,6 +1441,24 @@ mod tests {
         ));
         assert!(parse_mapping(&["prod".into()]).is_err());
         assert!(parse_mapping(&["a:x".into(), "b:x".into()]).is_err());
+        // A bad name is named, with the rule.
+        let long = "a".repeat(64);
+        for (bad, why) in [
+            ("Scratch_Bad", "it contains 'S'"),
+            ("a.b", "it contains '.'"),
+            (long.as_str(), "it has 64 characters"),
+            ("-x", "starts or ends with '-'"),
+        ] {
+            let e = parse_mapping(&[format!("prod:{bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("'{bad}' in --namespace-map 'prod:{bad}'"))
+                    && e.contains(why)
+                    && e.contains("DNS-1123"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
