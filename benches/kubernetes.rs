@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench kubernetes`. Results go in docs/BENCHMARKS.md.
 //! Target: under 10 s each.
 
-#[path = "../tests/integration/kube_server.rs"]
+#[path = "../tests/integration/kube_server/mod.rs"]
 mod kube_server;
 
 use std::path::Path;

@@ -404,7 +404,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 | K::MappingCollision { .. }
                 | K::UnknownKind { .. } => Outcome::Usage,
                 K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
-                K::DirNotEmpty(_) => Outcome::Refused,
+                K::DirNotEmpty(_)
+                | K::TargetNotEmpty { .. }
+                | K::TargetTerminating { .. }
+                | K::TargetUnreadable { .. } => Outcome::Refused,
                 K::BadExport { .. } => Outcome::Integrity,
                 K::Pipeline(p) => pipeline(p),
                 _ => Outcome::Failure,

@@ -36,7 +36,12 @@ lifeboat restore --policy app.yaml --source cluster-config --identity lifeboat.k
 lifeboat restore ... --to-dir ./export     # plain YAML files and apply.sh, for kubectl\n\
 Without --namespace-map or --namespace, every namespace and the cluster-scoped objects are restored\n\
 into their original names. Existing objects are left alone unless --overwrite. A table lists every\n\
-object: created, unchanged, skipped (why) or FAILED (the server's message); exit 7 if any failed.")]
+object: created, unchanged, skipped (why) or FAILED (the server's message); exit 7 if any failed.\n\
+A copy (--namespace-map) is made harmless unless --live, in the cluster and in --to-dir alike: no\n\
+replicas, suspended Jobs, ClusterIP Services, no Ingresses/routes/autoscalers/bare Pods, budgets that\n\
+allow every eviction. A target namespace that exists and holds objects is refused (exit 5, before\n\
+anything is written) unless --into-existing; a namespace being deleted is refused always. In an\n\
+existing namespace, objects that would select pods the restore does not make are skipped.")]
 pub struct Args {
     // Fields are read by the dump restore here and by `super::pitr`.
     /// The policy file.
@@ -167,6 +172,12 @@ pub struct Args {
     /// CronJobs, load balancers, Ingresses), not made harmless.
     #[arg(long, help_heading = "Kubernetes")]
     pub(super) live: bool,
+    /// Kubernetes: restore a copy into a target namespace that exists and
+    /// holds objects (refused otherwise, exit 5). Objects that would
+    /// select its pods (Services, NetworkPolicies, budgets, autoscalers)
+    /// are still skipped.
+    #[arg(long, help_heading = "Kubernetes")]
+    pub(super) into_existing: bool,
     /// Kubernetes: also restore cluster-scoped objects (CRDs, ClusterRoles...)
     /// when restoring some namespaces or into mapped ones.
     #[arg(long, help_heading = "Kubernetes")]
@@ -195,6 +206,7 @@ impl Args {
             ("--exclude", !self.exclude.is_empty()),
             ("--overwrite", self.overwrite),
             ("--live", self.live),
+            ("--into-existing", self.into_existing),
             ("--cluster-resources", self.cluster_resources),
             ("--to-dir", self.to_dir.is_some()),
             ("--kubeconfig", self.kubeconfig.is_some()),

@@ -37,13 +37,32 @@ fn print_plan(plan: &Plan, backup: &str, target: &str) {
             println!("  namespace   {from} -> {to}");
         }
     }
-    let skipped = plan.objects.iter().filter(|p| p.skip.is_some()).count();
+    let (skips, changed) = plan_counts(plan);
+    let skipped: usize = skips.values().sum();
     println!(
-        "  objects     {} to apply, {} skipped by the harmless-copy rules, {} not selected",
+        "  objects     {} to apply ({} changed by the harmless-copy rules or the mapping), {} not selected",
         plan.objects.len() - skipped,
-        skipped,
+        changed,
         plan.not_selected
     );
+    if skipped > 0 {
+        println!("  left out    {}", kr::describe_skips(&skips));
+    }
+}
+
+/// Skipped objects per reason, and how many applied objects the rules
+/// changed.
+fn plan_counts(plan: &Plan) -> (std::collections::BTreeMap<kr::SkipReason, usize>, usize) {
+    let mut skips = std::collections::BTreeMap::new();
+    let mut changed = 0;
+    for p in &plan.objects {
+        match &p.skip {
+            Some(s) => *skips.entry(s.reason).or_default() += 1,
+            None if !p.changes.is_empty() => changed += 1,
+            None => {}
+        }
+    }
+    (skips, changed)
 }
 
 fn print_report(report: &Report) {
@@ -80,7 +99,14 @@ fn print_report(report: &Report) {
     ] {
         let n = report.count(outcome);
         if n > 0 {
-            parts.push(format!("{n} {}", outcome.label().to_lowercase()));
+            if outcome == O::Skipped {
+                parts.push(format!(
+                    "{n} skipped ({})",
+                    kr::describe_skips(&report.skipped_by_reason())
+                ));
+            } else {
+                parts.push(format!("{n} {}", outcome.label().to_lowercase()));
+            }
         }
     }
     println!(
@@ -110,6 +136,7 @@ pub async fn run(
         overwrite: args.overwrite,
         live: args.live,
         cluster_resources: args.cluster_resources,
+        into_existing: args.into_existing,
     };
     let identities = super::identities(&args.identity, "restore")?;
     let repo = super::open(policy, false).await?;
@@ -124,25 +151,33 @@ pub async fn run(
     tracing::info!(backup = %manifest.id, "reading and verifying the export");
     let objects = kr::load(&repo, &manifest, identities).await?;
 
+    let plan = kr::plan(&manifest, objects, &opts)?;
     if let Some(dir) = &args.to_dir {
-        let plan = kr::plan(&manifest, objects, &opts, false)?;
-        let written = kr::write_dir(&plan, dir)?;
+        let written = kr::write_dir(&plan, dir, opts.into_existing)?;
+        let (skips, changed) = plan_counts(&plan);
         if args.json {
             super::print_json(&serde_json::json!({
                 "backup": manifest.id,
                 "dir": dir,
                 "files": written,
+                "changed": changed,
+                "skipped": skips,
                 "not_selected": plan.not_selected,
+                "objects": plan.objects,
             }));
         } else {
             println!(
-                "wrote {written} objects of backup {} to {} ({} not selected)",
+                "wrote {written} objects of backup {} to {} ({changed} changed by the harmless-copy rules or the mapping, {} not selected)",
                 manifest.id,
                 dir.display(),
                 plan.not_selected
             );
+            if !skips.is_empty() {
+                println!("left out: {}", kr::describe_skips(&skips));
+            }
             println!(
-                "apply them with: sh {}/apply.sh [--context NAME]",
+                "what changed and why: {}/plan.txt; apply with: sh {}/apply.sh [--context NAME]",
+                dir.display(),
                 dir.display()
             );
         }
@@ -153,7 +188,6 @@ pub async fn run(
         return Ok(Outcome::Ok.into());
     }
 
-    let plan = kr::plan(&manifest, objects, &opts, true)?;
     let connect = ConnectOptions {
         kubeconfig: args
             .kubeconfig

@@ -21,7 +21,7 @@ use crate::source::kubernetes::{Cluster, Discovery, KubeError, ResourceType};
 
 /// The label that marks scratch namespaces.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "lifeboat-drill";
+pub const MANAGED_BY_VALUE: &str = crate::restore::kubernetes::DRILL_MANAGED_BY;
 const DRILL_LABEL: &str = "lifeboat.dev/drill";
 const OWNER_ANNOTATION: &str = "lifeboat.dev/drill-owner";
 const SOURCE_ANNOTATION: &str = "lifeboat.dev/drill-source-namespace";
@@ -127,16 +127,38 @@ pub fn namespace_type(discovery: &Discovery) -> Result<ResourceType, KubeDrillEr
         .ok_or(KubeDrillError::NoType("Namespace"))
 }
 
-/// Creates the scratch namespaces, labelled and annotated with the owner,
-/// and binds `cfg`'s ClusterRole in each to the drill's account.
-pub async fn create(
-    cluster: &Cluster,
-    discovery: &Discovery,
-    ns_type: &ResourceType,
+/// Turns the restore plan's Namespace objects (the backup's, with the
+/// labels and annotations a copy keeps) into the scratch namespaces' own:
+/// the drill's label, id, owner and source namespace added on top. The
+/// restore then finds each namespace holding what the backup has.
+/// Returns the scratch namespaces to create, by name.
+pub fn scratch_namespaces(
+    plan: &mut crate::restore::kubernetes::Plan,
     id: &str,
-    mapping: &BTreeMap<String, String>,
-    cfg: &ScratchKubernetesConfig,
-) -> Result<(), KubeDrillError> {
+) -> BTreeMap<String, Value> {
+    // A namespace whose Namespace object the export lacks gets a bare one.
+    for (from, to) in plan.namespaces.clone() {
+        let planned = plan
+            .objects
+            .iter()
+            .any(|p| p.api_version == "v1" && p.kind == "Namespace" && p.name == to);
+        if !planned {
+            plan.objects.insert(
+                0,
+                crate::restore::kubernetes::Planned {
+                    stage: crate::restore::kubernetes::Stage::Namespaces,
+                    source_namespace: Some(from),
+                    namespace: Some(to.clone()),
+                    api_version: "v1".into(),
+                    kind: "Namespace".into(),
+                    name: to.clone(),
+                    skip: None,
+                    changes: Vec::new(),
+                    obj: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": to}}),
+                },
+            );
+        }
+    }
     let me = std::process::id();
     let owner = serde_json::to_string(&Owner {
         host: crate::lock::hostname(),
@@ -144,18 +166,53 @@ pub async fn create(
         process_start: scratch::process_start(me).unwrap_or(0),
     })
     .expect("owner serializes");
-    for (from, name) in mapping {
-        let obj = json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {MANAGED_BY: MANAGED_BY_VALUE, DRILL_LABEL: id.to_ascii_lowercase()},
-                "annotations": {OWNER_ANNOTATION: owner, SOURCE_ANNOTATION: from},
+    let mut out = BTreeMap::new();
+    for p in plan
+        .objects
+        .iter_mut()
+        .filter(|p| p.api_version == "v1" && p.kind == "Namespace")
+    {
+        let from = p.source_namespace.clone().unwrap_or_default();
+        let meta = p
+            .obj
+            .as_object_mut()
+            .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+        if let Some(meta) = meta.and_then(Value::as_object_mut) {
+            for (field, marks) in [
+                (
+                    "labels",
+                    json!({MANAGED_BY: MANAGED_BY_VALUE, DRILL_LABEL: id.to_ascii_lowercase()}),
+                ),
+                (
+                    "annotations",
+                    json!({OWNER_ANNOTATION: owner, SOURCE_ANNOTATION: from}),
+                ),
+            ] {
+                let map = meta.entry(field).or_insert_with(|| json!({}));
+                if let (Some(map), Some(marks)) = (map.as_object_mut(), marks.as_object()) {
+                    for (k, v) in marks {
+                        map.insert(k.clone(), v.clone());
+                    }
+                }
             }
-        });
+        }
+        out.insert(p.name.clone(), p.obj.clone());
+    }
+    out
+}
+
+/// Creates the scratch namespaces (from [`scratch_namespaces`]) and binds
+/// `cfg`'s ClusterRole in each to the drill's account.
+pub async fn create(
+    cluster: &Cluster,
+    discovery: &Discovery,
+    ns_type: &ResourceType,
+    namespaces: &BTreeMap<String, Value>,
+    cfg: &ScratchKubernetesConfig,
+) -> Result<(), KubeDrillError> {
+    for (name, obj) in namespaces {
         cluster
-            .apply(ns_type, None, name, &obj, false)
+            .apply(ns_type, None, name, obj, false)
             .await
             .map_err(|e| KubeDrillError::Create {
                 namespace: name.clone(),

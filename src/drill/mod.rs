@@ -1116,22 +1116,26 @@ impl Drill<'_> {
         // From here on the namespaces are deleted on every path, an
         // interruption included.
         let body = async {
+            // The scratch namespaces were just made: into_existing. They
+            // get the backup's labels and annotations (what a copy keeps),
+            // so that admission rules keyed on them apply as in production.
+            let opts = kr::Options {
+                namespace_map: mapping.clone(),
+                into_existing: true,
+                ..Default::default()
+            };
+            let mut plan =
+                kr::plan(manifest, objects, &opts).map_err(|e| ("restore", e.to_string()))?;
+            let scratch = kube::scratch_namespaces(&mut plan, self.id);
             kube::create(
                 &cluster,
                 &discovery,
                 &ns_type,
-                self.id,
-                &mapping,
+                &scratch,
                 &self.policy.drill.kubernetes,
             )
             .await
             .map_err(|e| ("scratch target", e.to_string()))?;
-            let opts = kr::Options {
-                namespace_map: mapping.clone(),
-                ..Default::default()
-            };
-            let plan =
-                kr::plan(manifest, objects, &opts, true).map_err(|e| ("restore", e.to_string()))?;
             let (c, id) = (cluster.clone(), manifest.id.clone());
             let report = kube::on_blocking_thread(move || async move {
                 kr::execute(&c, plan, &opts, false, &id).await
@@ -1194,11 +1198,12 @@ impl Drill<'_> {
             failed.is_empty(),
             if failed.is_empty() {
                 format!(
-                    "{} objects created, {} updated, {} unchanged, {} skipped by the harmless-copy rules, {} not selected (cluster-scoped) in {}",
+                    "{} objects created, {} updated, {} unchanged, {} skipped ({}), {} not selected (cluster-scoped) in {}",
                     count(kr::Outcome::Created),
                     count(kr::Outcome::Updated),
                     count(kr::Outcome::Unchanged),
                     count(kr::Outcome::Skipped),
+                    kr::describe_skips(&report.skipped_by_reason()),
                     report.not_selected,
                     report::human_seconds(report.seconds)
                 )

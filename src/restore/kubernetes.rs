@@ -19,6 +19,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+mod target;
+pub use target::selects;
+
 use crate::keys::Identities;
 use crate::pipeline::{self, PipelineError};
 use crate::repository::{Manifest, Repository};
@@ -65,6 +68,21 @@ pub enum KubeRestoreError {
     },
     #[error("--namespace-map maps both '{a}' and '{b}' to '{to}'; each target namespace can receive one source namespace")]
     MappingCollision { a: String, b: String, to: String },
+    #[error("namespace '{namespace}' exists and holds {count} object(s) of its own: {objects}. A copy of '{source_namespace}' must not land among other workloads (its Services, NetworkPolicies and budgets could select their pods). Pick a new namespace name, delete '{namespace}' first, or pass --into-existing to restore into it anyway (objects that would select pods not restored are still skipped)")]
+    TargetNotEmpty {
+        namespace: String,
+        source_namespace: String,
+        count: usize,
+        objects: String,
+    },
+    #[error("namespace '{namespace}' is being deleted (Terminating); nothing can be created in it. Wait until `kubectl get namespace {namespace}` says NotFound, then run the restore again, or pick another name")]
+    TargetTerminating { namespace: String },
+    #[error("cannot tell what namespace '{namespace}' holds, so a copy into it is refused: {source}. Grant `list` there, or pass --into-existing if you know it is safe")]
+    TargetUnreadable {
+        namespace: String,
+        #[source]
+        source: Box<KubeError>,
+    },
     #[error("--to-dir {0} exists and is not empty; name a new or empty folder")]
     DirNotEmpty(PathBuf),
     #[error("cannot write {path}: {source}")]
@@ -99,6 +117,10 @@ pub struct Options {
     /// Restore cluster-scoped objects even when restoring a subset of
     /// namespaces or into mapped ones.
     pub cluster_resources: bool,
+    /// Restore a copy into a target namespace that exists and holds
+    /// objects (refused otherwise). Objects that would select pods not
+    /// part of the restore are still skipped.
+    pub into_existing: bool,
 }
 
 /// Parses `FROM:TO` pairs.
@@ -272,12 +294,46 @@ pub struct Planned {
     pub name: String,
     /// Why it is not applied, if it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip: Option<String>,
+    pub skip: Option<Skip>,
     /// What the restore changed (the harmless-copy rules, references).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
     #[serde(skip)]
     pub obj: Value,
+}
+
+/// Why an object is not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// The harmless-copy rules leave it out of a copy (`--live` keeps it).
+    HarmlessCopy,
+    /// In a copy's target namespace it would select pods that are not
+    /// part of the restore.
+    SelectsOtherPods,
+    /// It exists on the target and differs (`--overwrite` replaces it).
+    ExistsAndDiffers,
+    /// Cluster-scoped, exists and differs: a copy shares it with the
+    /// original and never replaces it.
+    SharedClusterScoped,
+}
+
+impl SkipReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::HarmlessCopy => "harmless-copy rules",
+            SkipReason::SelectsOtherPods => "would select pods not restored",
+            SkipReason::ExistsAndDiffers => "exists and differs",
+            SkipReason::SharedClusterScoped => "shared cluster-scoped object",
+        }
+    }
+}
+
+/// An object left out, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skip {
+    pub reason: SkipReason,
+    pub detail: String,
 }
 
 /// The objects selected, transformed and ordered; and how many were not
@@ -347,13 +403,13 @@ fn type_of(known: &[ResourceType], api_version: &str, kind: &str) -> ResourceTyp
         .unwrap_or_else(|| described_type(api_version, kind, None))
 }
 
-/// Selects, rewrites and orders the objects. `harmless` applies the
-/// harmless-copy rules (off for `--to-dir`).
+/// Selects, rewrites and orders the objects, with the harmless-copy rules
+/// for copies into other namespaces (unless `--live`). The same plan goes
+/// to the cluster and to `--to-dir`.
 pub fn plan(
     manifest: &Manifest,
     objects: Vec<Exported>,
     opts: &Options,
-    harmless: bool,
 ) -> Result<Plan, KubeRestoreError> {
     let available: BTreeSet<String> = objects
         .iter()
@@ -445,7 +501,10 @@ pub fn plan(
         if copy && p.api_version == "v1" && p.kind == "Service" {
             release_node_ports(&mut p);
         }
-        if harmless && !opts.live && copy {
+        if copy && is_namespace {
+            copy_namespace_metadata(&mut p, &manifest.id);
+        }
+        if !opts.live && copy {
             make_harmless(&mut p);
         }
         out.push(p);
@@ -580,13 +639,72 @@ fn release_node_ports(p: &mut Planned) {
     }
 }
 
+/// The `app.kubernetes.io/managed-by` value of a drill's scratch
+/// namespaces and of the objects the drill makes there itself.
+pub const DRILL_MANAGED_BY: &str = "lifeboat-drill";
+
+/// Annotation on a copy's Namespace: the backup it was restored from. A
+/// restore of the same backup may finish an earlier, interrupted one
+/// there; any other refuses a namespace that holds objects.
+pub const RESTORED_FROM_ANNOTATION: &str = "lifeboat.dev/restored-from";
+
+/// Whether a Namespace label or annotation of the backup is left off a
+/// copy's Namespace: the cluster assigns it per namespace (OpenShift's
+/// UID and SELinux ranges, the name label), or it is lifeboat's own
+/// (a drill's or an earlier copy's marks, which would make the copy look
+/// like a drill's scratch namespace).
+pub fn namespace_key_not_copied(key: &str) -> bool {
+    key == NAME_LABEL
+        || key.starts_with("lifeboat.dev/")
+        || key.starts_with("openshift.io/sa.scc.")
+        || key == "app.kubernetes.io/managed-by"
+}
+
+/// A copy's Namespace: the backup's labels and annotations except the
+/// ones [`namespace_key_not_copied`] names, and the restored-from mark.
+fn copy_namespace_metadata(p: &mut Planned, backup: &str) {
+    let mut dropped = Vec::new();
+    if let Some(meta) = p.obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["labels", "annotations"] {
+            if let Some(map) = meta.get_mut(field).and_then(Value::as_object_mut) {
+                let keys: Vec<String> = map
+                    .keys()
+                    .filter(|k| namespace_key_not_copied(k))
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    map.remove(&k);
+                    dropped.push(k);
+                }
+            }
+        }
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(RESTORED_FROM_ANNOTATION.into(), backup.into());
+        }
+    }
+    if !dropped.is_empty() {
+        p.changes.push(format!(
+            "not copied to the copy's namespace: {}",
+            dropped.join(", ")
+        ));
+    }
+}
+
 /// Annotation recording what the harmless-copy rules changed.
 pub const HARMLESS_ANNOTATION: &str = "lifeboat.dev/harmless-copy";
 
 /// Makes a copy in another namespace unable to take traffic or do work.
 fn make_harmless(p: &mut Planned) {
     let group = p.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    let skip = |why: &str| Some(format!("{why}; --live restores it"));
+    let skip = |why: &str| {
+        Some(Skip {
+            reason: SkipReason::HarmlessCopy,
+            detail: format!("{why}; --live restores it"),
+        })
+    };
     match (group, p.kind.as_str()) {
         ("networking.k8s.io" | "extensions", "Ingress") => {
             p.skip = skip("an Ingress would route live traffic to the copy");
@@ -635,6 +753,23 @@ fn make_harmless(p: &mut Planned) {
                 ));
             }
         }
+        ("policy", "PodDisruptionBudget") => {
+            // The copy runs no pods: a budget could only block draining
+            // nodes if some appeared. It stays, allowing every eviction.
+            let was = ["minAvailable", "maxUnavailable"]
+                .iter()
+                .find_map(|f| spec.get(*f).map(|v| format!("{f} {}", plain(v))));
+            if spec.get("minAvailable") != Some(&Value::from(0))
+                || spec.contains_key("maxUnavailable")
+            {
+                spec.remove("maxUnavailable");
+                spec.insert("minAvailable".into(), 0.into());
+                change = Some(format!(
+                    "{} -> minAvailable 0 (the copy's pods may always be evicted)",
+                    was.unwrap_or_else(|| "no budget".into())
+                ));
+            }
+        }
         ("batch", "CronJob" | "Job")
             if spec.get("suspend").and_then(Value::as_bool) != Some(true) =>
         {
@@ -680,6 +815,14 @@ fn make_harmless(p: &mut Planned) {
     }
 }
 
+/// A JSON scalar as written in YAML (`2`, `50%`).
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// What happened to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -716,6 +859,9 @@ pub struct ObjectResult {
     pub kind: String,
     pub name: String,
     pub outcome: Outcome,
+    /// Why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<SkipReason>,
     /// Why it was skipped, the server's message when it failed, or what
     /// the restore changed.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -739,6 +885,26 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.count(Outcome::Failed) > 0
     }
+    /// Skipped objects, counted per reason.
+    pub fn skipped_by_reason(&self) -> BTreeMap<SkipReason, usize> {
+        let mut out = BTreeMap::new();
+        for r in self.objects.iter().filter_map(|o| o.reason) {
+            *out.entry(r).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// "2 harmless-copy rules, 1 exists and differs" (empty: "none").
+pub fn describe_skips(counts: &BTreeMap<SkipReason, usize>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(r, n)| format!("{n} {}", r.label()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether every field of `want` has the same value in `have` (what the
@@ -790,6 +956,8 @@ pub async fn execute(
 ) -> Result<Report, KubeRestoreError> {
     let started = std::time::Instant::now();
     let mut discovery = cluster.discover().await?;
+    let mut plan = plan;
+    target::check(cluster, &discovery, &mut plan, opts, backup).await?;
     let mut results: Vec<ObjectResult> = Vec::with_capacity(plan.objects.len());
     let total = plan.objects.len();
     // The types the plan's own CRDs define (for a dry run, which does not
@@ -942,10 +1110,12 @@ async fn apply_one(
         kind: p.kind.clone(),
         name: p.name.clone(),
         outcome: Outcome::Skipped,
+        reason: None,
         detail: p.changes.join("; "),
     };
-    if let Some(why) = &p.skip {
-        result.detail = why.clone();
+    if let Some(skip) = &p.skip {
+        result.reason = Some(skip.reason);
+        result.detail = skip.detail.clone();
         return Ok(result);
     }
     let Some(rt) = discovery.find(&p.api_version, &p.kind) else {
@@ -982,11 +1152,11 @@ async fn apply_one(
             Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
             Some(_) if shared => (
                 Outcome::Skipped,
-                Some("cluster-scoped, exists and differs; a restore into mapped namespaces leaves it alone".to_string()),
+                Some((SkipReason::SharedClusterScoped, "cluster-scoped, exists and differs; a restore into mapped namespaces leaves it alone".to_string())),
             ),
             Some(_) if !opts.overwrite && !server_made => (
                 Outcome::Skipped,
-                Some("exists and differs; left alone (--overwrite replaces it)".to_string()),
+                Some((SkipReason::ExistsAndDiffers, "exists and differs; left alone (--overwrite replaces it)".to_string())),
             ),
             Some(_) if dry_run => (Outcome::WouldUpdate, None),
             Some(_) => {
@@ -996,8 +1166,10 @@ async fn apply_one(
                     // managers own: remove the data keys the backup lacks.
                     remove_extra_keys(cluster, rt, namespace, &p.name, &p.obj, &applied).await?;
                 }
-                let detail = server_made.then(|| "made by the cluster; the backup's fields applied on top".to_string());
-                (Outcome::Updated, detail)
+                if server_made {
+                    result.detail = "made by the cluster; the backup's fields applied on top".into();
+                }
+                (Outcome::Updated, None)
             }
             None if dry_run => (Outcome::WouldCreate, None),
             None => {
@@ -1008,10 +1180,11 @@ async fn apply_one(
     }
     .await;
     match outcome {
-        Ok((o, detail)) => {
+        Ok((o, skip)) => {
             result.outcome = o;
-            if let Some(d) = detail {
-                result.detail = d;
+            if let Some((reason, detail)) = skip {
+                result.reason = Some(reason);
+                result.detail = detail;
             }
         }
         // Everything else would fail the same way: stop.
@@ -1139,11 +1312,57 @@ const APPLY_SH_WAIT_CRDS: &str = r#"if [ -z "$dry" ]; then
 fi
 "#;
 
-/// Writes the selected objects as plain YAML files
-/// (`DIR/namespace/group-version-Kind/name.yaml`) and `DIR/apply.sh`,
-/// which applies them with kubectl in dependency order. Files are 0600
-/// and folders 0700: Secrets are in plaintext there.
-pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
+/// apply.sh's guard for a copy's target namespace (`@NS@`): like the
+/// restore into the cluster, it refuses a namespace that exists (it cannot
+/// tell what a namespace holds, so it is stricter: any existing one).
+const APPLY_SH_GUARD: &str = r#"if [ -z "$LIFEBOAT_INTO_EXISTING" ]; then
+  found=$(IFS=$nl; set -f; kubectl get namespace @NS@ $conn -o name --ignore-not-found)
+  if [ -n "$found" ]; then
+    echo "apply.sh: namespace @NS@ exists; this copy of @FROM@ must not land among other workloads. Pick a new name (lifeboat restore --namespace-map @FROM@:NEW --to-dir ...), delete it, or run with LIFEBOAT_INTO_EXISTING=1 to apply anyway" >&2
+    exit 5
+  fi
+fi
+"#;
+
+/// One line per object for `DIR/plan.txt`: what is written, what the
+/// rules changed, what is left out and why.
+fn plan_lines(plan: &Plan) -> String {
+    let mut out = String::from(
+        "# lifeboat restore --to-dir: every selected object, and what the restore did to it\n",
+    );
+    for (from, to) in &plan.namespaces {
+        if from != to {
+            out.push_str(&format!("# namespace {from} -> {to}\n"));
+        }
+    }
+    for p in &plan.objects {
+        let what = format!(
+            "{}/{} {}",
+            p.namespace.as_deref().unwrap_or("-"),
+            p.kind,
+            p.name
+        );
+        match &p.skip {
+            Some(skip) => out.push_str(&format!(
+                "skipped  {what}: {} ({})\n",
+                skip.detail,
+                skip.reason.label()
+            )),
+            None if p.changes.is_empty() => out.push_str(&format!("as is    {what}\n")),
+            None => out.push_str(&format!("changed  {what}: {}\n", p.changes.join("; "))),
+        }
+    }
+    out
+}
+
+/// Writes the objects the plan applies as plain YAML files
+/// (`DIR/namespace/group-version-Kind/name.yaml`), `DIR/plan.txt` (every
+/// object, what the rules changed or why it is left out) and
+/// `DIR/apply.sh`, which applies them with kubectl in dependency order
+/// and, for a copy, refuses a target namespace that exists (unless
+/// `into_existing`). Files are 0600 and folders 0700: Secrets are in
+/// plaintext there.
+pub fn write_dir(plan: &Plan, dir: &Path, into_existing: bool) -> Result<usize, KubeRestoreError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let write_err = |path: &Path, source: std::io::Error| KubeRestoreError::Write {
         path: path.to_path_buf(),
@@ -1161,7 +1380,7 @@ pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
     let mut written = 0;
     // Folders in the order kubectl should apply them.
     let mut order: Vec<(Stage, String)> = Vec::new();
-    for p in &plan.objects {
+    for p in plan.objects.iter().filter(|p| p.skip.is_none()) {
         let rel = crate::source::kubernetes::entry_path(
             p.namespace.as_deref().filter(|_| p.kind != "Namespace"),
             &p.api_version,
@@ -1191,6 +1410,11 @@ pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
     }
     order.sort();
     let mut script = String::from(APPLY_SH_HEAD);
+    if !into_existing {
+        for (from, to) in plan.namespaces.iter().filter(|(f, t)| f != t) {
+            script.push_str(&APPLY_SH_GUARD.replace("@NS@", to).replace("@FROM@", from));
+        }
+    }
     let mut crds_done = false;
     for (stage, folder) in &order {
         if *stage > Stage::CustomResourceDefinitions && !crds_done {
@@ -1205,6 +1429,8 @@ pub fn write_dir(plan: &Plan, dir: &Path) -> Result<usize, KubeRestoreError> {
     }
     let script_path = dir.join("apply.sh");
     std::fs::write(&script_path, script).map_err(|e| write_err(&script_path, e))?;
+    let plan_path = dir.join("plan.txt");
+    std::fs::write(&plan_path, plan_lines(plan)).map_err(|e| write_err(&plan_path, e))?;
     Ok(written)
 }
 
@@ -1290,10 +1516,21 @@ mod tests {
     fn mapping_rewrites_namespaces_and_references_and_makes_a_harmless_copy() {
         let objects = vec![
             exported(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod",
+                    "labels": {"team": "shop", "pod-security.kubernetes.io/enforce": "restricted",
+                               "app.kubernetes.io/managed-by": "Helm", "lifeboat.dev/drill": "x"},
+                    "annotations": {"owner": "shop@example.com", "openshift.io/sa.scc.uid-range": "1000/10000"}}}),
             ),
             exported(
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "prod"}, "spec": {"replicas": 3}}),
+            ),
+            exported(
+                json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": "prod"},
+                    "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}}),
+            ),
+            exported(
+                json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": "prod"},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5}}),
             ),
             exported(
                 json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb", "namespace": "prod"},
@@ -1323,14 +1560,68 @@ mod tests {
             namespace_map: parse_mapping(&["prod:drill".into()]).unwrap(),
             ..Default::default()
         };
-        let plan = plan(&manifest(), objects, &opts, true).unwrap();
+        let plan = plan(&manifest(), objects, &opts).unwrap();
         assert_eq!(plan.not_selected, 3, "other namespace and the cluster role");
         let by_kind = |k: &str| plan.objects.iter().find(|p| p.kind == k).unwrap();
         assert_eq!(plan.objects[0].kind, "Namespace");
         assert_eq!(
             by_kind("Namespace").obj,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill"}})
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "drill",
+                "labels": {"team": "shop", "pod-security.kubernetes.io/enforce": "restricted"},
+                "annotations": {"owner": "shop@example.com", RESTORED_FROM_ANNOTATION: "20261123T000000Z-abcd"}}})
         );
+        assert_eq!(
+            by_kind("Namespace").changes,
+            ["not copied to the copy's namespace: app.kubernetes.io/managed-by, lifeboat.dev/drill, openshift.io/sa.scc.uid-range"]
+        );
+        let pdb = by_kind("PodDisruptionBudget");
+        assert_eq!(
+            pdb.obj.pointer("/spec"),
+            Some(&json!({"minAvailable": 0, "selector": {"matchLabels": {"app": "web"}}}))
+        );
+        assert_eq!(
+            pdb.changes,
+            ["minAvailable 2 -> minAvailable 0 (the copy's pods may always be evicted)"]
+        );
+        assert_eq!(
+            by_kind("HorizontalPodAutoscaler")
+                .skip
+                .as_ref()
+                .unwrap()
+                .reason,
+            SkipReason::HarmlessCopy
+        );
+
+        // --to-dir writes exactly what the plan applies, says what changed
+        // and why the rest is left out, and its apply.sh guards the copy.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("export");
+        write_dir(&plan, &out, false).unwrap();
+        let deployment: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(out.join("drill/apps-v1-Deployment/web.yaml")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(0)));
+        assert!(!out.join("drill/networking.k8s.io-v1-Ingress").exists());
+        let plan_txt = std::fs::read_to_string(out.join("plan.txt")).unwrap();
+        assert!(
+            plan_txt.contains("changed  drill/Deployment web: replicas 3 -> 0"),
+            "{plan_txt}"
+        );
+        assert!(
+            plan_txt.contains("skipped  drill/Ingress web: an Ingress would route live traffic"),
+            "{plan_txt}"
+        );
+        let script = std::fs::read_to_string(out.join("apply.sh")).unwrap();
+        assert!(
+            script.contains("kubectl get namespace drill $conn -o name --ignore-not-found"),
+            "{script}"
+        );
+        let out2 = dir.path().join("export2");
+        write_dir(&plan, &out2, true).unwrap();
+        assert!(!std::fs::read_to_string(out2.join("apply.sh"))
+            .unwrap()
+            .contains("get namespace"));
         let d = by_kind("Deployment");
         assert_eq!(d.obj.pointer("/metadata/namespace"), Some(&json!("drill")));
         assert_eq!(d.obj.pointer("/spec/replicas"), Some(&json!(0)));
@@ -1377,7 +1668,7 @@ mod tests {
                 ),
             ]
         };
-        let plan1 = plan(&manifest(), objects(), &Options::default(), true).unwrap();
+        let plan1 = plan(&manifest(), objects(), &Options::default()).unwrap();
         assert_eq!(
             plan1.objects[1].obj.pointer("/spec/replicas"),
             Some(&json!(3))
@@ -1387,7 +1678,7 @@ mod tests {
             live: true,
             ..Default::default()
         };
-        let plan2 = plan(&manifest(), objects(), &opts, true).unwrap();
+        let plan2 = plan(&manifest(), objects(), &opts).unwrap();
         assert_eq!(
             plan2.objects[1].obj.pointer("/spec/replicas"),
             Some(&json!(3))
@@ -1417,13 +1708,13 @@ mod tests {
             exclude: vec!["secrets".into()],
             ..Default::default()
         };
-        let p = plan(&manifest(), objects(), &opts, true).unwrap();
+        let p = plan(&manifest(), objects(), &opts).unwrap();
         assert_eq!(p.objects.len(), 2);
         let opts = Options {
             include: vec!["Secret".into()],
             ..Default::default()
         };
-        let p = plan(&manifest(), objects(), &opts, true).unwrap();
+        let p = plan(&manifest(), objects(), &opts).unwrap();
         assert_eq!(
             p.objects
                 .iter()
@@ -1436,7 +1727,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            plan(&manifest(), objects(), &opts, true),
+            plan(&manifest(), objects(), &opts),
             Err(KubeRestoreError::NoSuchNamespace { .. })
         ));
         assert!(parse_mapping(&["prod".into()]).is_err());

@@ -875,9 +875,16 @@ fn a_mariadb_drill_replays_binlogs_and_a_removed_binlog_fails_it() {
 #[test]
 fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
     use crate::kube_server::KubeServer;
-    use serde_json::json;
+    use serde_json::{json, Value};
     let server = KubeServer::start();
     server.seed_realistic("prod");
+    // Admission rules keyed on namespace labels must see the drill's
+    // namespace as they see production's.
+    let mut ns = server.get("v1", "Namespace", None, "prod").unwrap();
+    ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("restricted");
+    ns["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+    ns["metadata"]["annotations"] = json!({"owner": "payments@example.com"});
+    server.insert(ns);
     let repo = tempfile::tempdir().unwrap();
     let lb = Lifeboat::with_source(Repo::Local(repo.path().join("repo")), "", &[]);
     let kubeconfig = server.kubeconfig(lb.dir.path());
@@ -945,10 +952,33 @@ fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
     ] {
         assert!(check_line(&r, name).contains("ok"), "{name}:\n{}", r.stdout);
     }
+    // Skips are counted per reason: the Ingress by the harmless-copy
+    // rules, and nothing else (the scratch namespace holds what the
+    // backup's Namespace has, so it is not "exists and differs").
     assert!(
-        check_line(&r, "restore").contains("skipped by the harmless-copy rules"),
+        check_line(&r, "restore").contains("1 skipped (1 harmless-copy rules)"),
         "{}",
         r.stdout
+    );
+    let scratch: Vec<Value> = server
+        .deleted_namespaces()
+        .into_iter()
+        .filter(|n| {
+            n["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("lifeboat-drill-")
+                && n["metadata"]["name"] != left
+        })
+        .collect();
+    assert_eq!(scratch.len(), 1, "{scratch:?}");
+    let labels = &scratch[0]["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["team"], "payments");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "lifeboat-drill");
+    assert_eq!(
+        scratch[0]["metadata"]["annotations"]["owner"],
+        "payments@example.com"
     );
     assert!(
         r.stdout.contains(&format!("namespace/{left} (removed)")),
@@ -978,7 +1008,8 @@ fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
     let scratch_left: Vec<String> = server
         .objects()
         .iter()
-        .filter(|o| o["kind"] == "Namespace")
+        // Deleted: gone, or Terminating for a moment as on a real cluster.
+        .filter(|o| o["kind"] == "Namespace" && o["metadata"]["deletionTimestamp"].is_null())
         .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
         .filter(|n| n.starts_with("lifeboat-drill-"))
         .collect();
@@ -1006,7 +1037,7 @@ fn a_kubernetes_drill_restores_into_scratch_namespaces_and_deletes_them() {
     assert!(server
         .objects()
         .iter()
-        .filter(|o| o["kind"] == "Namespace")
+        .filter(|o| o["kind"] == "Namespace" && o["metadata"]["deletionTimestamp"].is_null())
         .all(|o| !o["metadata"]["name"]
             .as_str()
             .unwrap_or("")

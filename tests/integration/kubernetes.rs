@@ -1,5 +1,5 @@
 //! Kubernetes configuration exports and restores, against the in-process
-//! API server of `kube_server.rs` (no real API server can run here).
+//! API server of `kube_server/` (no real API server can run here).
 
 use std::path::{Path, PathBuf};
 
@@ -388,6 +388,7 @@ fn restore_into_the_original_names_on_an_empty_cluster_recreates_everything() {
     let cfg = target_config.display().to_string();
     // A dry run on the empty cluster: the custom resources would follow
     // their CRD, nothing fails and nothing is written.
+    let fresh = target.objects();
     let r = restore(&lb, &["--kubeconfig", &cfg, "--dry-run"]);
     r.ok();
     assert!(
@@ -397,7 +398,7 @@ fn restore_into_the_original_names_on_an_empty_cluster_recreates_everything() {
         "{}",
         r.stdout
     );
-    assert!(target.objects().is_empty());
+    assert_eq!(target.objects(), fresh, "a dry run writes nothing");
     let r = restore(&lb, &["--kubeconfig", &cfg]);
     r.ok();
     // The CRD came first and was waited for: its custom resources exist.
@@ -557,7 +558,7 @@ fn the_plain_export_is_valid_kubernetes_yaml() {
     server.allow_anonymous();
     let kubeconfig = server.kubeconfig(&lb.dir.path().join("kubectl"));
     let out = std::process::Command::new(kubectl)
-        .args(["apply", "--dry-run=client", "--validate=false", "-R", "-f"])
+        .args(["apply", "--dry-run=client", "-R", "-f"])
         .arg(&dir)
         .env("KUBECONFIG", &kubeconfig)
         .env("HOME", lb.dir.path())
@@ -578,15 +579,7 @@ fn the_plain_export_is_valid_kubernetes_yaml() {
     // What kubectl decodes (YAML 1.1, into the typed objects) is what the
     // cluster had: every ConfigMap's and Secret's data, key by key.
     let out = std::process::Command::new(which("kubectl").unwrap())
-        .args([
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "--validate=false",
-            "-R",
-            "-f",
-        ])
+        .args(["create", "--dry-run=client", "-o", "json", "-R", "-f"])
         .arg(&dir)
         .env("KUBECONFIG", &kubeconfig)
         .env("HOME", lb.dir.path())
@@ -926,7 +919,7 @@ fn namespaces_by_selector_or_all_and_overwrite_and_live() {
     .unwrap();
     lb.run(&["backup"]).ok();
     assert_eq!(manifest(&lb)["kubernetes"]["namespaces"], json!(["other"]));
-    // All, minus the system namespaces by default.
+    // All, minus the system namespaces by default (`default` is not one).
     std::fs::write(
         &lb.policy,
         policy.replace("namespaces: [prod]", "namespaces: all"),
@@ -935,7 +928,7 @@ fn namespaces_by_selector_or_all_and_overwrite_and_live() {
     lb.run(&["backup"]).ok();
     assert_eq!(
         manifest(&lb)["kubernetes"]["namespaces"],
-        json!(["other", "prod"])
+        json!(["default", "other", "prod"])
     );
     // A selector that matches nothing is an error, not an empty backup.
     std::fs::write(

@@ -7,6 +7,8 @@ mod binlog_oracle;
 mod deploy;
 mod drill;
 mod failures;
+mod kube_copies;
+mod kube_platform;
 mod kube_server;
 mod kubernetes;
 mod mysql;

@@ -7,7 +7,9 @@
 //! use:
 //!
 //! * legacy discovery (`/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`),
-//!   `/version`; `/openapi/*` answers 404 as on a server without OpenAPI;
+//!   `/version`; OpenAPI v3 (the index and per group/version documents with
+//!   each type's PATCH operation, so kubectl validates on the server) and
+//!   an empty OpenAPI v2 document;
 //! * collections and objects of the built-in types lifeboat meets, plus the
 //!   custom resource types registered by stored CustomResourceDefinitions;
 //! * list (with `limit`/`continue`, `labelSelector`, `fieldSelector`, and the
@@ -19,9 +21,16 @@
 //! backup tool: server-filled metadata (uid, resourceVersion,
 //! creationTimestamp, generation, managedFields), status being owned by the
 //! server, namespaces getting their `default` ServiceAccount and
-//! `kube-root-ca.crt` ConfigMap, CRDs becoming Established only after a short
-//! delay, Service cluster IP / node port allocation (and conflicts), and
-//! cascading deletion of a namespace's or a CRD's objects.
+//! `kube-root-ca.crt` ConfigMap, the `default`, `kube-system`,
+//! `kube-public` and `kube-node-lease` namespaces, CRDs becoming Established
+//! only after a short delay, Service cluster IP / node port allocation (and
+//! conflicts), cascading deletion of a namespace's or a CRD's objects, a
+//! deleted namespace staying Terminating for a moment (creates in it
+//! refused), and admission (`kube_server/admission.rs`): objects decoded
+//! into the real Kubernetes types and refused with the apiserver's Status
+//! (422 Invalid with field paths, 400 for bodies that do not decode and
+//! for unknown fields under `fieldValidation=Strict`), `stringData` merged
+//! into `data`, and the common defaults.
 //!
 //! Not emulated: watches, field ownership conflicts of server-side apply,
 //! admission webhooks, the garbage collector (ownerReferences) and the
@@ -31,6 +40,9 @@
 //! when the [`KubeServer`] value is dropped (also when a test panics).
 
 #![allow(dead_code)]
+
+mod admission;
+mod openapi;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -279,7 +291,28 @@ impl KubeServer {
         st.objects.clear();
         st.custom.clear();
         st.pending_crds.clear();
+        st.terminating.clear();
         st.rv += 1;
+        st.add_system_namespaces();
+    }
+
+    /// Deletes a namespace like `kubectl delete namespace`: its objects go
+    /// at once, it stays Terminating for a moment (see
+    /// [`KubeServer::set_namespace_termination`]), then it is gone.
+    pub fn delete_namespace(&self, ns: &str) {
+        self.lock().delete_namespace(ns);
+    }
+
+    /// Namespaces deleted so far (through the API too), as they were just
+    /// before: what a drill's scratch namespaces looked like.
+    pub fn deleted_namespaces(&self) -> Vec<Value> {
+        self.lock().deleted_namespaces.clone()
+    }
+
+    /// How long a namespace deleted through the API stays Terminating
+    /// (default 300 ms; zero: gone at once).
+    pub fn set_namespace_termination(&self, d: Duration) {
+        self.lock().termination = d;
     }
 
     /// Adds a fault (they accumulate until [`KubeServer::clear_faults`]).
@@ -424,28 +457,44 @@ async fn handle(
 struct Reply {
     code: u16,
     body: Value,
+    /// A body that is not JSON, with its content type.
+    raw: Option<(&'static str, Vec<u8>)>,
 }
 
 type Res = Result<Reply, Reply>;
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { code: 200, body }
+        Reply {
+            code: 200,
+            body,
+            raw: None,
+        }
     }
 
     fn created(body: Value) -> Reply {
-        Reply { code: 201, body }
+        Reply {
+            code: 201,
+            body,
+            raw: None,
+        }
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let (content_type, body) = match self.raw {
+            Some((ct, bytes)) => (ct, bytes),
+            None => (
+                "application/json",
+                serde_json::to_vec(&self.body).unwrap_or_default(),
+            ),
+        };
         let len = body.len();
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Response::builder()
             .status(status)
             // Always plain JSON: kubectl asks for aggregated discovery first
             // and falls back to the legacy documents when it gets these.
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, content_type)
             .header("content-length", len.to_string())
             .header("cache-control", "no-cache, private")
             .body(Full::new(Bytes::from(body)))
@@ -492,8 +541,10 @@ const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 const BUILTIN_GROUP_ORDER: &[&str] = &[
     "apps",
     "events.k8s.io",
+    "autoscaling",
     "batch",
     "networking.k8s.io",
+    "policy",
     "rbac.authorization.k8s.io",
     "storage.k8s.io",
     "apiextensions.k8s.io",
@@ -679,6 +730,17 @@ fn builtin_types() -> Vec<ResourceType> {
             .sub("portforward", "PodPortForwardOptions", &["create", "get"])
             .sub("proxy", "PodProxyOptions", proxy_verbs)
             .status(),
+        res("", "v1", "limitranges", "limitrange", "LimitRange", true).short(&["limits"]),
+        res(
+            "",
+            "v1",
+            "resourcequotas",
+            "resourcequota",
+            "ResourceQuota",
+            true,
+        )
+        .short(&["quota"])
+        .status(),
         res("", "v1", "secrets", "secret", "Secret", true),
         res(
             "",
@@ -840,6 +902,29 @@ fn builtin_types() -> Vec<ResourceType> {
             true,
         ),
         res("events.k8s.io", "v1", "events", "event", "Event", true).short(&["ev"]),
+        // autoscaling/v2
+        res(
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            "HorizontalPodAutoscaler",
+            true,
+        )
+        .short(&["hpa"])
+        .cats(&["all"])
+        .status(),
+        // policy/v1
+        res(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            "PodDisruptionBudget",
+            true,
+        )
+        .short(&["pdb"])
+        .status(),
         // apiextensions.k8s.io/v1
         res(
             CRD_GROUP,
@@ -1030,7 +1115,23 @@ struct State {
     requests: Vec<String>,
     /// CRDs created through the API that are not Established yet.
     pending_crds: HashMap<String, Instant>,
+    /// Deleted namespaces still Terminating, with when they were deleted.
+    terminating: HashMap<String, Instant>,
+    /// How long a deleted namespace stays Terminating.
+    termination: Duration,
+    /// Namespaces deleted through the API or [`KubeServer::delete_namespace`],
+    /// as they were just before.
+    deleted_namespaces: Vec<Value>,
+    /// The request asked for `fieldValidation=Strict`.
+    strict: bool,
 }
+
+/// How long a deleted namespace stays Terminating by default (a real
+/// cluster takes seconds to minutes; long enough for a client to see it).
+const NAMESPACE_TERMINATION: Duration = Duration::from_millis(300);
+
+/// The namespaces every cluster has.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-node-lease", "kube-public", "kube-system"];
 
 /// What a handler needs to know about the request.
 struct Ctx<'a> {
@@ -1042,7 +1143,7 @@ struct Ctx<'a> {
 
 impl State {
     fn new(port: u16, token: String) -> State {
-        State {
+        let mut st = State {
             port,
             token,
             builtin: builtin_types(),
@@ -1054,7 +1155,68 @@ impl State {
             latency: Duration::ZERO,
             requests: Vec::new(),
             pending_crds: HashMap::new(),
+            terminating: HashMap::new(),
+            termination: NAMESPACE_TERMINATION,
+            deleted_namespaces: Vec::new(),
+            strict: false,
+        };
+        st.add_system_namespaces();
+        st
+    }
+
+    fn add_system_namespaces(&mut self) {
+        for ns in SYSTEM_NAMESPACES {
+            self.insert_obj(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                "kube-apiserver",
+            );
+            self.namespace_children(ns, 30 * DAY);
         }
+    }
+
+    /// Defaults, `stringData`, and the checks of the real types, for an
+    /// object about to be stored.
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        name: &str,
+        obj: &mut Value,
+    ) -> Result<(), Reply> {
+        if rt.crd.is_some() {
+            return Ok(());
+        }
+        if rt.group.is_empty() && rt.kind == "Secret" {
+            admission::merge_string_data(obj);
+        }
+        admission::defaults(&rt.group, &rt.kind, obj);
+        admission::validate(&rt.group, version, &rt.kind, obj, self.strict).map_err(|r| {
+            if r.causes.is_empty() {
+                return status_reply(r.code, r.reason, &r.message, Some(json!({})));
+            }
+            let each: Vec<String> = r
+                .causes
+                .iter()
+                .map(|(field, _, detail)| format!("{field}: {detail}"))
+                .collect();
+            let message = format!(
+                "{} \"{name}\" is invalid: {}",
+                rt.qualified_kind(),
+                if each.len() == 1 {
+                    each[0].clone()
+                } else {
+                    format!("[{}]", each.join(", "))
+                }
+            );
+            let mut d = details(rt, Some(name), &rt.kind);
+            d["causes"] = Value::Array(
+                r.causes
+                    .iter()
+                    .map(|(field, reason, detail)| json!({"reason": reason, "message": detail, "field": field}))
+                    .collect(),
+            );
+            status_reply(r.code, r.reason, &message, Some(d))
+        })
     }
 
     fn next_rv(&mut self) -> String {
@@ -1108,6 +1270,16 @@ impl State {
     /// Lets CRDs whose establishing delay has passed become Established (the
     /// real apiextensions controllers do this asynchronously).
     fn tick(&mut self) {
+        let gone: Vec<String> = self
+            .terminating
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= self.termination)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in gone {
+            self.terminating.remove(&ns);
+            self.remove_object(&namespace_key(&ns));
+        }
         if self.pending_crds.is_empty() {
             return;
         }
@@ -1169,6 +1341,7 @@ impl State {
         }
         self.tick();
         let q = Query::parse(raw_query);
+        self.strict = q.get("fieldValidation") == Some("Strict");
         let owned: Vec<String> = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -1208,8 +1381,48 @@ impl State {
             ["apis", group, version, rest @ ..] => {
                 self.route_group_version(group, version, rest, ctx)
             }
-            // Includes /openapi/v2 and /openapi/v3: this server has no
-            // OpenAPI documents (kubectl --validate=false copes).
+            // kubectl reads OpenAPI v2 as protobuf only when v3 cannot
+            // answer (and for `kind: List` files): an empty document, which
+            // has no schemas, so kubectl validates nothing on its side.
+            ["openapi", "v2"] => {
+                require_get(ctx)?;
+                Ok(Reply {
+                    code: 200,
+                    body: Value::Null,
+                    raw: Some((
+                        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                        Vec::new(),
+                    )),
+                })
+            }
+            ["openapi", "v3"] => {
+                require_get(ctx)?;
+                Ok(Reply::ok(openapi::index(&self.group_versions())))
+            }
+            ["openapi", "v3", rest @ ..] => {
+                require_get(ctx)?;
+                let (group, version) = match rest {
+                    ["api", version] => ("", *version),
+                    ["apis", group, version] => (*group, *version),
+                    _ => return Err(page_not_found()),
+                };
+                let types: Vec<openapi::Served> = self
+                    .types()
+                    .filter(|t| t.group == group && t.version == version)
+                    .map(|t| openapi::Served {
+                        group: &t.group,
+                        version: &t.version,
+                        kind: &t.kind,
+                        plural: &t.plural,
+                        namespaced: t.namespaced,
+                        patchable: t.verbs.iter().any(|v| v == "patch"),
+                    })
+                    .collect();
+                if types.is_empty() {
+                    return Err(page_not_found());
+                }
+                Ok(Reply::ok(openapi::group_version(&types)))
+            }
             _ => Err(page_not_found()),
         }
     }
@@ -1639,16 +1852,21 @@ impl State {
                 }
             }
         }
-        // Admission (NamespaceLifecycle): the namespace must exist.
+        // Admission (NamespaceLifecycle): the namespace must exist, and
+        // not be on its way out.
         if let Some(n) = &namespace {
             if !self.objects.contains_key(&namespace_key(n)) {
                 return Err(namespace_not_found(n));
+            }
+            if self.terminating.contains_key(n) {
+                return Err(namespace_terminating(rt, &name, n));
             }
         }
         // Validation.
         if let Some(message) = self.rejection(&name) {
             return Err(rejected(rt, &name, &message));
         }
+        self.admit(rt, version, &name, &mut obj)?;
         let key = obj_key(rt, namespace.as_deref(), &name);
         // PrepareForCreate: the status of a new object is the server's.
         if rt.has_status() {
@@ -1897,6 +2115,9 @@ impl State {
             m.insert("apiVersion".into(), json!(gv(&rt.group, version)));
             m.insert("kind".into(), json!(rt.kind));
         }
+        if sub.is_none() {
+            self.admit(rt, version, &name, &mut new)?;
+        }
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "services") => self.service_defaults(&mut new, Some(existing), true, rt, key)?,
             ("", "namespaces") => namespace_defaults(&mut new, &name),
@@ -1947,13 +2168,21 @@ impl State {
             .ok_or_else(|| not_found(rt, name))?;
         let dry = dry_run(ctx) || body_dry_run(ctx.body);
         let mut out = output(rt, version, &existing);
-        if rt.group.is_empty() && rt.plural == "namespaces" {
-            // A deleted namespace answers in phase Terminating; here the
-            // namespace controller's work is done at once.
-            meta_mut(&mut out).insert("deletionTimestamp".into(), json!(now_ts()));
+        let namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        if namespace {
+            // A deleted namespace stays Terminating while the namespace
+            // controller deletes what is in it (here: at once), then goes.
+            if existing.pointer("/metadata/deletionTimestamp").is_none() {
+                meta_mut(&mut out).insert("deletionTimestamp".into(), json!(now_ts()));
+            }
             set_or_remove(&mut out, "status", Some(json!({"phase": "Terminating"})));
         }
-        if !dry {
+        if dry {
+            return Ok(Reply::ok(out));
+        }
+        if namespace {
+            self.delete_namespace(name);
+        } else {
             self.remove_object(&key);
         }
         Ok(Reply::ok(out))
@@ -1987,6 +2216,31 @@ impl State {
             "metadata": {"resourceVersion": self.rv.to_string()},
             "items": items,
         })))
+    }
+
+    /// Deletes a namespace as the namespace controller does: what is in it
+    /// goes at once, the namespace stays Terminating for `termination`.
+    fn delete_namespace(&mut self, name: &str) {
+        let key = namespace_key(name);
+        let Some(existing) = self.objects.get(&key).cloned() else {
+            return;
+        };
+        if self.terminating.contains_key(name) {
+            return;
+        }
+        self.deleted_namespaces.push(existing.clone());
+        if self.termination.is_zero() {
+            self.remove_object(&key);
+            return;
+        }
+        self.terminating.insert(name.to_string(), Instant::now());
+        self.objects.retain(|k, _| k.2 != name);
+        let mut stored = existing;
+        meta_mut(&mut stored).insert("deletionTimestamp".into(), json!(now_ts()));
+        set_or_remove(&mut stored, "status", Some(json!({"phase": "Terminating"})));
+        self.rv += 1;
+        meta_mut(&mut stored).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        self.objects.insert(key, stored);
     }
 
     /// Removes an object, with the cascades of a real cluster: a Namespace
@@ -2105,6 +2359,13 @@ impl State {
         let key = obj_key(&rt, ns.as_deref(), &name);
         let (_, version) = split_api_version(&api_version);
         let version = version.to_string();
+        // Seeds are held to what the real server accepts.
+        if let Err(r) = self.admit(&rt, &version, &name, &mut obj) {
+            panic!(
+                "KubeServer::insert: the server would refuse {kind} {name}: {}",
+                r.body
+            );
+        }
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "namespaces") => namespace_defaults(&mut obj, &name),
             ("", "services") => {
@@ -4054,7 +4315,11 @@ fn status_reply(code: u16, reason: &str, message: &str, details: Option<Value>) 
     if let Some(d) = details {
         body["details"] = d;
     }
-    Reply { code, body }
+    Reply {
+        code,
+        body,
+        raw: None,
+    }
 }
 
 fn details(rt: &ResourceType, name: Option<&str>, kind: &str) -> Value {
@@ -4153,6 +4418,21 @@ fn invalid(rt: &ResourceType, name: &str, field: &str, cause_reason: &str, detai
     let mut d = details(rt, Some(name), &rt.kind);
     d["causes"] = json!([{"reason": cause_reason, "message": detail, "field": field}]);
     status_reply(422, "Invalid", &message, Some(d))
+}
+
+/// NamespaceLifecycle's answer to a create in a Terminating namespace.
+fn namespace_terminating(rt: &ResourceType, name: &str, ns: &str) -> Reply {
+    let mut d = details(rt, Some(name), &rt.plural);
+    d["causes"] = json!([{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]);
+    status_reply(
+        403,
+        "Forbidden",
+        &format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            rt.qualified()
+        ),
+        Some(d),
+    )
 }
 
 /// The Invalid status of a `Fault::Reject`: the message is the fault's.
