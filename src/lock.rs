@@ -10,7 +10,9 @@
 //! others withdraw their claim. A claim is live while its lease runs; the
 //! holder renews it (a new claim object, the old one deleted) every third
 //! of the lease, and a claim whose lease ran out (a killed process) is
-//! taken over with a warning.
+//! taken over with a warning. So is, at once, a live claim of a process
+//! that is provably gone: made on this host, in this boot and this PID
+//! namespace, by a pid that no longer runs with the start time it had.
 //!
 //! Key: `locks/<policy>/<source>/<renewed-at>-<holder>.json`.
 //!
@@ -30,7 +32,7 @@ use crate::storage::{ObjectStore, StorageError};
 /// Errors taking a lock.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("source '{source_name}' is locked by {} (pid {} on {}, {} since {}); another lifeboat is working on it. If that process is gone, the lock expires {} after its last renewal", .holder.holder, .holder.pid, .holder.host, .holder.operation, .holder.since.unwrap_or(.holder.renewed_at).format("%Y-%m-%d %H:%M:%S UTC"), humantime::format_duration(Duration::from_secs(.holder.lease_secs)))]
+    #[error("source '{source_name}' is locked by {} (pid {} on {}, {} since {}); another lifeboat is working on it. If that process is gone, the lock expires at {} (its lease of {} after the last renewal); a holder on this host whose process is gone is taken over at once", .holder.holder, .holder.pid, .holder.host, .holder.operation, .holder.since.unwrap_or(.holder.renewed_at).format("%Y-%m-%d %H:%M:%S UTC"), .holder.expires_at().format("%Y-%m-%d %H:%M:%S UTC"), humantime::format_duration(Duration::from_secs(.holder.lease_secs)))]
     Held {
         source_name: String,
         holder: Box<Claim>,
@@ -59,12 +61,62 @@ pub struct Claim {
     /// When the claim was last renewed.
     pub renewed_at: DateTime<Utc>,
     pub lease_secs: u64,
+    /// Which process exactly, for telling on the same host that it is
+    /// gone (absent in claims of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessId>,
+}
+
+/// A process, unambiguously on its host: the boot, the PID namespace (two
+/// pods with host networking share a host name, not their pids) and the
+/// start time (pids are reused).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessId {
+    pub boot_id: String,
+    pub pid_namespace: String,
+    /// Field 22 of `/proc/PID/stat`: clock ticks since boot.
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// This process, if /proc tells.
+    pub fn current() -> Option<ProcessId> {
+        Some(ProcessId {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()?
+                .trim()
+                .to_string(),
+            pid_namespace: std::fs::read_link("/proc/self/ns/pid")
+                .ok()?
+                .to_string_lossy()
+                .into_owned(),
+            start: process_start(std::process::id())?,
+        })
+    }
 }
 
 impl Claim {
     fn live(&self, now: DateTime<Utc>) -> bool {
-        let lease = chrono::Duration::seconds(self.lease_secs as i64);
-        self.renewed_at + lease > now
+        self.expires_at() > now
+    }
+
+    /// When the claim lapses unless renewed.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.renewed_at + chrono::Duration::seconds(self.lease_secs as i64)
+    }
+
+    /// Whether the claim's process is provably gone: it ran on this host,
+    /// in this boot and PID namespace (`me`), and its pid no longer runs
+    /// with the start time it had. A claim without the process's identity
+    /// is never judged gone this way.
+    fn holder_gone(&self, host: &str, me: Option<&ProcessId>) -> bool {
+        let (Some(theirs), Some(me)) = (&self.process, me) else {
+            return false;
+        };
+        self.host == host
+            && theirs.boot_id == me.boot_id
+            && theirs.pid_namespace == me.pid_namespace
+            && process_start(self.pid) != Some(theirs.start)
     }
     fn key(&self, prefix: &str) -> String {
         format!(
@@ -98,6 +150,15 @@ fn prefix(policy: &str, source: &str) -> String {
     )
 }
 
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot);
+/// None when no such process runs.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -127,6 +188,7 @@ pub async fn acquire(
         since: None,
         renewed_at: now,
         lease_secs: lease.as_secs().max(1),
+        process: ProcessId::current(),
     };
     let key = mine.key(&prefix);
     let body = serde_json::to_vec_pretty(&mine).expect("a claim serializes");
@@ -173,6 +235,8 @@ async fn decide(
     mut mine: Claim,
 ) -> Result<Result<Claim, Claim>, StorageError> {
     let now = Utc::now();
+    let host = hostname();
+    let me = ProcessId::current();
     let mut live: Vec<(DateTime<Utc>, Claim)> = Vec::new();
     for obj in store.list(prefix).await? {
         let claim: Option<Claim> = match store.get_bytes(&obj.key).await {
@@ -189,6 +253,9 @@ async fn decide(
         if c.holder == mine.holder {
             mine.since = Some(first);
             live.push((first, c));
+        } else if c.holder_gone(&host, me.as_ref()) {
+            tracing::warn!(key = %obj.key, holder = %c.holder, pid = c.pid, operation = %c.operation, renewed_at = %c.renewed_at, "taking over the lock of a lifeboat on this host whose process is gone");
+            store.delete(&obj.key).await?;
         } else if c.live(now) {
             live.push((first, c));
         } else {
@@ -363,6 +430,7 @@ mod tests {
             since: Some(old),
             renewed_at: old,
             lease_secs: 60,
+            process: None,
         };
         let prefix = prefix("p", "db");
         store
@@ -401,6 +469,88 @@ mod tests {
         )
         .await
         .is_err());
+        lock.release().await;
+    }
+
+    /// A live claim whose process is provably gone is taken over at once;
+    /// one that might still run (this process; another PID namespace; no
+    /// identity) is not.
+    #[tokio::test]
+    async fn a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once() {
+        let (_dir, store) = store();
+        let prefix = prefix("p", "db");
+        let me = ProcessId::current().expect("/proc tells who we are");
+        let exited = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = exited.id();
+        let mut child = exited;
+        child.wait().unwrap();
+        let claim = |holder: &str, pid: u32, process: Option<ProcessId>| Claim {
+            holder: holder.into(),
+            host: hostname(),
+            pid,
+            operation: "backup".into(),
+            since: Some(Utc::now() - chrono::Duration::seconds(5)),
+            renewed_at: Utc::now(),
+            lease_secs: 3600,
+            process,
+        };
+        let put = |c: Claim| {
+            let store = Arc::clone(&store);
+            let prefix = prefix.clone();
+            async move {
+                store
+                    .put(&c.key(&prefix), serde_json::to_vec(&c).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+        };
+        let take = || {
+            acquire(
+                Arc::clone(&store),
+                "p",
+                "db",
+                "backup",
+                DEFAULT_LEASE,
+                SETTLE,
+            )
+        };
+        // Still running (this very process): refused, with when it expires.
+        put(claim("a-live-one", std::process::id(), Some(me.clone()))).await;
+        let e = take().await.err().expect("refused").to_string();
+        assert!(e.contains("expires at"), "{e}");
+        for k in store.list(&prefix).await.unwrap() {
+            store.delete(&k.key).await.unwrap();
+        }
+        // The same pid in another PID namespace, or a claim without the
+        // process's identity: cannot be judged from here.
+        let elsewhere = ProcessId {
+            pid_namespace: "pid:[1]".into(),
+            ..me.clone()
+        };
+        put(claim("b-other-ns", dead_pid, Some(elsewhere))).await;
+        assert!(take().await.is_err());
+        for k in store.list(&prefix).await.unwrap() {
+            store.delete(&k.key).await.unwrap();
+        }
+        put(claim("c-no-identity", dead_pid, None)).await;
+        assert!(take().await.is_err());
+        for k in store.list(&prefix).await.unwrap() {
+            store.delete(&k.key).await.unwrap();
+        }
+        // Gone: taken over at once, long before its lease of an hour.
+        let start = me.start;
+        put(claim(
+            "d-dead",
+            dead_pid,
+            Some(ProcessId {
+                start,
+                ..me.clone()
+            }),
+        ))
+        .await;
+        let lock = take().await.expect("taken over");
+        let keys = store.list(&prefix).await.unwrap();
+        assert_eq!(keys.len(), 1, "only the new holder's claim: {keys:?}");
         lock.release().await;
     }
 }

@@ -692,13 +692,7 @@ pub(crate) fn alive(pid: u32, start: u64) -> bool {
     }
 }
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot).
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+pub(crate) use crate::lock::process_start;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -375,3 +375,52 @@ fn database_killed_or_lifeboat_stopped_mid_dump_leaves_no_backup_and_no_upload()
     assert_nothing_left(&rt, &store);
     assert!(lb.backup_ids().is_empty());
 }
+
+/// A backup killed with SIGKILL leaves its lock claim behind; the next run
+/// on the same host sees that the claim's process is gone (pid and start
+/// time) and takes the lock at once instead of waiting out the lease.
+#[test]
+fn a_lock_left_by_a_killed_backup_on_this_host_is_taken_over_at_once() {
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g",
+    );
+    let repo = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::new(Repo::Local(repo.path().join("repo")), &pg, "[app]");
+    let locks = repo.path().join("repo/locks");
+    let claims = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    let mut backup = lb.spawn(&["backup"], "killed.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while claims(&locks).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no lock claim: {}",
+            lb.log("killed.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::unattended::signal(&backup, "-KILL");
+    backup.wait().unwrap();
+    assert_eq!(claims(&locks).len(), 1, "the killed backup's claim stays");
+
+    let r = lb.run(&["backup"]);
+    r.ok();
+    assert!(r.stderr.contains("whose process is gone"), "{}", r.stderr);
+    assert!(claims(&locks).is_empty(), "released");
+}
