@@ -201,4 +201,24 @@ fn a_realistic_platform_applied_with_kubectl_comes_back_field_by_field() {
     for ((k, b), (_, a)) in before.iter().zip(&after) {
         assert_eq!(b, a, "{k:?} differs after the restore");
     }
+
+    // The team's pipeline applies its manifests again on the restored
+    // namespace (kubectl's client-side apply: strategic merge patches):
+    // nothing changes.
+    let again = kubectl.ok(&["apply", "-f", fixtures().to_str().unwrap()]);
+    assert!(
+        again
+            .lines()
+            .all(|l| l.ends_with(" unchanged") || l.ends_with(" configured")),
+        "{again}"
+    );
+    assert_eq!(kubectl.snapshot("payments"), before);
+    // And scales a workload through the scale subresource.
+    kubectl.ok(&["scale", "deployment/api", "-n", "payments", "--replicas=5"]);
+    assert_eq!(
+        server
+            .get("apps/v1", "Deployment", Some("payments"), "api")
+            .unwrap()["spec"]["replicas"],
+        5
+    );
 }

@@ -43,6 +43,8 @@
 
 mod admission;
 mod openapi;
+mod seed;
+mod strategic;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -208,10 +210,10 @@ impl KubeServer {
         self.lock().insert_obj(obj, DEFAULT_MANAGER);
     }
 
-    /// Seeds namespace `ns` with realistic objects (see the module's seed
-    /// section). Returns how many objects it inserted. Can be called for
-    /// several namespaces: the CRD and the cluster-scoped objects are only
-    /// inserted once.
+    /// Seeds namespace `ns` with realistic objects (`kube_server/seed.yaml`).
+    /// Returns how many objects it inserted. Can be called for several
+    /// namespaces: the CRD and the cluster-scoped objects are only inserted
+    /// once.
     pub fn seed_realistic(&self, ns: &str) -> usize {
         self.lock().seed_realistic(ns)
     }
@@ -1556,8 +1558,9 @@ impl State {
         if !allowed {
             return Err(method_not_allowed());
         }
-        // Only the status subresource is emulated (logs, exec, scale, ... are not).
-        if sub.is_some() && sub != Some("status") {
+        // The status and scale subresources are emulated (logs, exec, ...
+        // are not).
+        if sub.is_some() && sub != Some("status") && sub != Some("scale") {
             return Err(page_not_found());
         }
         // There is no create / delete collection across all namespaces.
@@ -1568,6 +1571,9 @@ impl State {
             return Err(forbidden(rt, verb, sub, ns, name));
         }
         let name = name.unwrap_or_default();
+        if sub == Some("scale") {
+            return self.scale(rt, version, ns, name, verb, ctx);
+        }
         match verb {
             "list" => self.list(rt, version, ns, ctx),
             "create" if rt.plural == "bindings" => Ok(Reply::created(json!({
@@ -1581,6 +1587,60 @@ impl State {
             "patch" => self.patch(rt, version, ns, name, sub, ctx),
             _ => self.delete_object(rt, version, ns, name, ctx),
         }
+    }
+
+    /// The `scale` subresource of a workload: an autoscaling/v1 Scale
+    /// (`kubectl scale`, autoscalers). A write sets `spec.replicas`.
+    fn scale(
+        &mut self,
+        rt: &ResourceType,
+        version: &str,
+        ns: Option<&str>,
+        name: &str,
+        verb: &str,
+        ctx: &Ctx,
+    ) -> Res {
+        let key = obj_key(rt, ns, name);
+        let existing = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(rt, name))?;
+        if verb == "get" {
+            return Ok(Reply::ok(scale_of(&existing)));
+        }
+        let body = parse_body(ctx.body, false)?;
+        let replicas = match body.pointer("/spec/replicas") {
+            None => existing
+                .pointer("/spec/replicas")
+                .cloned()
+                .unwrap_or(json!(1)),
+            Some(r) if r.as_i64().is_some_and(|n| n >= 0) => r.clone(),
+            Some(r) => {
+                return Err(invalid(
+                    rt,
+                    name,
+                    "spec.replicas",
+                    "FieldValueInvalid",
+                    &format!("Invalid value: {r}: must be greater than or equal to 0"),
+                ))
+            }
+        };
+        let mut new = existing.clone();
+        new["spec"]["replicas"] = replicas;
+        let manager = field_manager(ctx).unwrap_or(DEFAULT_MANAGER).to_string();
+        let updated = self.update(
+            rt,
+            version,
+            &key,
+            &existing,
+            new,
+            &manager,
+            "Update",
+            None,
+            dry_run(ctx),
+        )?;
+        Ok(Reply::ok(scale_of(&updated)))
     }
 
     fn is_forbidden(&self, rt: &ResourceType, verb: &str) -> bool {
@@ -1934,9 +1994,13 @@ impl State {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
+        // Custom resources take no strategic merge patch (no merge keys).
+        let strategic =
+            content_type == "application/strategic-merge-patch+json" && rt.crd.is_none();
         let apply = match content_type.as_str() {
             "application/apply-patch+yaml" => true,
             "application/merge-patch+json" => false,
+            _ if strategic => false,
             _ => return Err(unsupported_media_type()),
         };
         // An apply patch is YAML or JSON; a merge patch is JSON.
@@ -1995,7 +2059,11 @@ impl State {
         }
         strip_server_metadata(&mut patch);
         let mut merged = existing.clone();
-        merge_patch(&mut merged, &patch);
+        if strategic {
+            strategic::apply(&mut merged, &patch);
+        } else {
+            merge_patch(&mut merged, &patch);
+        }
         let updated = self.update(
             rt, version, &key, &existing, merged, &manager, operation, sub, dry,
         )?;
@@ -2684,933 +2752,11 @@ impl State {
         }
     }
 
-    /// See [`KubeServer::seed_realistic`]: objects shaped like `kubectl get
-    /// -o json` output of a real cluster.
+    /// See [`KubeServer::seed_realistic`]: the objects of `seed.yaml`,
+    /// shaped like `kubectl get -o yaml` output of a real cluster, with its
+    /// placeholders expanded (`seed.rs`).
     fn seed_realistic(&mut self, ns: &str) -> usize {
-        let mut n = 0usize;
-        let user = DEFAULT_MANAGER;
-        let kcm = "kube-controller-manager";
-        // This namespace's pods get addresses in 10.244.<net>.0/24.
-        let net = 1 + fnv64(ns.as_bytes()) % 250;
-        let pod_ip = |i: u64| format!("10.244.{net}.{}", 10 + i);
-
-        // --- Namespace, with what the controllers put in it ---
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {
-                    "name": ns, "creationTimestamp": ago(120 * DAY),
-                    "labels": {"team": "payments", "kubernetes.io/metadata.name": ns}
-                },
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"}
-            }),
-        );
-        n += self.namespace_children(ns, 120 * DAY);
-
-        // --- ConfigMaps ---
-        // Values that YAML would read as something else than a string.
-        let settings_data = json!({
-            "feature.enabled": "on",
-            "legacy.mode": "NO",
-            "cache.enabled": "yes",
-            "debug": "true",
-            "file.mode": "0755",
-            "max.items": "1e3",
-            "backup.window": "12:30",
-            "tilde": "~",
-            "null.value": "null",
-            "empty": "",
-            "banner.txt": "Welcome to payments.\nAuthorized use only.\n",
-            "motd": "first line\nsecond line without a newline at the end",
-            "indented": "    four leading spaces",
-            "city": "Zürich – ☃",
-            "dsn": "host: db.internal # not a comment"
-        });
-        self.seed_put(
-            &mut n,
-            user,
-            with_last_applied(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {
-                    "name": "app-settings", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "web"}
-                },
-                "data": settings_data
-            })),
-        );
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {
-                    "name": "nginx-conf", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "web"}
-                },
-                "data": {"default.conf": NGINX_CONF}
-            }),
-        );
-
-        // --- ServiceAccount and Secrets ---
-        let sa = self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": {"name": "app-sa", "namespace": ns, "creationTimestamp": ago(30 * DAY)},
-                "secrets": [{"name": "app-sa-token-x7k2p"}],
-                "imagePullSecrets": [{"name": "regcred"}]
-            }),
-        );
-        let sa_uid = uid_of(&sa);
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {
-                    "name": "db-credentials", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "db"}
-                },
-                "type": "Opaque",
-                "data": {
-                    "password": b64(b"s3cr3t-Pa55w0rd-do-not-leak"),
-                    "username": b64(b"app")
-                }
-            }),
-        );
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "tls-cert", "namespace": ns, "creationTimestamp": ago(20 * DAY)},
-                "type": "kubernetes.io/tls",
-                "data": {
-                    "tls.crt": b64(fake_pem("CERTIFICATE", "web.example.com").as_bytes()),
-                    "tls.key": b64(fake_pem("PRIVATE KEY", "web.example.com-key").as_bytes())
-                }
-            }),
-        );
-        let token = fake_jwt(ns, "app-sa");
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {
-                    "name": "app-sa-token-x7k2p", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "annotations": {
-                        "kubernetes.io/service-account.name": "app-sa",
-                        "kubernetes.io/service-account.uid": sa_uid
-                    }
-                },
-                "type": "kubernetes.io/service-account-token",
-                "data": {
-                    "ca.crt": b64(fake_pem("CERTIFICATE", "kubernetes-cluster-ca").as_bytes()),
-                    "namespace": b64(ns.as_bytes()),
-                    "token": b64(token.as_bytes())
-                }
-            }),
-        );
-
-        // --- Services ---
-        let web_ip = self.free_cluster_ip();
-        let web_svc = self.seed_put(
-            &mut n,
-            user,
-            with_last_applied(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {
-                    "name": "web", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "web"}
-                },
-                "spec": {
-                    "clusterIP": web_ip, "clusterIPs": [web_ip],
-                    "internalTrafficPolicy": "Cluster",
-                    "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-                    "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
-                    "selector": {"app": "web"},
-                    "sessionAffinity": "None", "type": "ClusterIP"
-                },
-                "status": {"loadBalancer": {}}
-            })),
-        );
-        let web_svc_uid = uid_of(&web_svc);
-        let public_ip = self.free_cluster_ip();
-        let node_port = self.free_node_port(&[]);
-        let health_port = self.free_node_port(&[node_port]);
-        let public_spec = json!({
-            "allocateLoadBalancerNodePorts": true,
-            "clusterIP": public_ip, "clusterIPs": [public_ip],
-            "externalTrafficPolicy": "Local",
-            "healthCheckNodePort": health_port,
-            "internalTrafficPolicy": "Cluster",
-            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-            "ports": [{
-                "name": "https", "nodePort": node_port, "port": 443,
-                "protocol": "TCP", "targetPort": 8443
-            }],
-            "selector": {"app": "web"},
-            "sessionAffinity": "None", "type": "LoadBalancer"
-        });
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {
-                    "name": "web-public", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "web"},
-                    "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
-                },
-                "spec": public_spec,
-                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10", "ipMode": "VIP"}]}}
-            }),
-        );
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {
-                    "name": "db", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "labels": {"app": "db"}
-                },
-                "spec": {
-                    "clusterIP": "None", "clusterIPs": ["None"],
-                    "internalTrafficPolicy": "Cluster",
-                    "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-                    "ports": [{"name": "postgres", "port": 5432, "protocol": "TCP", "targetPort": 5432}],
-                    "selector": {"app": "db"},
-                    "sessionAffinity": "None", "type": "ClusterIP"
-                },
-                "status": {"loadBalancer": {}}
-            }),
-        );
-
-        // --- Deployment web, its ReplicaSet and Pods ---
-        let web_container = json!({
-            "name": "web",
-            "image": "nginx:1.27.2",
-            "imagePullPolicy": "IfNotPresent",
-            "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
-            "env": [
-                {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "username"}}},
-                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}},
-                {"name": "FEATURE_ENABLED", "valueFrom": {"configMapKeyRef": {"name": "app-settings", "key": "feature.enabled"}}}
-            ],
-            "envFrom": [{"configMapRef": {"name": "app-settings"}}],
-            "resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
-            "volumeMounts": [{"name": "nginx-conf", "mountPath": "/etc/nginx/conf.d", "readOnly": true}],
-            "terminationMessagePath": "/dev/termination-log",
-            "terminationMessagePolicy": "File"
-        });
-        let web_pod_spec = json!({
-            "containers": [web_container],
-            "dnsPolicy": "ClusterFirst",
-            "imagePullSecrets": [{"name": "regcred"}],
-            "restartPolicy": "Always",
-            "schedulerName": "default-scheduler",
-            "securityContext": {},
-            "serviceAccount": "app-sa",
-            "serviceAccountName": "app-sa",
-            "terminationGracePeriodSeconds": 30,
-            "volumes": [{"name": "nginx-conf", "configMap": {"name": "nginx-conf", "defaultMode": 420}}]
-        });
-        let deploy_status = json!({
-            "availableReplicas": 3,
-            "conditions": [
-                {
-                    "type": "Available", "status": "True",
-                    "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability.",
-                    "lastTransitionTime": ago(29 * DAY), "lastUpdateTime": ago(29 * DAY)
-                },
-                {
-                    "type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                    "message": "ReplicaSet \"web-6d4cf56db6\" has successfully progressed.",
-                    "lastTransitionTime": ago(30 * DAY), "lastUpdateTime": ago(2 * DAY)
-                }
-            ],
-            "observedGeneration": 2,
-            "readyReplicas": 3,
-            "replicas": 3,
-            "updatedReplicas": 3
-        });
-        let deploy = self.seed_put(
-            &mut n,
-            user,
-            with_last_applied(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {
-                    "name": "web", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "generation": 2, "labels": {"app": "web"},
-                    "annotations": {"deployment.kubernetes.io/revision": "2"}
-                },
-                "spec": {
-                    "progressDeadlineSeconds": 600,
-                    "replicas": 3,
-                    "revisionHistoryLimit": 10,
-                    "selector": {"matchLabels": {"app": "web"}},
-                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-                    "template": {"metadata": {"labels": {"app": "web"}}, "spec": web_pod_spec}
-                },
-                "status": deploy_status
-            })),
-        );
-        let rs_labels = json!({"app": "web", "pod-template-hash": "6d4cf56db6"});
-        let rs = self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {
-                    "name": "web-6d4cf56db6", "namespace": ns, "creationTimestamp": ago(2 * DAY),
-                    "generation": 1, "labels": rs_labels,
-                    "annotations": {
-                        "deployment.kubernetes.io/desired-replicas": "3",
-                        "deployment.kubernetes.io/max-replicas": "4",
-                        "deployment.kubernetes.io/revision": "2"
-                    },
-                    "ownerReferences": [owner_ref("apps/v1", "Deployment", "web", &uid_of(&deploy))]
-                },
-                "spec": {
-                    "replicas": 3,
-                    "selector": {"matchLabels": rs_labels},
-                    "template": {"metadata": {"labels": rs_labels}, "spec": web_pod_spec}
-                },
-                "status": {
-                    "availableReplicas": 3, "fullyLabeledReplicas": 3,
-                    "observedGeneration": 1, "readyReplicas": 3, "replicas": 3
-                }
-            }),
-        );
-        let rs_owner = owner_ref("apps/v1", "ReplicaSet", "web-6d4cf56db6", &uid_of(&rs));
-        let mut web_pods: Vec<(String, String, String, String)> = Vec::new(); // name, uid, ip, node
-        for (i, (suffix, node)) in [
-            ("h2x9q", "worker-a"),
-            ("k7mzp", "worker-b"),
-            ("t4wnb", "worker-c"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let name = format!("web-6d4cf56db6-{suffix}");
-            let ip = pod_ip(i as u64);
-            let pod = self.seed_put(
-                &mut n,
-                kcm,
-                pod_object(PodSeed {
-                    ns,
-                    name: &name,
-                    generate_name: Some("web-6d4cf56db6-"),
-                    labels: rs_labels.clone(),
-                    owner: rs_owner.clone(),
-                    spec: web_pod_spec.clone(),
-                    node,
-                    ip: &ip,
-                    age: 2 * DAY,
-                    succeeded: false,
-                }),
-            );
-            web_pods.push((name, uid_of(&pod), ip, node.to_string()));
-        }
-
-        // --- Endpoints, EndpointSlice, Event, Lease (not backup material) ---
-        let addresses: Vec<Value> = web_pods
-            .iter()
-            .map(|(name, uid, ip, node)| {
-                json!({
-                    "ip": ip, "nodeName": node,
-                    "targetRef": {"kind": "Pod", "name": name, "namespace": ns, "uid": uid}
-                })
-            })
-            .collect();
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "v1", "kind": "Endpoints",
-                "metadata": {
-                    "name": "web", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "labels": {"app": "web"},
-                    "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": ago(2 * DAY)}
-                },
-                "subsets": [{
-                    "addresses": addresses,
-                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
-                }]
-            }),
-        );
-        let slice_endpoints: Vec<Value> = web_pods
-            .iter()
-            .map(|(name, uid, ip, node)| {
-                json!({
-                    "addresses": [ip],
-                    "conditions": {"ready": true, "serving": true, "terminating": false},
-                    "nodeName": node,
-                    "targetRef": {"kind": "Pod", "name": name, "namespace": ns, "uid": uid}
-                })
-            })
-            .collect();
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {
-                    "name": "web-abc12", "generateName": "web-", "namespace": ns,
-                    "creationTimestamp": ago(30 * DAY), "generation": 7,
-                    "labels": {
-                        "app": "web",
-                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-                        "kubernetes.io/service-name": "web"
-                    },
-                    "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": ago(2 * DAY)},
-                    "ownerReferences": [owner_ref("v1", "Service", "web", &web_svc_uid)]
-                },
-                "addressType": "IPv4",
-                "endpoints": slice_endpoints,
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
-            }),
-        );
-        let (pod0, pod0_uid, _, pod0_node) = web_pods[0].clone();
-        self.seed_put(
-            &mut n,
-            "kubelet",
-            json!({
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {
-                    "name": format!("{pod0}.{}", fake_hex(&pod0, 16)),
-                    "namespace": ns, "creationTimestamp": ago(3600)
-                },
-                "involvedObject": {
-                    "apiVersion": "v1", "kind": "Pod", "name": pod0, "namespace": ns,
-                    "uid": pod0_uid, "fieldPath": "spec.containers{web}"
-                },
-                "reason": "Pulled",
-                "message": "Container image \"nginx:1.27.2\" already present on machine",
-                "source": {"component": "kubelet", "host": pod0_node},
-                "firstTimestamp": ago(3600),
-                "lastTimestamp": ago(3600),
-                "count": 1,
-                "type": "Normal",
-                "eventTime": null,
-                "reportingComponent": "kubelet",
-                "reportingInstance": pod0_node
-            }),
-        );
-        self.seed_put(
-            &mut n,
-            "payments-operator",
-            json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": "payments-operator-leader", "namespace": ns, "creationTimestamp": ago(60 * DAY)},
-                "spec": {
-                    "holderIdentity": format!("payments-operator-7f9c6d5b8-2xk4q_{}", new_uid()),
-                    "leaseDurationSeconds": 15,
-                    "acquireTime": ago_micro(5 * DAY),
-                    "renewTime": ago_micro(2),
-                    "leaseTransitions": 3
-                }
-            }),
-        );
-
-        // --- StatefulSet db with its Pod, ControllerRevision and PVC ---
-        let db_container = json!({
-            "name": "postgres",
-            "image": "postgres:16.4",
-            "imagePullPolicy": "IfNotPresent",
-            "env": [
-                {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}},
-                {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
-            ],
-            "ports": [{"containerPort": 5432, "name": "postgres", "protocol": "TCP"}],
-            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
-            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
-            "terminationMessagePath": "/dev/termination-log",
-            "terminationMessagePolicy": "File"
-        });
-        let db_pod_spec = json!({
-            "containers": [db_container],
-            "dnsPolicy": "ClusterFirst",
-            "restartPolicy": "Always",
-            "schedulerName": "default-scheduler",
-            "securityContext": {"fsGroup": 999},
-            "terminationGracePeriodSeconds": 30
-        });
-        let claim_template = json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "10Gi"}},
-                "storageClassName": "fast",
-                "volumeMode": "Filesystem"
-            },
-            "status": {"phase": "Pending"}
-        });
-        let sts_status = json!({
-            "availableReplicas": 1, "collisionCount": 0, "currentReplicas": 1,
-            "currentRevision": "db-5b9c7d8f6d", "observedGeneration": 1, "readyReplicas": 1,
-            "replicas": 1, "updateRevision": "db-5b9c7d8f6d", "updatedReplicas": 1
-        });
-        let sts = self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {
-                    "name": "db", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "generation": 1, "labels": {"app": "db"}
-                },
-                "spec": {
-                    "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
-                    "podManagementPolicy": "OrderedReady",
-                    "replicas": 1,
-                    "revisionHistoryLimit": 10,
-                    "selector": {"matchLabels": {"app": "db"}},
-                    "serviceName": "db",
-                    "template": {"metadata": {"labels": {"app": "db"}}, "spec": db_pod_spec},
-                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
-                    "volumeClaimTemplates": [claim_template]
-                },
-                "status": sts_status
-            }),
-        );
-        let sts_owner = owner_ref("apps/v1", "StatefulSet", "db", &uid_of(&sts));
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "apps/v1", "kind": "ControllerRevision",
-                "metadata": {
-                    "name": "db-5b9c7d8f6d", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "labels": {"app": "db", "controller.kubernetes.io/hash": "5b9c7d8f6d"},
-                    "ownerReferences": [sts_owner]
-                },
-                "revision": 1,
-                "data": {"spec": {"template": {
-                    "$patch": "replace",
-                    "metadata": {"labels": {"app": "db"}},
-                    "spec": db_pod_spec
-                }}}
-            }),
-        );
-        let mut db_pod_spec_full = db_pod_spec.clone();
-        db_pod_spec_full["hostname"] = json!("db-0");
-        db_pod_spec_full["subdomain"] = json!("db");
-        db_pod_spec_full["volumes"] =
-            json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}]);
-        self.seed_put(
-            &mut n,
-            kcm,
-            pod_object(PodSeed {
-                ns,
-                name: "db-0",
-                generate_name: None,
-                labels: json!({
-                    "app": "db",
-                    "apps.kubernetes.io/pod-index": "0",
-                    "controller-revision-hash": "db-5b9c7d8f6d",
-                    "statefulset.kubernetes.io/pod-name": "db-0"
-                }),
-                owner: sts_owner.clone(),
-                spec: db_pod_spec_full,
-                node: "worker-b",
-                ip: &pod_ip(20),
-                age: 30 * DAY,
-                succeeded: false,
-            }),
-        );
-        let pvc_annotations = json!({
-            "pv.kubernetes.io/bind-completed": "yes",
-            "pv.kubernetes.io/bound-by-controller": "yes",
-            "volume.beta.kubernetes.io/storage-provisioner": "example.com/fast",
-            "volume.kubernetes.io/selected-node": "worker-b",
-            "volume.kubernetes.io/storage-provisioner": "example.com/fast"
-        });
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {
-                    "name": "data-db-0", "namespace": ns, "creationTimestamp": ago(30 * DAY),
-                    "labels": {"app": "db"},
-                    "annotations": pvc_annotations,
-                    "finalizers": ["kubernetes.io/pvc-protection"]
-                },
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "10Gi"}},
-                    "storageClassName": "fast",
-                    "volumeMode": "Filesystem",
-                    "volumeName": format!("pvc-{}", new_uid())
-                },
-                "status": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}, "phase": "Bound"}
-            }),
-        );
-
-        // --- CronJob nightly-report with its Job and Pod ---
-        let report_container = json!({
-            "name": "report",
-            "image": "busybox:1.36",
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", "echo generating the nightly report && sleep 5"],
-            "resources": {},
-            "terminationMessagePath": "/dev/termination-log",
-            "terminationMessagePolicy": "File"
-        });
-        let report_pod_spec = json!({
-            "containers": [report_container],
-            "dnsPolicy": "ClusterFirst",
-            "restartPolicy": "OnFailure",
-            "schedulerName": "default-scheduler",
-            "securityContext": {},
-            "terminationGracePeriodSeconds": 30
-        });
-        // Job name suffix = scheduled time in minutes since the epoch
-        // (28930080 min = 2025-01-02T08:00:00Z = 02:00 in America/Chicago).
-        let scheduled = "2025-01-02T08:00:00Z";
-        let finished = "2025-01-02T08:00:14Z";
-        let cron = self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "batch/v1", "kind": "CronJob",
-                "metadata": {
-                    "name": "nightly-report", "namespace": ns,
-                    "creationTimestamp": ago(60 * DAY), "generation": 1
-                },
-                "spec": {
-                    "concurrencyPolicy": "Forbid",
-                    "failedJobsHistoryLimit": 1,
-                    "jobTemplate": {
-                        "metadata": {},
-                        "spec": {"backoffLimit": 2, "template": {"metadata": {}, "spec": report_pod_spec}}
-                    },
-                    "schedule": "0 2 * * *",
-                    "successfulJobsHistoryLimit": 3,
-                    "suspend": false,
-                    "timeZone": "America/Chicago"
-                },
-                "status": {"lastScheduleTime": scheduled, "lastSuccessfulTime": finished}
-            }),
-        );
-        let job_name = "nightly-report-28930080";
-        let job_uid = new_uid();
-        let report_job_labels = job_labels(&job_uid, job_name);
-        let job_status = json!({
-            "completionTime": finished,
-            "conditions": [
-                {
-                    "type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-                    "message": "Reached expected number of succeeded pods",
-                    "lastProbeTime": finished, "lastTransitionTime": finished
-                },
-                {
-                    "type": "Complete", "status": "True", "reason": "CompletionsReached",
-                    "message": "Reached expected number of succeeded pods",
-                    "lastProbeTime": finished, "lastTransitionTime": finished
-                }
-            ],
-            "ready": 0,
-            "startTime": scheduled,
-            "succeeded": 1,
-            "terminating": 0,
-            "uncountedTerminatedPods": {}
-        });
-        self.seed_put(
-            &mut n,
-            kcm,
-            json!({
-                "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {
-                    "name": job_name, "namespace": ns, "uid": job_uid,
-                    "creationTimestamp": scheduled, "generation": 1,
-                    "labels": report_job_labels,
-                    "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": scheduled},
-                    "ownerReferences": [owner_ref("batch/v1", "CronJob", "nightly-report", &uid_of(&cron))]
-                },
-                "spec": {
-                    "backoffLimit": 2,
-                    "completionMode": "NonIndexed",
-                    "completions": 1,
-                    "manualSelector": false,
-                    "parallelism": 1,
-                    "podReplacementPolicy": "TerminatingOrFailed",
-                    "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": job_uid}},
-                    "suspend": false,
-                    "template": {"metadata": {"labels": report_job_labels}, "spec": report_pod_spec}
-                },
-                "status": job_status
-            }),
-        );
-        self.seed_put(
-            &mut n,
-            kcm,
-            pod_object(PodSeed {
-                ns,
-                name: "nightly-report-28930080-x8z4q",
-                generate_name: Some("nightly-report-28930080-"),
-                labels: report_job_labels.clone(),
-                owner: owner_ref("batch/v1", "Job", job_name, &job_uid),
-                spec: report_pod_spec.clone(),
-                node: "worker-c",
-                ip: &pod_ip(30),
-                age: DAY,
-                succeeded: true,
-            }),
-        );
-
-        // --- Standalone Job migrate-v42 ---
-        let migrate_uid = new_uid();
-        let migrate_labels = job_labels(&migrate_uid, "migrate-v42");
-        let migrate_pod_spec = json!({
-            "containers": [{
-                "name": "migrate",
-                "image": "registry.example.com/payments/migrate:v42",
-                "imagePullPolicy": "IfNotPresent",
-                "args": ["up", "--to", "42"],
-                "envFrom": [{"secretRef": {"name": "db-credentials"}}],
-                "resources": {},
-                "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File"
-            }],
-            "dnsPolicy": "ClusterFirst",
-            "restartPolicy": "Never",
-            "schedulerName": "default-scheduler",
-            "securityContext": {},
-            "terminationGracePeriodSeconds": 30
-        });
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {
-                    "name": "migrate-v42", "namespace": ns, "uid": migrate_uid,
-                    "creationTimestamp": ago(10 * DAY), "generation": 1, "labels": migrate_labels
-                },
-                "spec": {
-                    "backoffLimit": 0,
-                    "completionMode": "NonIndexed",
-                    "completions": 1,
-                    "manualSelector": false,
-                    "parallelism": 1,
-                    "podReplacementPolicy": "TerminatingOrFailed",
-                    "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": migrate_uid}},
-                    "suspend": false,
-                    "template": {"metadata": {"labels": migrate_labels}, "spec": migrate_pod_spec}
-                },
-                "status": {
-                    "completionTime": ago(10 * DAY - 40),
-                    "conditions": [{
-                        "type": "Complete", "status": "True", "reason": "CompletionsReached",
-                        "message": "Reached expected number of succeeded pods",
-                        "lastProbeTime": ago(10 * DAY - 40), "lastTransitionTime": ago(10 * DAY - 40)
-                    }],
-                    "ready": 0, "startTime": ago(10 * DAY), "succeeded": 1, "terminating": 0,
-                    "uncountedTerminatedPods": {}
-                }
-            }),
-        );
-
-        // --- RBAC ---
-        self.seed_put(
-            &mut n,
-            user,
-            with_last_applied(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "app-reader", "namespace": ns, "creationTimestamp": ago(30 * DAY)},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
-            })),
-        );
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "app-reader", "namespace": ns, "creationTimestamp": ago(30 * DAY)},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "app-reader"},
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": "app-sa", "namespace": ns},
-                    {"kind": "ServiceAccount", "name": "monitoring", "namespace": "monitoring"}
-                ]
-            }),
-        );
-
-        // --- Networking ---
-        let ingress_rule = json!({
-            "host": "web.example.com",
-            "http": {"paths": [{
-                "path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": "web", "port": {"number": 80}}}
-            }]}
-        });
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {
-                    "name": "web", "namespace": ns, "creationTimestamp": ago(30 * DAY), "generation": 1,
-                    "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}
-                },
-                "spec": {
-                    "ingressClassName": "nginx",
-                    "rules": [ingress_rule],
-                    "tls": [{"hosts": ["web.example.com"], "secretName": "tls-cert"}]
-                },
-                "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}
-            }),
-        );
-        self.seed_put(
-            &mut n,
-            user,
-            json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": "default-deny", "namespace": ns, "creationTimestamp": ago(90 * DAY), "generation": 1},
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-            }),
-        );
-
-        // --- CRD backuptargets.example.com (once) and two BackupTargets ---
-        if !self.exists(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            None,
-            "backuptargets.example.com",
-        ) {
-            let crd_version = json!({
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [{"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"}]
-            });
-            self.seed_put(
-                &mut n,
-                user,
-                json!({
-                    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                    "metadata": {
-                        "name": "backuptargets.example.com", "creationTimestamp": ago(100 * DAY),
-                        "generation": 1,
-                        "annotations": {"controller-gen.kubebuilder.io/version": "v0.16.5"}
-                    },
-                    "spec": {
-                        "conversion": {"strategy": "None"},
-                        "group": "example.com",
-                        "names": {
-                            "kind": "BackupTarget", "listKind": "BackupTargetList",
-                            "plural": "backuptargets", "singular": "backuptarget", "shortNames": ["bt"]
-                        },
-                        "scope": "Namespaced",
-                        "versions": [crd_version]
-                    }
-                }),
-            );
-        }
-        for (name, schedule, retention, prefix, databases, last_run) in [
-            (
-                "nightly",
-                "0 3 * * *",
-                json!({"keepDaily": 7, "keepWeekly": 4}),
-                "nightly/",
-                json!(["payments", "ledger"]),
-                DAY,
-            ),
-            (
-                "hourly",
-                "0 * * * *",
-                json!({"keepHourly": 24}),
-                "hourly/",
-                json!(["payments"]),
-                1800,
-            ),
-        ] {
-            let condition = json!({
-                "type": "Ready", "status": "True", "reason": "Reconciled",
-                "message": "target is reachable", "lastTransitionTime": ago(5 * DAY)
-            });
-            self.seed_put(
-                &mut n,
-                "payments-operator",
-                json!({
-                    "apiVersion": "example.com/v1", "kind": "BackupTarget",
-                    "metadata": {"name": name, "namespace": ns, "creationTimestamp": ago(50 * DAY), "generation": 1},
-                    "spec": {
-                        "schedule": schedule,
-                        "retention": retention,
-                        "target": {"bucket": "payments-backups", "prefix": prefix},
-                        "databases": databases,
-                        "suspend": false
-                    },
-                    "status": {
-                        "phase": "Ready", "lastRun": ago(last_run), "lastResult": "Succeeded",
-                        "conditions": [condition]
-                    }
-                }),
-            );
-        }
-
-        // --- Cluster-scoped objects (once) ---
-        if !self.exists(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRole",
-            None,
-            "payments-viewer",
-        ) {
-            self.seed_put(
-                &mut n,
-                user,
-                with_last_applied(json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": {"name": "payments-viewer", "creationTimestamp": ago(90 * DAY), "labels": {"team": "payments"}},
-                    "rules": [
-                        {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["get", "list", "watch"]},
-                        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]}
-                    ]
-                })),
-            );
-        }
-        if !self.exists(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            None,
-            "payments-viewer",
-        ) {
-            self.seed_put(
-                &mut n,
-                user,
-                json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "payments-viewer", "creationTimestamp": ago(90 * DAY), "labels": {"team": "payments"}},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "payments-viewer"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "app-sa", "namespace": ns}]
-                }),
-            );
-        }
-        if !self.exists("storage.k8s.io/v1", "StorageClass", None, "fast") {
-            self.seed_put(
-                &mut n,
-                user,
-                json!({
-                    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                    "metadata": {"name": "fast", "creationTimestamp": ago(200 * DAY)},
-                    "provisioner": "example.com/fast",
-                    "parameters": {"type": "ssd"},
-                    "reclaimPolicy": "Delete",
-                    "volumeBindingMode": "WaitForFirstConsumer",
-                    "allowVolumeExpansion": true
-                }),
-            );
-        }
-        n
+        seed::seed_realistic(self, ns)
     }
 }
 
@@ -3626,6 +2772,38 @@ fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
         m.insert("kind".into(), json!(rt.kind));
     }
     out
+}
+
+/// A workload's autoscaling/v1 Scale.
+fn scale_of(obj: &Value) -> Value {
+    let meta = |k: &str| {
+        obj.pointer(&format!("/metadata/{k}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta("name"), "namespace": meta("namespace"), "uid": meta("uid"),
+            "resourceVersion": meta("resourceVersion"), "creationTimestamp": meta("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
 }
 
 /// Items of a real list response carry neither apiVersion nor kind.
@@ -3671,10 +2849,6 @@ fn meta_map_mut<'a>(obj: &'a mut Value, field: &str) -> &'a mut Map<String, Valu
 
 fn meta_str(obj: &Value, key: &str) -> Option<String> {
     obj.get("metadata")?.get(key)?.as_str().map(String::from)
-}
-
-fn uid_of(obj: &Value) -> String {
-    meta_str(obj, "uid").unwrap_or_default()
 }
 
 fn set_or_remove(obj: &mut Value, key: &str, value: Option<Value>) {
@@ -4109,191 +3283,6 @@ fn with_last_applied(mut obj: Value) -> Value {
         json!(text),
     );
     obj
-}
-
-fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
-        "controller": true, "blockOwnerDeletion": true
-    })
-}
-
-/// The labels the Job controller puts on a Job and its pod template.
-fn job_labels(uid: &str, name: &str) -> Value {
-    json!({
-        "batch.kubernetes.io/controller-uid": uid,
-        "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid,
-        "job-name": name
-    })
-}
-
-/// What `pod_object` needs.
-struct PodSeed<'a> {
-    ns: &'a str,
-    name: &'a str,
-    generate_name: Option<&'a str>,
-    labels: Value,
-    owner: Value,
-    spec: Value,
-    node: &'a str,
-    ip: &'a str,
-    age: i64,
-    succeeded: bool,
-}
-
-/// A Pod as a real cluster shows it: scheduled, with the projected service
-/// account token volume, default tolerations and the kubelet's status.
-fn pod_object(p: PodSeed) -> Value {
-    let mut spec = p.spec;
-    let token_volume = format!("kube-api-access-{}", fake_alnum(p.name, 5));
-    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-            let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
-            if let Some(mounts) = mounts.as_array_mut() {
-                mounts.push(json!({
-                    "name": token_volume,
-                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                    "readOnly": true
-                }));
-            }
-        }
-    }
-    if let Some(s) = spec.as_object_mut() {
-        let sa = s
-            .get("serviceAccountName")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string();
-        s.insert("serviceAccountName".into(), json!(sa));
-        s.insert("serviceAccount".into(), json!(sa));
-        s.insert("nodeName".into(), json!(p.node));
-        s.insert("enableServiceLinks".into(), json!(true));
-        s.insert("preemptionPolicy".into(), json!("PreemptLowerPriority"));
-        s.insert("priority".into(), json!(0));
-        s.insert(
-            "tolerations".into(),
-            json!([
-                {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 300},
-                {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 300}
-            ]),
-        );
-        let volumes = s.entry("volumes").or_insert_with(|| json!([]));
-        if let Some(volumes) = volumes.as_array_mut() {
-            volumes.push(kube_api_access_volume(&token_volume));
-        }
-    }
-    let host_ip = match p.node {
-        "worker-a" => "172.18.0.2",
-        "worker-b" => "172.18.0.3",
-        _ => "172.18.0.4",
-    };
-    let status = pod_status(&spec, host_ip, p.ip, p.age, p.succeeded);
-    let mut metadata = json!({
-        "name": p.name,
-        "namespace": p.ns,
-        "creationTimestamp": ago(p.age),
-        "labels": p.labels,
-        "ownerReferences": [p.owner]
-    });
-    if let Some(g) = p.generate_name {
-        metadata["generateName"] = json!(g);
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status})
-}
-
-fn kube_api_access_volume(name: &str) -> Value {
-    let sources = json!([
-        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        {"downwardAPI": {"items": [{
-            "path": "namespace",
-            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
-        }]}}
-    ]);
-    json!({"name": name, "projected": {"defaultMode": 420, "sources": sources}})
-}
-
-fn pod_status(spec: &Value, host_ip: &str, ip: &str, age: i64, succeeded: bool) -> Value {
-    let started = ago((age - 3).max(0));
-    let finished = ago((age - 15).max(0));
-    let ready = !succeeded;
-    let condition = |kind: &str, ok: bool, reason: Option<&str>| {
-        let status = if ok { "True" } else { "False" };
-        let mut c = json!({
-            "type": kind, "status": status,
-            "lastProbeTime": null, "lastTransitionTime": started
-        });
-        if let Some(r) = reason {
-            c["reason"] = json!(r);
-        }
-        c
-    };
-    let completed = if succeeded {
-        Some("PodCompleted")
-    } else {
-        None
-    };
-    let conditions = vec![
-        condition("PodReadyToStartContainers", ready, None),
-        condition("Initialized", true, completed),
-        condition("Ready", ready, completed),
-        condition("ContainersReady", ready, completed),
-        condition("PodScheduled", true, None),
-    ];
-    let statuses: Vec<Value> = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-            let repo = image.split(':').next().unwrap_or(image);
-            let full_repo = if repo.contains('/') {
-                repo.to_string()
-            } else {
-                format!("docker.io/library/{repo}")
-            };
-            let shown_image = if repo.contains('/') {
-                image.to_string()
-            } else {
-                format!("docker.io/library/{image}")
-            };
-            let container_id = format!("containerd://{}", fake_hex(&format!("{ip}/{name}"), 64));
-            let state = if succeeded {
-                json!({"terminated": {
-                    "containerID": container_id, "exitCode": 0, "reason": "Completed",
-                    "startedAt": started, "finishedAt": finished
-                }})
-            } else {
-                json!({"running": {"startedAt": started}})
-            };
-            json!({
-                "containerID": container_id,
-                "image": shown_image,
-                "imageID": format!("{full_repo}@sha256:{}", fake_hex(image, 64)),
-                "lastState": {},
-                "name": name,
-                "ready": ready,
-                "restartCount": 0,
-                "started": ready,
-                "state": state
-            })
-        })
-        .collect();
-    let phase = if succeeded { "Succeeded" } else { "Running" };
-    json!({
-        "conditions": conditions,
-        "containerStatuses": statuses,
-        "hostIP": host_ip,
-        "hostIPs": [{"ip": host_ip}],
-        "phase": phase,
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "qosClass": "Burstable",
-        "startTime": ago(age)
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -4892,8 +3881,6 @@ const DAY: i64 = 86_400;
 
 const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
-const NGINX_CONF: &str = "server {\n    listen 8080;\n    server_name _;\n\n    location / {\n        root /usr/share/nginx/html;\n        try_files $uri $uri/ =404;\n    }\n\n    location /healthz {\n        access_log off;\n        return 200 'ok';\n    }\n}\n";
-
 /// RFC 3339 UTC with seconds, as creationTimestamp.
 fn now_ts() -> String {
     ago(0)
@@ -4983,13 +3970,6 @@ fn fake_hex(seed: &str, len: usize) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     h[..len].to_string()
-}
-
-fn fake_alnum(seed: &str, len: usize) -> String {
-    pseudo_bytes(seed, len)
-        .iter()
-        .map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char)
-        .collect()
 }
 
 /// Standard base64 with padding (Secret data).
