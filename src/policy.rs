@@ -193,6 +193,26 @@ pub struct RepositoryConfig {
     /// `part_size * (parts_in_flight + 1)` per artifact being written.
     #[serde(default = "default_parts_in_flight")]
     pub parts_in_flight: usize,
+    /// How long one S3 request may go unanswered before it is abandoned
+    /// and retried (default 30s; 5 attempts): what turns a half-dead load
+    /// balancer or a network partition into an error instead of a hang.
+    /// Requests that move data get more time: this plus the data at
+    /// `min_throughput`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// The slowest transfer accepted for one request's data (default
+    /// 1MiB, per second): an 8 MiB part may take `request_timeout` + 8 s
+    /// per attempt.
+    #[serde(default = "default_min_throughput")]
+    pub min_throughput: ByteSize,
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_min_throughput() -> ByteSize {
+    ByteSize(1024 * 1024)
 }
 
 fn default_part_size() -> ByteSize {
@@ -1436,6 +1456,18 @@ impl Policy {
             return Err(invalid(
                 "repository: give both access_key_id and secret_access_key, or neither (to use the standard AWS credential chain)".into(),
             ));
+        }
+        if repo.request_timeout.0 < Duration::from_secs(1) {
+            return Err(invalid(format!(
+                "repository.request_timeout is {}; it must be at least 1s (e.g. 30s)",
+                humantime::format_duration(repo.request_timeout.0)
+            )));
+        }
+        if repo.min_throughput.0 < 1024 {
+            return Err(invalid(format!(
+                "repository.min_throughput is {} bytes per second; it must be at least 1KiB (e.g. 1MiB)",
+                repo.min_throughput.0
+            )));
         }
         if repo.part_size.0 < 8 << 20 || repo.part_size.0 > 5 << 30 {
             return Err(invalid(format!(

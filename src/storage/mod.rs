@@ -49,6 +49,15 @@ pub enum StorageError {
     AlreadyExists { store: String, key: String },
     #[error("cannot reach S3 endpoint {endpoint}: {detail}; check the endpoint in the policy and that the server is up")]
     Unreachable { endpoint: String, detail: String },
+    #[error("S3 endpoint {endpoint} did not answer {operation} on {target} in time, over {attempts} attempts ({detail}); the endpoint or the network to it is stuck (a half-dead load balancer, a full conntrack table, a partition). Check it; on a slow link raise repository.request_timeout or lower repository.min_throughput")]
+    TimedOut {
+        endpoint: String,
+        operation: &'static str,
+        /// `object KEY` or `bucket NAME`.
+        target: String,
+        attempts: u32,
+        detail: String,
+    },
     #[error("S3 endpoint {endpoint} refused the credentials for bucket {bucket} ({detail}); check access_key_id and secret_access_key and the key's permissions on the bucket")]
     Credentials {
         endpoint: String,
@@ -195,6 +204,8 @@ pub async fn open(
                 credentials,
                 part_size: cfg.part_size.0,
                 parts_in_flight: cfg.parts_in_flight,
+                request_timeout: cfg.request_timeout.0,
+                min_throughput: cfg.min_throughput.0,
             };
             std::sync::Arc::new(S3Store::connect(&s3).await)
         }

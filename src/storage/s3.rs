@@ -60,7 +60,18 @@ pub struct S3Config {
     pub credentials: Option<(String, Secret)>,
     pub part_size: u64,
     pub parts_in_flight: usize,
+    /// How long one request may go unanswered before it is abandoned and
+    /// retried (a black-holed connection); requests that move a body get
+    /// more time for it, at `min_throughput`.
+    pub request_timeout: Duration,
+    /// The slowest transfer accepted, in bytes per second.
+    pub min_throughput: u64,
 }
+
+/// Attempts per request (the first and retries).
+const ATTEMPTS: u32 = 5;
+/// What a CompleteMultipartUpload attempt may take beyond a small call's.
+const COMPLETE_EXTRA: Duration = Duration::from_secs(120);
 
 /// A repository in an S3 bucket.
 #[derive(Clone)]
@@ -71,6 +82,8 @@ pub struct S3Store {
     endpoint: String,
     part_size: usize,
     parts_in_flight: usize,
+    request_timeout: Duration,
+    min_throughput: u64,
 }
 
 /// An unfinished multipart upload, as listed by the server.
@@ -81,7 +94,33 @@ pub struct PendingUpload {
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Per attempt: `request` plus `transfer` (the time a body may take); over
+/// all attempts: each attempt's, plus the retries' backoff.
+fn deadlines(request: Duration, transfer: Duration) -> TimeoutConfig {
+    let attempt = request + transfer;
+    TimeoutConfig::builder()
+        .connect_timeout(request.min(Duration::from_secs(5)))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * ATTEMPTS + Duration::from_secs(30))
+        .build()
+}
+
 impl S3Store {
+    /// A configuration override for a request that moves `bytes`: its
+    /// attempts may take `request_timeout` plus the bytes at
+    /// `min_throughput`.
+    fn sized(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        self.longer(Duration::from_secs_f64(
+            bytes as f64 / self.min_throughput as f64,
+        ))
+    }
+
+    /// A configuration override giving each attempt `extra` time.
+    fn longer(&self, extra: Duration) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default()
+            .timeout_config(deadlines(self.request_timeout, extra))
+    }
+
     /// Builds a client. Makes no request: call `healthcheck` to test the bucket.
     pub async fn connect(cfg: &S3Config) -> S3Store {
         let region = match &cfg.region {
@@ -96,18 +135,15 @@ impl S3Store {
             .region(region)
             .retry_config(
                 RetryConfig::standard()
-                    .with_max_attempts(5)
+                    .with_max_attempts(ATTEMPTS)
                     .with_initial_backoff(Duration::from_millis(200))
                     .with_max_backoff(Duration::from_secs(10)),
             )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    // Only the connection gets a deadline: a read or attempt
-                    // timeout would also bound the upload of a whole part,
-                    // which on a slow link legitimately takes long.
-                    .connect_timeout(Duration::from_secs(5))
-                    .build(),
-            );
+            // Every request has a deadline (small calls: `request_timeout`
+            // per attempt); those that move a body get theirs per call
+            // (`S3Store::sized`). A streamed download's body is watched by
+            // the SDK's stalled-stream protection (on by default).
+            .timeout_config(deadlines(cfg.request_timeout, Duration::ZERO));
         if let Some((id, secret)) = &cfg.credentials {
             loader = loader.credentials_provider(Credentials::new(
                 id.clone(),
@@ -132,6 +168,8 @@ impl S3Store {
             endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string()),
             part_size: cfg.part_size as usize,
             parts_in_flight: cfg.parts_in_flight.max(1),
+            request_timeout: cfg.request_timeout,
+            min_throughput: cfg.min_throughput.max(1),
         }
     }
 
@@ -233,7 +271,18 @@ where
 {
     let detail = DisplayErrorContext(&err).to_string();
     match &err {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
+        SdkError::TimeoutError(_) => StorageError::TimedOut {
+            endpoint: endpoint.to_string(),
+            operation,
+            target: if key.is_empty() {
+                format!("bucket {bucket}")
+            } else {
+                format!("object {key}")
+            },
+            attempts: ATTEMPTS,
+            detail,
+        },
+        SdkError::DispatchFailure(_) => StorageError::Unreachable {
             endpoint: endpoint.to_string(),
             detail,
         },
@@ -486,6 +535,8 @@ impl S3Writer {
                 .part_number(number)
                 .content_length(len)
                 .body(ByteStream::from(part))
+                .customize()
+                .config_override(store.sized(len as u64))
                 .send()
                 .await
                 .map_err(|e| store.error("UploadPart", &key, e))?;
@@ -500,6 +551,7 @@ impl S3Writer {
     async fn complete(&mut self) -> Result<u64, StorageError> {
         if self.upload_id.is_none() {
             let body = std::mem::take(&mut self.buf).freeze();
+            let len = body.len() as u64;
             self.store
                 .client
                 .put_object()
@@ -507,6 +559,8 @@ impl S3Writer {
                 .key(&self.full_key)
                 .content_length(body.len() as i64)
                 .body(ByteStream::from(body))
+                .customize()
+                .config_override(self.store.sized(len))
                 .send()
                 .await
                 .map_err(|e| self.store.error("PutObject", &self.key, e))?;
@@ -532,6 +586,10 @@ impl S3Writer {
                     .set_parts(Some(parts))
                     .build(),
             )
+            // The server assembles the parts before it answers: S3 says
+            // this can take minutes for large objects.
+            .customize()
+            .config_override(self.store.longer(COMPLETE_EXTRA))
             .send()
             .await
             .map_err(|e| self.store.error("CompleteMultipartUpload", &self.key, e))?;

@@ -424,3 +424,65 @@ fn a_lock_left_by_a_killed_backup_on_this_host_is_taken_over_at_once() {
     assert!(r.stderr.contains("whose process is gone"), "{}", r.stderr);
     assert!(claims(&locks).is_empty(), "released");
 }
+
+/// An S3 endpoint that accepts connections and never answers (a half-dead
+/// load balancer, a partition): every command fails within its deadlines,
+/// naming the endpoint and the operation, instead of hanging.
+#[test]
+fn a_black_holed_s3_endpoint_fails_commands_instead_of_hanging_them() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, reads and discards, never writes; keeps every connection.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            let mut c = conn.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut std::io::sink());
+            });
+            held.push(conn);
+        }
+    });
+    let pg = PgCluster::start();
+    let repo = tempfile::tempdir().unwrap();
+    let local = repo.path().join("repo");
+    let mut lb = Lifeboat::new(Repo::Local(local.clone()), &pg, "[postgres]");
+    let policy = std::fs::read_to_string(&lb.policy).unwrap().replace(
+        &format!("  url: {}\n", local.display()),
+        &format!(
+            "  url: s3://bucket/p\n  endpoint: http://127.0.0.1:{port}\n  region: x\n  path_style: true\n  \
+             access_key_id: {{ env: TEST_S3_KEY }}\n  secret_access_key: {{ env: TEST_S3_SECRET }}\n  \
+             request_timeout: 1s\n"
+        ),
+    );
+    std::fs::write(&lb.policy, policy).unwrap();
+    lb.env
+        .push(("TEST_S3_KEY".into(), "GK000000000000000000".into()));
+    lb.env.push(("TEST_S3_SECRET".into(), "0".repeat(40)));
+    for (args, operation) in [
+        (&["list"][..], "HeadBucket on bucket bucket"),
+        (&["backup"][..], "on bucket bucket"),
+    ] {
+        let mut child = lb.spawn(args, "blackhole.log");
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("lifeboat {args:?} hung: {}", lb.log("blackhole.log"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let log = lb.log("blackhole.log");
+        assert_eq!(status.code(), Some(1), "{args:?}: {log}");
+        assert!(
+            log.contains(&format!(
+                "S3 endpoint http://127.0.0.1:{port} did not answer"
+            )) && log.contains(operation)
+                && log.contains("repository.request_timeout"),
+            "{args:?}: {log}"
+        );
+    }
+}

@@ -624,6 +624,8 @@ impl Garage {
             )),
             part_size: 8 << 20,
             parts_in_flight: 4,
+            request_timeout: Duration::from_secs(30),
+            min_throughput: 1 << 20,
         })
         .await
     }
