@@ -402,12 +402,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 | K::BadMapping(_)
                 | K::BadNamespaceName { .. }
                 | K::MappingCollision { .. }
+                | K::MappingTwice { .. }
+                | K::TargetRestoredInPlace { .. }
                 | K::UnknownKind { .. } => Outcome::Usage,
                 K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
                 K::DirNotEmpty(_)
                 | K::TargetNotEmpty { .. }
                 | K::TargetTerminating { .. }
-                | K::TargetUnreadable { .. } => Outcome::Refused,
+                | K::TargetUnreadable { .. }
+                | K::OverwriteForeign { .. } => Outcome::Refused,
                 K::BadExport { .. } => Outcome::Integrity,
                 K::Pipeline(p) => pipeline(p),
                 _ => Outcome::Failure,

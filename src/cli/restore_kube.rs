@@ -209,9 +209,22 @@ pub async fn run(
     }
     let report = tokio::select! {
         r = kr::execute(&cluster, plan, &opts, args.dry_run, &manifest.id) => r.map_err(|e| {
-            anyhow::Error::new(e).context(
-                "the restore stopped; objects applied before this stay. Fix the cause and run the same restore again: existing objects are left alone",
-            )
+            // A refusal comes before anything is written: it speaks for itself.
+            let refused = matches!(
+                e,
+                kr::KubeRestoreError::TargetNotEmpty { .. }
+                    | kr::KubeRestoreError::TargetTerminating { .. }
+                    | kr::KubeRestoreError::TargetUnreadable { .. }
+                    | kr::KubeRestoreError::OverwriteForeign { .. }
+            );
+            let e = anyhow::Error::new(e);
+            if refused {
+                e
+            } else {
+                e.context(
+                    "the restore stopped; objects applied before this stay. Fix the cause and run the same restore again: existing objects are left alone",
+                )
+            }
         })?,
         _ = crate::shutdown::requested() => {
             return Err(anyhow::anyhow!("restore stopped: the objects applied so far stay; run the same restore again to finish (existing objects are left alone)"));

@@ -68,6 +68,12 @@ pub enum KubeRestoreError {
     },
     #[error("--namespace-map maps both '{a}' and '{b}' to '{to}'; each target namespace can receive one source namespace")]
     MappingCollision { a: String, b: String, to: String },
+    #[error("--namespace-map maps '{from}' to both '{a}' and '{b}'; map each source namespace once (restore twice for two copies)")]
+    MappingTwice { from: String, a: String, b: String },
+    #[error("namespace '{namespace}' is both restored in place (--namespace) and the target of --namespace-map {from}:{namespace}; a copy cannot land in a namespace restored as itself. Pick another target name")]
+    TargetRestoredInPlace { namespace: String, from: String },
+    #[error("--overwrite would replace objects in namespace '{namespace}' that this backup did not make (it exists and holds {count} object(s) of its own); a copy overwrites only its own namespace. Restore into a new namespace, or leave out --overwrite")]
+    OverwriteForeign { namespace: String, count: usize },
     #[error("namespace '{namespace}' exists and holds {count} object(s) of its own: {objects}. A copy of '{source_namespace}' must not land among other workloads (its Services, NetworkPolicies and budgets could select their pods). Pick a new namespace name, delete '{namespace}' first, or pass --into-existing to restore into it anyway (objects that would select pods not restored are still skipped)")]
     TargetNotEmpty {
         namespace: String,
@@ -77,7 +83,7 @@ pub enum KubeRestoreError {
     },
     #[error("namespace '{namespace}' is being deleted (Terminating); nothing can be created in it. Wait until `kubectl get namespace {namespace}` says NotFound, then run the restore again, or pick another name")]
     TargetTerminating { namespace: String },
-    #[error("cannot tell what namespace '{namespace}' holds, so a copy into it is refused: {source}. Grant `list` there, or pass --into-existing if you know it is safe")]
+    #[error("cannot tell what namespace '{namespace}' holds, so a copy into it is refused: {source}. Grant `list` on that type there (with --into-existing, only pods and workloads must be listable)")]
     TargetUnreadable {
         namespace: String,
         #[source]
@@ -149,7 +155,15 @@ pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, KubeR
                 });
             }
         }
-        map.insert(from.to_string(), to.to_string());
+        if let Some(a) = map.insert(from.to_string(), to.to_string()) {
+            if a != to {
+                return Err(KubeRestoreError::MappingTwice {
+                    from: from.to_string(),
+                    a,
+                    b: to.to_string(),
+                });
+            }
+        }
     }
     Ok(map)
 }
@@ -426,6 +440,14 @@ pub fn plan(
             .cloned()
             .collect()
     };
+    for (from, to) in &opts.namespace_map {
+        if from != to && opts.namespaces.contains(to) {
+            return Err(KubeRestoreError::TargetRestoredInPlace {
+                namespace: to.clone(),
+                from: from.clone(),
+            });
+        }
+    }
     for ns in &wanted {
         if !available.contains(ns) {
             return Err(KubeRestoreError::NoSuchNamespace {
@@ -696,9 +718,62 @@ fn copy_namespace_metadata(p: &mut Planned, backup: &str) {
 /// Annotation recording what the harmless-copy rules changed.
 pub const HARMLESS_ANNOTATION: &str = "lifeboat.dev/harmless-copy";
 
+/// The API groups Kubernetes itself serves; any other is a CRD's (some of
+/// those end in `.k8s.io` too: the vertical autoscaler, Gateway API,
+/// volume snapshots).
+const BUILTIN_GROUPS: &[&str] = &[
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "metrics.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
+
+/// Whether an API group is a custom one (a CRD's).
+pub(crate) fn is_custom_group(group: &str) -> bool {
+    !BUILTIN_GROUPS.contains(&group)
+}
+
 /// Makes a copy in another namespace unable to take traffic or do work.
 fn make_harmless(p: &mut Planned) {
     let group = p.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    // Custom workloads and scalers (Argo Rollouts, KEDA ScaledObjects and
+    // ScaledJobs, Knative Services...): lifeboat cannot know how to make
+    // them idle, so a copy leaves them out.
+    if is_custom_group(group) {
+        let spec = p.obj.get("spec");
+        let runs = ["replicas", "template", "scaleTargetRef", "jobTargetRef"]
+            .iter()
+            .find(|f| spec.and_then(|s| s.get(**f)).is_some());
+        if let Some(field) = runs {
+            p.skip = Some(Skip {
+                reason: SkipReason::HarmlessCopy,
+                detail: format!(
+                    "a custom resource with spec.{field} could run or scale workloads in the copy; --live restores it"
+                ),
+            });
+            return;
+        }
+    }
     let skip = |why: &str| {
         Some(Skip {
             reason: SkipReason::HarmlessCopy,
@@ -1295,6 +1370,7 @@ nl='
 dry=
 conn=
 value_of=
+existing=
 for a in "$@"; do
   if [ -n "$value_of" ]; then conn="$conn$nl$a"; value_of=; continue; fi
   case "$a" in
@@ -1315,12 +1391,16 @@ fi
 /// apply.sh's guard for a copy's target namespace (`@NS@`): like the
 /// restore into the cluster, it refuses a namespace that exists (it cannot
 /// tell what a namespace holds, so it is stricter: any existing one).
-const APPLY_SH_GUARD: &str = r#"if [ -z "$LIFEBOAT_INTO_EXISTING" ]; then
-  found=$(IFS=$nl; set -f; kubectl get namespace @NS@ $conn -o name --ignore-not-found)
-  if [ -n "$found" ]; then
-    echo "apply.sh: namespace @NS@ exists; this copy of @FROM@ must not land among other workloads. Pick a new name (lifeboat restore --namespace-map @FROM@:NEW --to-dir ...), delete it, or run with LIFEBOAT_INTO_EXISTING=1 to apply anyway" >&2
+/// With `LIFEBOAT_INTO_EXISTING`, an existing namespace is left as it is
+/// (the copy's Namespace file is not applied onto it) and nothing is
+/// checked: apply.sh cannot see which pods its objects would select.
+const APPLY_SH_GUARD: &str = r#"found=$(IFS=$nl; set -f; kubectl get namespace @NS@ $conn -o name --ignore-not-found)
+if [ -n "$found" ]; then
+  if [ -z "$LIFEBOAT_INTO_EXISTING" ]; then
+    echo "apply.sh: namespace @NS@ exists; this copy of @FROM@ must not land among other workloads. Pick a new name (lifeboat restore --namespace-map @FROM@:NEW --to-dir ...), delete it, or run with LIFEBOAT_INTO_EXISTING=1 to apply anyway: then its Namespace is left as it is, and nothing checks which of its pods the copy's Services, policies and budgets select (lifeboat restore --into-existing does)" >&2
     exit 5
   fi
+  existing="$existing @NS@"
 fi
 "#;
 
@@ -1410,10 +1490,12 @@ pub fn write_dir(plan: &Plan, dir: &Path, into_existing: bool) -> Result<usize, 
     }
     order.sort();
     let mut script = String::from(APPLY_SH_HEAD);
-    if !into_existing {
-        for (from, to) in plan.namespaces.iter().filter(|(f, t)| f != t) {
-            script.push_str(&APPLY_SH_GUARD.replace("@NS@", to).replace("@FROM@", from));
-        }
+    if into_existing {
+        // Asked for when the folder was written.
+        script.push_str("LIFEBOAT_INTO_EXISTING=${LIFEBOAT_INTO_EXISTING:-1}\n");
+    }
+    for (from, to) in plan.namespaces.iter().filter(|(f, t)| f != t) {
+        script.push_str(&APPLY_SH_GUARD.replace("@NS@", to).replace("@FROM@", from));
     }
     let mut crds_done = false;
     for (stage, folder) in &order {
@@ -1422,6 +1504,25 @@ pub fn write_dir(plan: &Plan, dir: &Path, into_existing: bool) -> Result<usize, 
             if order[0].0 == Stage::CustomResourceDefinitions {
                 script.push_str(APPLY_SH_WAIT_CRDS);
             }
+        }
+        if *stage == Stage::Namespaces {
+            // One by one: a namespace that exists is not changed.
+            for p in plan
+                .objects
+                .iter()
+                .filter(|p| p.skip.is_none() && p.stage == Stage::Namespaces)
+            {
+                let file =
+                    crate::source::kubernetes::entry_path(None, &p.api_version, &p.kind, &p.name);
+                if file.rsplit_once('/').map(|(f, _)| f) != Some(folder.as_str()) {
+                    continue;
+                }
+                script.push_str(&format!(
+                    "case \" $existing \" in *\" {} \"*) echo \"apply.sh: namespace {} exists; left as it is\" ;; *) kubectl apply \"$@\" --server-side -f '{file}' ;; esac\n",
+                    p.name, p.name
+                ));
+            }
+            continue;
         }
         script.push_str(&format!(
             "kubectl apply \"$@\" --server-side -f '{folder}/'\n"
@@ -1617,11 +1718,17 @@ mod tests {
             script.contains("kubectl get namespace drill $conn -o name --ignore-not-found"),
             "{script}"
         );
+        assert!(
+            script.contains(
+                "*\" drill \"*) echo \"apply.sh: namespace drill exists; left as it is\""
+            ),
+            "{script}"
+        );
         let out2 = dir.path().join("export2");
         write_dir(&plan, &out2, true).unwrap();
-        assert!(!std::fs::read_to_string(out2.join("apply.sh"))
+        assert!(std::fs::read_to_string(out2.join("apply.sh"))
             .unwrap()
-            .contains("get namespace"));
+            .contains("LIFEBOAT_INTO_EXISTING=${LIFEBOAT_INTO_EXISTING:-1}"));
         let d = by_kind("Deployment");
         assert_eq!(d.obj.pointer("/metadata/namespace"), Some(&json!("drill")));
         assert_eq!(d.obj.pointer("/spec/replicas"), Some(&json!(0)));
@@ -1732,6 +1839,33 @@ mod tests {
         ));
         assert!(parse_mapping(&["prod".into()]).is_err());
         assert!(parse_mapping(&["a:x".into(), "b:x".into()]).is_err());
+        assert!(matches!(
+            parse_mapping(&["prod:a".into(), "prod:b".into()]),
+            Err(KubeRestoreError::MappingTwice { .. })
+        ));
+        let opts = Options {
+            namespaces: vec!["prod".into()],
+            namespace_map: parse_mapping(&["other:prod".into()]).unwrap(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan(&manifest(), objects(), &opts),
+            Err(KubeRestoreError::TargetRestoredInPlace { .. })
+        ));
+        // Custom workloads and scalers are left out of a copy.
+        let mut rollout = Planned {
+            stage: Stage::Rest,
+            source_namespace: Some("prod".into()),
+            namespace: Some("copy".into()),
+            api_version: "argoproj.io/v1alpha1".into(),
+            kind: "Rollout".into(),
+            name: "web".into(),
+            skip: None,
+            changes: Vec::new(),
+            obj: json!({"spec": {"replicas": 3}}),
+        };
+        make_harmless(&mut rollout);
+        assert!(rollout.skip.unwrap().detail.contains("spec.replicas"));
         // A bad name is named, with the rule.
         let long = "a".repeat(64);
         for (bad, why) in [

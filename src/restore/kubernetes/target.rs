@@ -84,13 +84,19 @@ pub async fn check(
             // In place: the objects there are the original's own.
             continue;
         }
-        let found = contents(cluster, discovery, &to).await?;
+        let found = contents(cluster, discovery, &to, opts.into_existing).await?;
         let same_backup = ns
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(RESTORED_FROM_ANNOTATION))
             .and_then(Value::as_str)
             == Some(backup);
         let foreign: Vec<&Found> = found.iter().filter(|f| counts_as_content(f)).collect();
+        if !foreign.is_empty() && opts.overwrite && !same_backup {
+            return Err(KubeRestoreError::OverwriteForeign {
+                namespace: to,
+                count: foreign.len(),
+            });
+        }
         if !foreign.is_empty() && !opts.into_existing && !same_backup {
             let mut by_kind: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for f in &foreign {
@@ -117,11 +123,15 @@ pub async fn check(
 }
 
 /// Everything in `namespace` of every listable namespaced type, except
-/// types that are never configuration (events, endpoints, leases).
+/// types that are never configuration (events, endpoints, leases). A type
+/// that cannot be listed refuses the copy, unless `into_existing` (the
+/// caller accepts the namespace as it is) and it is not one whose objects
+/// the selector rules need (pods and workloads): then it is logged.
 async fn contents(
     cluster: &Cluster,
     discovery: &Discovery,
     namespace: &str,
+    into_existing: bool,
 ) -> Result<Vec<Found>, KubeRestoreError> {
     let mut out = Vec::new();
     let types: Vec<&ResourceType> = discovery
@@ -143,6 +153,11 @@ async fn contents(
             Ok(()) => {}
             // A type that vanished between discovery and list holds nothing.
             Err(KubeError::Api { code: 404, .. }) => {}
+            Err(e)
+                if into_existing && rt.kind != "Pod" && !WORKLOADS.contains(&rt.kind.as_str()) =>
+            {
+                tracing::warn!(namespace, resource = %rt.group_resource(), error = %e, "cannot list; restoring into the existing namespace without looking at these");
+            }
             Err(e) => {
                 return Err(KubeRestoreError::TargetUnreadable {
                     namespace: namespace.to_string(),
@@ -176,12 +191,19 @@ fn counts_as_content(f: &Found) -> bool {
 /// Marks the planned objects in `namespace` that would select pods there
 /// that the restore does not make.
 fn mark_selecting(plan: &mut Plan, namespace: &str, found: &[Found]) {
-    // The restore's own: what it plans there (an existing object of the
-    // same kind and name is the one it restores), and what those own.
+    // The restore's own: what it plans there, unless an object of that
+    // kind and name exists and differs (then it is someone else's, which
+    // the restore leaves alone); and what those own.
     let mut ours: BTreeSet<(String, String)> = plan
         .objects
         .iter()
         .filter(|p| p.namespace.as_deref() == Some(namespace) && p.kind != "Namespace")
+        .filter(|p| {
+            found
+                .iter()
+                .find(|f| f.kind == p.kind && f.name == p.name)
+                .is_none_or(|f| super::contained(&p.obj, &f.obj))
+        })
         .map(|p| (p.kind.clone(), p.name.clone()))
         .collect();
     loop {
@@ -208,6 +230,19 @@ fn mark_selecting(plan: &mut Plan, namespace: &str, found: &[Found]) {
                 format!("Pod {}", f.name),
                 labels_at(&f.obj, "/metadata/labels"),
                 orphan,
+            ));
+        } else if f.kind == "ReplicaSet" && f.controller().is_none() {
+            // A Deployment adopts ReplicaSets without a controller (left
+            // by `kubectl delete deploy --cascade=orphan`) and scales them.
+            other_pods.push((
+                format!("ReplicaSet {}", f.name),
+                labels_at(&f.obj, "/metadata/labels"),
+                true,
+            ));
+            other_pods.push((
+                format!("the pods of ReplicaSet {}", f.name),
+                labels_at(&f.obj, "/spec/template/metadata/labels"),
+                false,
             ));
         } else if WORKLOADS.contains(&f.kind.as_str()) {
             let path = if f.kind == "CronJob" {
@@ -280,7 +315,9 @@ fn selects_other(
             (hit(&sel, false)?, "would send its traffic to")
         }
         ("networking.k8s.io", "NetworkPolicy") => {
-            let sel = p.obj.pointer("/spec/podSelector")?;
+            // Without a podSelector it applies to every pod.
+            let all = serde_json::json!({});
+            let sel = p.obj.pointer("/spec/podSelector").unwrap_or(&all);
             (hit(sel, false)?, "would restrict the traffic of")
         }
         ("policy", "PodDisruptionBudget") => {
@@ -306,11 +343,60 @@ fn selects_other(
             // A controller adopts matching Pods that have no controller.
             (hit(&sel, true)?, "would adopt (and scale to its replicas)")
         }
+        (group, _) if super::is_custom_group(group) => custom_selects(p, &hit, existing_theirs)?,
         _ => return None,
     };
     Some(format!(
         "in an existing namespace it {verb} {what}, which this restore does not make; --into-existing does not change this"
     ))
+}
+
+/// Custom resources that act on pods by label or by name: mesh and CNI
+/// policies (`selector`, `podSelector`, `endpointSelector`,
+/// `workloadSelector`), monitors, vertical autoscalers and scalers
+/// (`targetRef`, `scaleTargetRef`). Istio's policies without a selector
+/// apply to the whole namespace.
+fn custom_selects(
+    p: &Planned,
+    hit: &dyn Fn(&Value, bool) -> Option<String>,
+    existing_theirs: &BTreeSet<(String, String)>,
+) -> Option<(String, &'static str)> {
+    let spec = p.obj.get("spec")?;
+    for field in [
+        "selector",
+        "podSelector",
+        "endpointSelector",
+        "workloadSelector",
+    ] {
+        let Some(sel) = spec.get(field).filter(|v| v.is_object()) else {
+            continue;
+        };
+        // {matchLabels, matchExpressions}, Istio's {labels: {...}}, or a
+        // plain map of labels.
+        let selector = if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some()
+        {
+            sel.clone()
+        } else if let Some(labels) = sel.get("labels") {
+            serde_json::json!({ "matchLabels": labels })
+        } else {
+            serde_json::json!({ "matchLabels": sel })
+        };
+        return hit(&selector, false).map(|w| (w, "would act on"));
+    }
+    for field in ["targetRef", "scaleTargetRef"] {
+        let Some(r) = spec.get(field) else { continue };
+        let kind = r.get("kind").and_then(Value::as_str)?;
+        let name = r.get("name").and_then(Value::as_str)?;
+        if existing_theirs.contains(&(kind.to_string(), name.to_string())) {
+            return Some((format!("{kind} {name}"), "would act on"));
+        }
+        return None;
+    }
+    let group = p.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    if group == "security.istio.io" {
+        return hit(&serde_json::json!({}), false).map(|w| (w, "would apply to"));
+    }
+    None
 }
 
 /// Whether a Kubernetes label selector (`matchLabels`,
@@ -461,8 +547,14 @@ mod tests {
             namespaces: [("prod".to_string(), "copy".to_string())].into(),
         };
         let there = vec![
-            // The restore's own Deployment exists already, with its pods.
-            found("Deployment", "web", json!({"metadata": {"name": "web"}})),
+            // The restore's own Deployment exists already (it holds what
+            // the backup has: a second run), with its pods.
+            found(
+                "Deployment",
+                "web",
+                json!({"metadata": {"name": "web", "uid": "u"}, "status": {"replicas": 1},
+                    "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}}}}),
+            ),
             found(
                 "ReplicaSet",
                 "web-1",
@@ -516,6 +608,98 @@ mod tests {
             detail.contains("adopt") && detail.contains("Pod debug-shell"),
             "{detail}"
         );
+    }
+
+    /// Findings of a review: an existing object that only shares a name
+    /// with the restore's is someone else's; orphaned ReplicaSets are
+    /// adopted; custom resources select pods too; a policy without a
+    /// podSelector covers every pod.
+    #[test]
+    fn same_names_orphan_replica_sets_and_custom_resources_do_not_slip_through() {
+        let web = json!({"spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}}}});
+        let mut plan = Plan {
+            objects: vec![
+                planned("Deployment", "apps/v1", "web", web.clone()),
+                planned(
+                    "NetworkPolicy",
+                    "networking.k8s.io/v1",
+                    "no-selector",
+                    json!({"spec": {}}),
+                ),
+                planned(
+                    "Deployment",
+                    "apps/v1",
+                    "api",
+                    json!({"spec": {"selector": {"matchLabels": {"app": "api"}}}}),
+                ),
+                planned(
+                    "AuthorizationPolicy",
+                    "security.istio.io/v1",
+                    "web",
+                    json!({"spec": {"selector": {"matchLabels": {"app": "web"}}}}),
+                ),
+                planned(
+                    "AuthorizationPolicy",
+                    "security.istio.io/v1",
+                    "ns-wide",
+                    json!({"spec": {"action": "DENY"}}),
+                ),
+                planned(
+                    "CiliumNetworkPolicy",
+                    "cilium.io/v2",
+                    "c",
+                    json!({"spec": {"endpointSelector": {"matchLabels": {"app": "db"}}}}),
+                ),
+                planned(
+                    "VerticalPodAutoscaler",
+                    "autoscaling.k8s.io/v1",
+                    "v",
+                    json!({"spec": {"targetRef": {"kind": "Deployment", "name": "web"}}}),
+                ),
+            ],
+            not_selected: 0,
+            namespaces: [("prod".to_string(), "copy".to_string())].into(),
+        };
+        let there = vec![
+            // Staging's own `web`, live with 4 replicas: same kind and name,
+            // different object.
+            found(
+                "Deployment",
+                "web",
+                json!({"metadata": {"name": "web"}, "spec": {"replicas": 4,
+                "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}}}}),
+            ),
+            found(
+                "ReplicaSet",
+                "api-old",
+                json!({"metadata": {"name": "api-old", "labels": {"app": "api"}},
+                "spec": {"template": {"metadata": {"labels": {"app": "api"}}}}}),
+            ),
+        ];
+        mark_selecting(&mut plan, "copy", &there);
+        let skipped: Vec<String> = plan
+            .objects
+            .iter()
+            .filter(|p| p.skip.is_some())
+            .map(|p| format!("{} {}", p.kind, p.name))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "NetworkPolicy no-selector",
+                "Deployment api",
+                "AuthorizationPolicy web",
+                "AuthorizationPolicy ns-wide",
+                "VerticalPodAutoscaler v"
+            ]
+        );
+        assert!(plan.objects[2]
+            .skip
+            .as_ref()
+            .unwrap()
+            .detail
+            .contains("ReplicaSet api-old"));
     }
 
     #[test]
