@@ -31,6 +31,7 @@
 //! the GTIDs), for restore plans, `binlog-verify`, `status` and drills.
 
 mod end;
+mod spool;
 
 pub use end::{
     copy_kind, event_header, newest_before, parse_gtid, read_end, state_before, BinlogEnd,
@@ -283,15 +284,16 @@ impl Archiver<'_> {
             self.bin_dir.as_deref(),
             &["mariadb-binlog", "mysqlbinlog"],
         )?;
-        let spool = tempfile::Builder::new()
-            .prefix("lifeboat-binlog-")
-            .tempdir()
-            .map_err(|source| BinlogError::Io {
-                what: "cannot create a spool folder in",
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
-        let defaults = self.conn.defaults_file()?;
+        let tmp = std::env::temp_dir();
+        for stale in spool::sweep(&tmp) {
+            tracing::warn!(spool = %stale.display(), "a killed archiver's plaintext spool was removed");
+        }
+        let spool = spool::create(&tmp).map_err(|source| BinlogError::Io {
+            what: "cannot create a spool folder in",
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        let defaults = self.conn.defaults_file_in(spool.path())?;
         let mut cmd = tokio::process::Command::new(&tool);
         cmd.arg(format!(
             "--defaults-extra-file={}",
@@ -384,6 +386,7 @@ impl Archiver<'_> {
         stored: &mut BTreeMap<String, BinlogRecord>,
         partial_due: bool,
     ) -> Result<(), BinlogError> {
+        spool::restrict(spool);
         let mut files: Vec<String> = std::fs::read_dir(spool)
             .map_err(|source| BinlogError::Io {
                 what: "cannot read",
@@ -391,6 +394,8 @@ impl Archiver<'_> {
                 source,
             })?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            // The client's option file lives here too.
+            .filter(|f| !f.starts_with(spool::CLIENT_FILE_PREFIX))
             .collect();
         files.sort_by_key(|f| file_order(f));
         let Some(newest) = files.pop() else {

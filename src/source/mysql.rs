@@ -105,10 +105,19 @@ impl MyConn {
     /// A `[client]` defaults file with the connection settings, for
     /// `--defaults-extra-file`: the password never reaches an argument list.
     pub fn defaults_file(&self) -> Result<tempfile::NamedTempFile, MyError> {
+        self.defaults_file_in(&std::env::temp_dir())
+    }
+
+    /// [`MyConn::defaults_file`] in folder `dir` (0600, like every
+    /// temporary file lifeboat makes).
+    pub fn defaults_file_in(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<tempfile::NamedTempFile, MyError> {
         use std::io::Write;
         let mut f = tempfile::Builder::new()
-            .prefix("lifeboat-my-")
-            .tempfile()
+            .prefix(DEFAULTS_FILE_PREFIX)
+            .tempfile_in(dir)
             .map_err(MyError::DefaultsFile)?;
         let mut text = format!(
             "[client]\nhost={}\nport={}\nuser={}\nprotocol=tcp\n",
@@ -125,6 +134,9 @@ impl MyConn {
         Ok(f)
     }
 }
+
+/// How the client option files lifeboat writes are named.
+pub const DEFAULTS_FILE_PREFIX: &str = "lifeboat-my-";
 
 /// Which server family: they differ in tool names, GTID formats and the
 /// statements for binlog coordinates.

@@ -406,7 +406,35 @@ fn binlogs_are_archived_byte_for_byte_through_kills_restarts_and_rotations() {
     let garage = Garage::start();
     let mut m = MariaDb::start();
     fixture(&m);
-    let lb = lifeboat_for(Repo::Garage(&garage, "binlog"), &m, None);
+    let mut lb = lifeboat_for(Repo::Garage(&garage, "binlog"), &m, None);
+    // A temp folder of its own, to see the spool.
+    let tmp = lb.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    lb.env.push(("TMPDIR".into(), tmp.display().to_string()));
+    let spools = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("lifeboat-binlog-")
+            })
+            .collect()
+    };
+    // Processes whose command line writes into `spool`.
+    let writers = |spool: &std::path::Path| -> usize {
+        let marker = format!("--result-file={}/", spool.display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+            })
+            .count()
+    };
     let args = [
         "binlog-archive",
         "--source",
@@ -423,6 +451,17 @@ fn binlogs_are_archived_byte_for_byte_through_kills_restarts_and_rotations() {
     writes(&m, 5);
     wait_archived(&garage, "binlog", &lb, &m, "archiver-1.log");
 
+    // The plaintext spool is private: the folder 0700, its files 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let first = spools();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&first[0]), 0o700);
+    for f in std::fs::read_dir(&first[0]).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+
     // SIGKILL mid-stream, writes and a rotation while it is down.
     archiver.kill().unwrap();
     archiver.wait().unwrap();
@@ -431,6 +470,16 @@ fn binlogs_are_archived_byte_for_byte_through_kills_restarts_and_rotations() {
     writes(&m, 3);
     let mut archiver = lb.spawn(&args, "archiver-2.log");
     wait_archived(&garage, "binlog", &lb, &m, "archiver-2.log");
+    // The next archiver removed the killed one's spool and stopped the
+    // mariadb-binlog still writing into it.
+    assert!(!first[0].exists(), "the killed archiver's spool is gone");
+    assert_eq!(writers(&first[0]), 0, "its mariadb-binlog is stopped");
+    assert!(
+        lb.log("archiver-2.log")
+            .contains("removed the binlog spool of an archiver that was killed"),
+        "{}",
+        lb.log("archiver-2.log")
+    );
 
     // The server restarts: the stream drops and is resumed.
     m.restart();
@@ -451,6 +500,7 @@ fn binlogs_are_archived_byte_for_byte_through_kills_restarts_and_rotations() {
         "archiver exit {status}: {}",
         lb.log("archiver-2.log")
     );
+    assert!(spools().is_empty(), "a clean stop leaves no spool");
 
     // Byte for byte: complete files equal the server's, the file in
     // progress is a prefix of it.
