@@ -8,8 +8,9 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::harness::{Lifeboat, Repo, Run};
+use crate::harness::{Lifeboat, Repo};
 use crate::kube_server::KubeServer;
+use crate::kubernetes::restore;
 
 fn setup(server: &KubeServer) -> (Lifeboat, tempfile::TempDir) {
     let repo = tempfile::tempdir().unwrap();
@@ -26,19 +27,6 @@ fn setup(server: &KubeServer) -> (Lifeboat, tempfile::TempDir) {
     )
     .unwrap();
     (lb, repo)
-}
-
-fn restore(lb: &Lifeboat, extra: &[&str]) -> Run {
-    let identity = lb.identity.display().to_string();
-    let mut args = vec![
-        "restore",
-        "--source",
-        "cluster-config",
-        "--identity",
-        &identity,
-    ];
-    args.extend_from_slice(extra);
-    lb.run(&args)
 }
 
 /// Whether every field of `want` is in `have` with the same value.

@@ -28,7 +28,8 @@ fn setup(server: &KubeServer, extra: &str) -> (Lifeboat, tempfile::TempDir) {
     (lb, repo)
 }
 
-fn restore(lb: &Lifeboat, extra: &[&str]) -> Run {
+/// `lifeboat restore --source cluster-config` with this folder's identity.
+pub(crate) fn restore(lb: &Lifeboat, extra: &[&str]) -> Run {
     let identity = lb.identity.display().to_string();
     let mut args = vec![
         "restore",
@@ -575,6 +576,30 @@ fn the_plain_export_is_valid_kubernetes_yaml() {
         files.len(),
         "{stdout}"
     );
+
+    // apply.sh with a server-side dry run, on an export with a CRD: every
+    // folder goes through kubectl apply, the wait for the CRD is skipped,
+    // and the server is left as it was.
+    let before = server.objects();
+    let out = std::process::Command::new("sh")
+        .arg(dir.join("apply.sh"))
+        .arg("--dry-run=server")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", lb.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "apply.sh --dry-run=server failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("customresourcedefinition.apiextensions.k8s.io/backuptargets.example.com")
+            && stdout.contains("(server dry run)"),
+        "{stdout}"
+    );
+    assert_eq!(server.objects(), before, "a dry run changes nothing");
 
     // What kubectl decodes (YAML 1.1, into the typed objects) is what the
     // cluster had: every ConfigMap's and Secret's data, key by key.
