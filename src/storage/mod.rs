@@ -49,6 +49,21 @@ pub enum StorageError {
     AlreadyExists { store: String, key: String },
     #[error("cannot reach S3 endpoint {endpoint}: {detail}; check the endpoint in the policy and that the server is up")]
     Unreachable { endpoint: String, detail: String },
+    #[error("bucket {bucket} at {endpoint} is full: {operation} was refused by its quota ({detail}). Nothing half-written is listed; free space (lifeboat prune, a shorter retention) or raise the bucket's quota, then run again")]
+    QuotaExceeded {
+        endpoint: String,
+        bucket: String,
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("S3 endpoint {endpoint} denied {operation} on {object} in bucket {bucket} ({detail}): the key is not allowed to write there (reads may still work). Grant it s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on the bucket (Garage: `garage bucket allow --read --write`)")]
+    WriteDenied {
+        endpoint: String,
+        bucket: String,
+        operation: &'static str,
+        object: String,
+        detail: String,
+    },
     #[error("S3 endpoint {endpoint} did not answer {operation} on {target} in time, over {attempts} attempts ({detail}); the endpoint or the network to it is stuck (a half-dead load balancer, a full conntrack table, a partition). Check it; on a slow link raise repository.request_timeout or lower repository.min_throughput")]
     TimedOut {
         endpoint: String,

@@ -289,7 +289,42 @@ where
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
+            let message = se.err().message().unwrap_or_default().to_string();
+            // A full bucket: Ceph's QuotaExceeded, MinIO's
+            // XMinioAdminBucketQuotaExceeded/XMinioStorageFull, Garage's 403
+            // "... quota is reached".
+            let quota = code
+                .as_deref()
+                .is_some_and(|c| c.contains("Quota") || c.contains("StorageFull"))
+                || message.to_ascii_lowercase().contains("quota");
+            let write = matches!(
+                operation,
+                "PutObject"
+                    | "UploadPart"
+                    | "CreateMultipartUpload"
+                    | "CompleteMultipartUpload"
+                    | "AbortMultipartUpload"
+                    | "DeleteObject"
+            );
+            let object = if key.is_empty() {
+                format!("bucket {bucket}")
+            } else {
+                format!("object {key}")
+            };
             match (status, code.as_deref()) {
+                _ if quota => StorageError::QuotaExceeded {
+                    endpoint: endpoint.to_string(),
+                    bucket: bucket.to_string(),
+                    operation,
+                    detail: format!("{}: {message}", code.as_deref().unwrap_or("quota")),
+                },
+                (403, Some("AccessDenied")) if write => StorageError::WriteDenied {
+                    endpoint: endpoint.to_string(),
+                    bucket: bucket.to_string(),
+                    operation,
+                    object,
+                    detail: message,
+                },
                 (_, Some("NoSuchBucket")) => StorageError::NoSuchBucket {
                     endpoint: endpoint.to_string(),
                     bucket: bucket.to_string(),

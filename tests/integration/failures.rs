@@ -486,3 +486,48 @@ fn a_black_holed_s3_endpoint_fails_commands_instead_of_hanging_them() {
         );
     }
 }
+
+/// A full bucket and a key that may not write are told apart from wrong
+/// credentials, each with the advice that works, and leave nothing listed.
+#[test]
+fn a_full_bucket_and_a_read_only_key_are_named_as_such() {
+    let garage = Garage::start();
+    let pg = PgCluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let lb = Lifeboat::new(Repo::Garage(&garage, "quota"), &pg, "[app]");
+    garage.admin(&["bucket", "set-quotas", "--max-size", "1MiB", &garage.bucket]);
+    let r = lb.run(&["backup"]);
+    r.fails_with(
+        1,
+        &[
+            &format!("bucket {} at", garage.bucket),
+            "is full",
+            "quota",
+            "lifeboat prune",
+        ],
+    );
+    let listed = lb.run(&["list", "--json"]);
+    listed.ok();
+    assert!(
+        !listed.stdout.contains("\"id\""),
+        "nothing listed: {}",
+        listed.stdout
+    );
+
+    garage.admin(&["bucket", "set-quotas", "--max-size", "none", &garage.bucket]);
+    garage.admin(&["bucket", "deny", "--write", &garage.bucket, "--key", "test"]);
+    let r = lb.run(&["backup"]);
+    r.fails_with(
+        1,
+        &["denied PutObject", "not allowed to write", "s3:PutObject"],
+    );
+    assert!(
+        !r.stderr.contains("refused the credentials"),
+        "{}",
+        r.stderr
+    );
+}
