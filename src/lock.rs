@@ -139,6 +139,9 @@ pub struct Lock {
     store: Arc<dyn ObjectStore>,
     current: Arc<tokio::sync::Mutex<String>>,
     renew: Option<tokio::task::JoinHandle<()>>,
+    /// Tells the renewal to stop between renewals (never in the middle of
+    /// one, whose claim would then outlive the release).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     source_name: String,
 }
 
@@ -210,17 +213,20 @@ pub async fn acquire(
         }
     };
     let current = Arc::new(tokio::sync::Mutex::new(key));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     let renew = tokio::spawn(renew_loop(
         Arc::clone(&store),
         prefix,
         mine,
         Arc::clone(&current),
         lease,
+        stopped,
     ));
     Ok(Lock {
         store,
         current,
         renew: Some(renew),
+        stop: Some(stop),
         source_name: source.to_string(),
     })
 }
@@ -281,10 +287,14 @@ async fn renew_loop(
     mut claim: Claim,
     current: Arc<tokio::sync::Mutex<String>>,
     lease: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let every = (lease / 3).max(Duration::from_millis(200));
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut stop => return,
+        }
         let mut key = current.lock().await;
         claim.renewed_at = Utc::now();
         let next = claim.key(&prefix);
@@ -304,10 +314,13 @@ async fn renew_loop(
 }
 
 impl Lock {
-    /// Stops renewing and deletes the claim.
+    /// Stops renewing (a renewal under way finishes first, so that no
+    /// claim of this holder outlives the release) and deletes the claim.
     pub async fn release(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(r) = self.renew.take() {
-            r.abort();
             let _ = r.await;
         }
         let key = self.current.lock().await.clone();
@@ -470,6 +483,78 @@ mod tests {
         .await
         .is_err());
         lock.release().await;
+    }
+
+    /// A store whose writes of renewed claims take a while to land, as
+    /// over a slow link: a release during one must still leave no claim.
+    struct SlowPuts(Arc<dyn ObjectStore>);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for SlowPuts {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn healthcheck(&self, write: bool) -> Result<(), StorageError> {
+            self.0.healthcheck(write).await
+        }
+        async fn create(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn crate::storage::ObjectWriter>, StorageError> {
+            self.0.create(key).await
+        }
+        async fn get(&self, key: &str) -> Result<crate::storage::ObjectReader, StorageError> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+            self.0.head(key).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::storage::ObjectMeta>, StorageError> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.0.delete(key).await
+        }
+        async fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), StorageError> {
+            let renewal = serde_json::from_slice::<Claim>(&data).is_ok_and(|c| c.since.is_some());
+            // Once sent, a request lands even if the sender stops waiting.
+            let (inner, key) = (Arc::clone(&self.0), key.to_string());
+            tokio::spawn(async move {
+                if renewal {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                inner.put(&key, data).await
+            })
+            .await
+            .expect("the put task runs")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_release_during_a_renewal_leaves_no_claim() {
+        let (_dir, inner) = store();
+        let store: Arc<dyn ObjectStore> = Arc::new(SlowPuts(Arc::clone(&inner)));
+        let prefix = prefix("p", "db");
+        let lock = acquire(
+            Arc::clone(&store),
+            "p",
+            "db",
+            "backup",
+            Duration::from_millis(600),
+            SETTLE,
+        )
+        .await
+        .unwrap();
+        // Renewals start every 200 ms and take 400 ms: release in the middle
+        // of one.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        lock.release().await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let left = inner.list(&prefix).await.unwrap();
+        assert!(left.is_empty(), "claims after release: {left:?}");
     }
 
     /// A live claim whose process is provably gone is taken over at once;
