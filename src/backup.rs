@@ -38,6 +38,11 @@ pub enum BackupError {
     Process(#[from] ProcessError),
     #[error("stopped by a shutdown request before it finished")]
     Interrupted,
+    #[error("the backup of source '{source_name}' made no progress for {} (no bytes read from the source or written to the repository), so it was stopped and its lock let go; nothing half-written is listed. Something is stuck: a dead database connection, a dump waiting for a table lock, an S3 endpoint that stopped answering. Fix that and run again; if a step of this source legitimately takes longer without moving data, raise repository.stall_timeout", humantime::format_duration(std::time::Duration::from_secs(.idle.as_secs())))]
+    Stalled {
+        source_name: String,
+        idle: std::time::Duration,
+    },
     #[error("{host}:{port} has tablespaces outside the data directory ({names}); lifeboat's base backups do not support them yet: use dump backups for this server, or move the objects to pg_default")]
     Tablespaces {
         host: String,
@@ -111,9 +116,22 @@ struct Run<'a> {
     id: String,
     artifacts: Vec<Artifact>,
     recipients: Vec<String>,
+    /// The lock's: beaten while bytes move, so a stuck run loses its lease.
+    heartbeat: crate::lock::Heartbeat,
 }
 
 impl Run<'_> {
+    /// Logs the progress of reading one artifact, and beats the lock's
+    /// heartbeat while bytes move.
+    fn ticker(&self, artifact: String) -> crate::progress::ProgressTicker {
+        crate::progress::ProgressTicker::start_beating(
+            self.source.name.to_string(),
+            artifact,
+            "read",
+            Some(self.heartbeat.clone()),
+        )
+    }
+
     fn key(&self, file: &str) -> String {
         Repository::artifact_key(
             self.policy.name.as_str(),
@@ -256,11 +274,11 @@ pub async fn backup_source(
         policy.name.as_str(),
         source.name.as_str(),
         "backup",
-        crate::lock::DEFAULT_LEASE,
+        policy.repository.lock_lease.0,
         crate::lock::DEFAULT_SETTLE,
     )
     .await?;
-    let result = backup_source_locked(policy, source, repo, kind).await;
+    let result = backup_source_locked(policy, source, repo, kind, &lock).await;
     let result = match result {
         Ok(manifest) => {
             let prune = match &policy.retention {
@@ -298,7 +316,10 @@ async fn backup_source_locked(
     source: &Source,
     repo: &Repository,
     kind: BackupKind,
+    lock: &crate::lock::Lock,
 ) -> Result<Manifest, BackupError> {
+    let stall_after = policy.repository.stall_timeout.0;
+    let heartbeat = lock.follow_progress(stall_after);
     let recipients = policy.encryption.all_recipients()?;
     let settings = EncodeSettings {
         compression: policy.compression,
@@ -313,6 +334,7 @@ async fn backup_source_locked(
         id: repository::new_backup_id(started_at),
         artifacts: Vec::new(),
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        heartbeat,
     };
     // On SIGTERM the current step is dropped (its upload aborted, its child
     // killed) and the error path below deletes what was already written.
@@ -342,6 +364,10 @@ async fn backup_source_locked(
         tokio::select! {
             r = work => r,
             _ = crate::shutdown::requested() => Err(BackupError::Interrupted),
+            idle = lock.stalled() => Err(BackupError::Stalled {
+                source_name: source.name.to_string(),
+                idle,
+            }),
         }
     };
     let written = match &result {
@@ -463,8 +489,7 @@ async fn backup_postgres(
             &format!("--snapshot={snapshot}"),
         ]);
         let safe = key_safe(db);
-        let ticker =
-            crate::progress::ProgressTicker::start(source_name.clone(), format!("db/{db}"), "read");
+        let ticker = run.ticker(format!("db/{db}"));
         let counter = ticker.counter();
         let file = format!("db-{safe}.pgdump");
         let dump = run.child_artifact(cmd, &program, &file, counter);
@@ -594,8 +619,7 @@ async fn backup_postgres_base(
         stdout.expect("stdout is piped"),
         &["backup_label", "backup_manifest"],
     );
-    let ticker =
-        crate::progress::ProgressTicker::start(source_name.clone(), "base.tar".into(), "read");
+    let ticker = run.ticker("base.tar".into());
     let pending = match pipeline::encode(
         watched,
         &run.settings,
@@ -820,8 +844,7 @@ async fn backup_mysql(
         marker: Default::default(),
         tx: Some(tx),
     };
-    let ticker =
-        crate::progress::ProgressTicker::start(source_name.clone(), "dump.sql".into(), "read");
+    let ticker = run.ticker("dump.sql".into());
     let dump = pipeline::encode(watched, &run.settings, &key, writer, Some(ticker.counter()));
     let inventories = async {
         // Until the dump has its snapshot the lock must hold; a dump that
@@ -918,9 +941,10 @@ async fn backup_kubernetes(
         out.flush()?;
         out.shutdown()
     });
+    let ticker = run.ticker("objects.tar".into());
     let (exported, encoded) = tokio::join!(
         kube_src::export(&cluster, k, files_tx),
-        pipeline::encode(tar_out, &run.settings, &key, writer, None)
+        pipeline::encode(tar_out, &run.settings, &key, writer, Some(ticker.counter()))
     );
     let tar = tar
         .await

@@ -16,11 +16,18 @@
 //!
 //! Key: `locks/<policy>/<source>/<renewed-at>-<holder>.json`.
 //!
+//! A lease follows progress: work that registers a [`Heartbeat`] (a backup
+//! beats it as bytes move) keeps its lease only while it beats. After
+//! `stall_after` without a beat the renewal stops, [`Lock::stalled`]
+//! resolves so the work can fail, and the lease lapses, so a stuck run (a
+//! dead connection that no deadline caught) never blocks the next one.
+//!
 //! The window: two contenders that write their claims within the store's
 //! listing delay of each other could both see only their own claim. Object
 //! stores with read-after-write listing (S3, Garage single-region, a local
 //! folder) close it; the claim is also re-checked before work starts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,8 +141,41 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// store's clock resolution (S3 LastModified has whole seconds).
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1100);
 
+/// Beaten by the work a lock guards whenever it makes progress.
+#[derive(Clone, Default)]
+pub struct Heartbeat(Arc<Beats>);
+
+#[derive(Default)]
+struct Beats {
+    count: AtomicU64,
+    /// Milliseconds without a beat after which the lease is let go; 0
+    /// while nobody asked for it.
+    stall_after_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    /// Records progress.
+    pub fn beat(&self) {
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    fn stall_after(&self) -> Option<Duration> {
+        match self.0.stall_after_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// A lock held; renewed in the background until released or dropped.
 pub struct Lock {
+    heartbeat: Heartbeat,
+    /// Set by the renewal when it stopped for lack of progress.
+    stalled: tokio::sync::watch::Receiver<Option<Duration>>,
     store: Arc<dyn ObjectStore>,
     current: Arc<tokio::sync::Mutex<String>>,
     renew: Option<tokio::task::JoinHandle<()>>,
@@ -214,15 +254,23 @@ pub async fn acquire(
     };
     let current = Arc::new(tokio::sync::Mutex::new(key));
     let (stop, stopped) = tokio::sync::oneshot::channel();
+    let heartbeat = Heartbeat::default();
+    let (stall, stalled) = tokio::sync::watch::channel(None);
     let renew = tokio::spawn(renew_loop(
-        Arc::clone(&store),
-        prefix,
+        Renewal {
+            store: Arc::clone(&store),
+            prefix,
+            current: Arc::clone(&current),
+            lease,
+            heartbeat: heartbeat.clone(),
+            stall,
+        },
         mine,
-        Arc::clone(&current),
-        lease,
         stopped,
     ));
     Ok(Lock {
+        heartbeat,
+        stalled,
         store,
         current,
         renew: Some(renew),
@@ -281,27 +329,52 @@ async fn decide(
     })
 }
 
-async fn renew_loop(
+/// What the renewal works with.
+struct Renewal {
     store: Arc<dyn ObjectStore>,
     prefix: String,
-    mut claim: Claim,
+    /// The key of the claim now in the store.
     current: Arc<tokio::sync::Mutex<String>>,
     lease: Duration,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let every = (lease / 3).max(Duration::from_millis(200));
+    heartbeat: Heartbeat,
+    /// Told how long the work went without progress when the renewal
+    /// gives up on it.
+    stall: tokio::sync::watch::Sender<Option<Duration>>,
+}
+
+async fn renew_loop(r: Renewal, mut claim: Claim, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let every = (r.lease / 3).max(Duration::from_millis(200));
+    let mut beats = r.heartbeat.count();
+    let mut progressed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = &mut stop => return,
         }
-        let mut key = current.lock().await;
+        let now_beats = r.heartbeat.count();
+        if now_beats != beats {
+            beats = now_beats;
+            progressed = tokio::time::Instant::now();
+        } else if let Some(limit) = r.heartbeat.stall_after() {
+            let idle = progressed.elapsed();
+            if idle >= limit {
+                let key = r.current.lock().await.clone();
+                tracing::error!(
+                    key = %key,
+                    "no progress for {}; the lock is no longer renewed and the work is stopped",
+                    humantime::format_duration(Duration::from_secs(idle.as_secs()))
+                );
+                let _ = r.stall.send(Some(idle));
+                return;
+            }
+        }
+        let mut key = r.current.lock().await;
         claim.renewed_at = Utc::now();
-        let next = claim.key(&prefix);
+        let next = claim.key(&r.prefix);
         let body = serde_json::to_vec_pretty(&claim).expect("a claim serializes");
-        match store.put(&next, body.into()).await {
+        match r.store.put(&next, body.into()).await {
             Ok(()) => {
-                if let Err(e) = store.delete(&key).await {
+                if let Err(e) = r.store.delete(&key).await {
                     tracing::warn!(key = %*key, error = %e, "cannot delete the previous lock claim");
                 }
                 *key = next;
@@ -314,6 +387,30 @@ async fn renew_loop(
 }
 
 impl Lock {
+    /// From now on the lease is renewed only while the returned heartbeat
+    /// is beaten at least every `stall_after`.
+    pub fn follow_progress(&self, stall_after: Duration) -> Heartbeat {
+        let ms = stall_after.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.heartbeat.0.stall_after_ms.store(ms, Ordering::Relaxed);
+        self.heartbeat.beat();
+        self.heartbeat.clone()
+    }
+
+    /// Resolves, with how long the work went without a beat, once the
+    /// renewal gave up for lack of progress; never otherwise.
+    pub async fn stalled(&self) -> Duration {
+        let mut rx = self.stalled.clone();
+        let idle = match rx.wait_for(Option::is_some).await {
+            Ok(idle) => *idle,
+            // The renewal ended without a stall (released).
+            Err(_) => None,
+        };
+        match idle {
+            Some(idle) => idle,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops renewing (a renewal under way finishes first, so that no
     /// claim of this holder outlives the release) and deletes the claim.
     pub async fn release(mut self) {
@@ -531,6 +628,45 @@ mod tests {
             .await
             .expect("the put task runs")
         }
+    }
+
+    #[tokio::test]
+    async fn a_lease_follows_progress_and_lapses_when_the_work_stalls() {
+        let (_dir, store) = store();
+        let lease = Duration::from_millis(600);
+        let lock = acquire(Arc::clone(&store), "p", "db", "backup", lease, SETTLE)
+            .await
+            .unwrap();
+        let heartbeat = lock.follow_progress(Duration::from_millis(900));
+        // Beaten every 100 ms for 2 s (ten renewals): renewed, never stalled.
+        let beating = async {
+            for _ in 0..20 {
+                heartbeat.beat();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = beating => {}
+            idle = lock.stalled() => panic!("stalled after {idle:?} while beating"),
+        }
+        let renewed = store.list("locks/").await.unwrap();
+        assert_eq!(renewed.len(), 1, "{renewed:?}");
+        let claim: Claim =
+            serde_json::from_slice(&store.get_bytes(&renewed[0].key).await.unwrap()).unwrap();
+        assert!(claim.live(Utc::now()), "renewed while beating: {claim:?}");
+        // No beat: within the stall limit and one renewal period it gives up.
+        let idle = tokio::time::timeout(Duration::from_secs(3), lock.stalled())
+            .await
+            .expect("the stalled work is noticed");
+        assert!(idle >= Duration::from_millis(900), "{idle:?}");
+        // No renewal any more: the claim lapses and another run takes over.
+        tokio::time::sleep(lease + Duration::from_millis(200)).await;
+        let next = acquire(Arc::clone(&store), "p", "db", "backup", lease, SETTLE)
+            .await
+            .expect("the stalled holder's lease lapsed");
+        next.release().await;
+        lock.release().await;
+        assert!(store.list("locks/").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -205,6 +205,25 @@ pub struct RepositoryConfig {
     /// per attempt.
     #[serde(default = "default_min_throughput")]
     pub min_throughput: ByteSize,
+    /// How long a backup or prune's lock on a source lives without renewal
+    /// (default 60s; renewed every third of it). A holder that died on
+    /// another host blocks the source for at most this long; one on this
+    /// host whose process is gone is taken over at once.
+    #[serde(default = "default_lock_lease")]
+    pub lock_lease: HumanDuration,
+    /// How long a backup may go without moving a byte (read from the
+    /// source or written to the repository) before it is stopped and its
+    /// lock let go (default 15m): a stuck run never blocks the next one.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: HumanDuration,
+}
+
+fn default_lock_lease() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_stall_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
 }
 
 fn default_request_timeout() -> HumanDuration {
@@ -1461,6 +1480,18 @@ impl Policy {
             return Err(invalid(format!(
                 "repository.request_timeout is {}; it must be at least 1s (e.g. 30s)",
                 humantime::format_duration(repo.request_timeout.0)
+            )));
+        }
+        if repo.lock_lease.0 < Duration::from_secs(3) {
+            return Err(invalid(format!(
+                "repository.lock_lease is {}; it must be at least 3s (e.g. 60s)",
+                humantime::format_duration(repo.lock_lease.0)
+            )));
+        }
+        if repo.stall_timeout.0 < Duration::from_secs(5) {
+            return Err(invalid(format!(
+                "repository.stall_timeout is {}; it must be at least 5s (e.g. 15m)",
+                humantime::format_duration(repo.stall_timeout.0)
             )));
         }
         if repo.min_throughput.0 < 1024 {

@@ -1,6 +1,14 @@
 //! Child processes (pg_dump, pg_restore, psql): spawning with secrets in the
 //! environment only, capturing the tail of stderr for error messages, and
-//! killing them when lifeboat gives up.
+//! killing them when lifeboat gives up or dies.
+//!
+//! A child must never outlive lifeboat: a `pg_dump` left running after the
+//! CronJob's pod process was SIGKILLed holds a snapshot open on the
+//! production database, a `mariadb-binlog` keeps streaming plaintext. Every
+//! child is therefore started with `PR_SET_PDEATHSIG = SIGKILL`, so the
+//! kernel kills it when lifeboat dies, however it dies. The signal follows
+//! the *thread* that forked the child, not the process, so all children are
+//! forked by one thread that lives as long as the process ([`spawn_child`]).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -65,7 +73,7 @@ pub fn spawn(
         })
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut inner = cmd.spawn().map_err(|source| ProcessError::Spawn {
+    let mut inner = spawn_child(&mut cmd).map_err(|source| ProcessError::Spawn {
         program: program.display().to_string(),
         source,
     })?;
@@ -98,6 +106,90 @@ pub fn spawn(
         child_stdin,
         child_stdout,
     ))
+}
+
+/// A command for the spawner thread, with the runtime the child's pipes
+/// and exit belong to, and where to send the spawned child.
+struct SpawnRequest {
+    cmd: Command,
+    runtime: tokio::runtime::Handle,
+    reply: std::sync::mpsc::SyncSender<std::io::Result<tokio::process::Child>>,
+}
+
+/// The thread that forks every child. It never exits, so a child's
+/// parent-death signal fires only when the process dies.
+static SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<SpawnRequest>> =
+    std::sync::OnceLock::new();
+
+fn spawner() -> std::sync::mpsc::Sender<SpawnRequest> {
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+            std::thread::Builder::new()
+                .name("lifeboat-spawner".into())
+                .spawn(move || {
+                    for mut req in rx {
+                        let _runtime = req.runtime.enter();
+                        let _ = req.reply.send(req.cmd.spawn());
+                    }
+                })
+                .expect("cannot start the thread that starts child processes");
+            tx
+        })
+        .clone()
+}
+
+/// Spawns `cmd` so that the kernel kills the child (SIGKILL) when
+/// lifeboat dies, even by SIGKILL or the OOM killer. Must be called inside
+/// a Tokio runtime, like `Command::spawn`.
+pub fn spawn_child(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
+    die_with_parent(cmd);
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let mut taken = Command::new("");
+    std::mem::swap(&mut taken, cmd);
+    spawner()
+        .send(SpawnRequest {
+            cmd: taken,
+            runtime,
+            reply,
+        })
+        .map_err(|_| std::io::Error::other("the thread that starts child processes is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the thread that starts child processes is gone"))?
+}
+
+/// Asks the kernel to SIGKILL the child when its parent thread (the
+/// spawner, which lives as long as the process) dies.
+///
+/// This is lifeboat's one `unsafe`: `pre_exec` runs between fork and exec,
+/// where only async-signal-safe calls are allowed. `prctl` and `getppid`
+/// are plain system calls that allocate nothing and take no lock.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure only makes two async-signal-safe system calls and
+    // builds an io::Error from errno (no allocation for OS errors).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Lifeboat died between fork and prctl: no signal will come.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 impl Child {

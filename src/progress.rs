@@ -13,15 +13,37 @@ pub struct ProgressTicker {
 
 impl ProgressTicker {
     pub fn start(source: String, artifact: String, verb: &'static str) -> Self {
+        Self::start_beating(source, artifact, verb, None)
+    }
+
+    /// Like `start`, and beats `heartbeat` (a lock's, see
+    /// [`crate::lock::Lock::follow_progress`]) every second in which bytes
+    /// moved.
+    pub fn start_beating(
+        source: String,
+        artifact: String,
+        verb: &'static str,
+        heartbeat: Option<crate::lock::Heartbeat>,
+    ) -> Self {
         let counter = Arc::new(AtomicU64::new(0));
         let bytes = counter.clone();
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
-            loop {
+            let mut last = 0;
+            for second in 1u64.. {
                 tick.tick().await;
                 let n = bytes.load(Ordering::Relaxed);
+                if n != last {
+                    last = n;
+                    if let Some(h) = &heartbeat {
+                        h.beat();
+                    }
+                }
+                if second % 10 != 0 {
+                    continue;
+                }
                 let secs = start.elapsed().as_secs_f64().max(0.001);
                 tracing::info!(
                     source = %source,

@@ -500,7 +500,7 @@ pub async fn prune_source(
         policy.name.as_str(),
         source.name.as_str(),
         "prune",
-        crate::lock::DEFAULT_LEASE,
+        policy.repository.lock_lease.0,
         crate::lock::DEFAULT_SETTLE,
     )
     .await?;

@@ -1130,10 +1130,13 @@ impl ScratchMariaDb {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|source| ScratchError::Spawn {
-            program: mariadbd.display().to_string(),
-            source,
-        })?;
+        // The scratch server dies with lifeboat; its folder is swept at the
+        // next start.
+        let child =
+            crate::process::spawn_child(&mut cmd).map_err(|source| ScratchError::Spawn {
+                program: mariadbd.display().to_string(),
+                source,
+            })?;
         scratch.child = Some(child);
         let password = random_hex(16).map_err(io("read", Path::new("/dev/urandom")))?;
         // The account is made through the socket, the password on the
@@ -1225,15 +1228,15 @@ impl Drop for ScratchMariaDb {
 /// freshly installed server's root, reachable only through the folder).
 async fn client_sql(client: &Path, socket: &Path, sql: &str) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(client)
-        .arg("--no-defaults")
+    let mut cmd = tokio::process::Command::new(client);
+    cmd.arg("--no-defaults")
         .arg(format!("--socket={}", socket.display()))
         .args(["-uroot", "--batch"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let mut child = crate::process::spawn_child(&mut cmd)
         .map_err(|e| format!("cannot start {}: {e}", client.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin

@@ -125,7 +125,17 @@ impl PgConn {
             .user(&self.user)
             .dbname(database)
             .application_name("lifeboat")
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(Duration::from_secs(10))
+            // A peer that vanished (a partition, a dead node) is noticed
+            // within about a minute instead of the kernel's two hours.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(Duration::from_secs(60))
+            // The snapshot's connection stays idle in its transaction while
+            // pg_dump reads; a server-wide idle timeout must not end it.
+            // Catalog and inventory queries wait for a table lock at most
+            // this long instead of forever behind a migration.
+            .options("-c idle_in_transaction_session_timeout=0 -c lock_timeout=5min");
         if let Some(p) = &self.password {
             cfg.password(p.expose());
         }

@@ -259,6 +259,126 @@ impl S3Store {
     }
 }
 
+/// Resumptions of one download in a row that may fail before the read
+/// fails (each after the SDK's own retries of the ranged GET).
+const RESUME_ATTEMPTS: u32 = 5;
+
+/// A download that survives a broken or stalled connection: when the body
+/// fails (or ends early), it continues with a ranged GET from the last byte
+/// it delivered, pinned to the same object version by its ETag. The reader
+/// above hashes every byte it gets, so the hashes still cover the whole
+/// object exactly once.
+struct Download {
+    store: S3Store,
+    key: String,
+    /// The object's size, from the first response.
+    size: Option<u64>,
+    etag: Option<String>,
+    body: ByteStream,
+    /// Bytes delivered so far.
+    offset: u64,
+    /// Resumptions in a row without a byte delivered.
+    failures: u32,
+}
+
+impl Download {
+    fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+        futures::stream::try_unfold(self, |mut d| async move {
+            loop {
+                let cause = match d.body.try_next().await {
+                    Ok(Some(chunk)) if chunk.is_empty() => continue,
+                    Ok(Some(chunk)) => {
+                        d.offset += chunk.len() as u64;
+                        d.failures = 0;
+                        return Ok(Some((chunk, d)));
+                    }
+                    Ok(None) => match d.size {
+                        Some(size) if d.offset < size => {
+                            "the connection closed before the end of the object".to_string()
+                        }
+                        _ => return Ok(None),
+                    },
+                    // Every byte arrived; what broke was the rest of the
+                    // exchange.
+                    Err(_) if d.size == Some(d.offset) => return Ok(None),
+                    Err(e) => DisplayErrorContext(&e).to_string(),
+                };
+                d.resume(cause).await?;
+            }
+        })
+    }
+
+    /// Replaces the broken body with a ranged GET from `offset`, after a
+    /// backoff; fails once `RESUME_ATTEMPTS` resumptions in a row brought
+    /// nothing, naming the object, the offset and the cause.
+    async fn resume(&mut self, cause: String) -> std::io::Result<()> {
+        let of = self.size.map(|s| format!(" of {s}")).unwrap_or_default();
+        self.failures += 1;
+        if self.failures > RESUME_ATTEMPTS {
+            return Err(std::io::Error::other(format!(
+                "download of {} from {} broke at byte {}{of} and {RESUME_ATTEMPTS} resumptions \
+                 from there (ranged GETs) failed too; last cause: {cause}. The network to the \
+                 endpoint or the endpoint is failing; run the command again when it is healthy",
+                self.key, self.store.endpoint, self.offset
+            )));
+        }
+        tracing::warn!(
+            object = %self.key,
+            offset = self.offset,
+            attempt = self.failures,
+            "download broke ({cause}); resuming from byte {}{of}",
+            self.offset
+        );
+        let backoff = Duration::from_millis(200) * 2u32.pow(self.failures - 1);
+        tokio::time::sleep(backoff.min(Duration::from_secs(10))).await;
+        let mut get = self
+            .store
+            .client
+            .get_object()
+            .bucket(&self.store.bucket)
+            .key(self.store.full_key(&self.key))
+            .range(format!("bytes={}-", self.offset));
+        if let Some(etag) = &self.etag {
+            get = get.if_match(etag);
+        }
+        match get.send().await {
+            Ok(out) => {
+                let expected = self.size.map(|s| s - self.offset);
+                let got = out.content_length().map(|n| n.max(0) as u64);
+                if expected.is_some() && got.is_some() && expected != got {
+                    return Err(std::io::Error::other(format!(
+                        "resuming the download of {} from {} at byte {}{of}: the server sent \
+                         {} bytes where {} remain; refusing to splice a different object",
+                        self.key,
+                        self.store.endpoint,
+                        self.offset,
+                        got.unwrap_or(0),
+                        expected.unwrap_or(0)
+                    )));
+                }
+                self.body = out.body;
+            }
+            Err(e) => {
+                let e = self.store.error("GetObject", &self.key, e);
+                if matches!(
+                    e,
+                    StorageError::NotFound { .. } | StorageError::Credentials { .. }
+                ) || e.to_string().contains("PreconditionFailed")
+                {
+                    return Err(std::io::Error::other(format!(
+                        "resuming the download of {} at byte {}{of}: {e}",
+                        self.key, self.offset
+                    )));
+                }
+                // The next round counts this as another failure.
+                tracing::warn!(object = %self.key, "ranged GET failed: {e}");
+                self.body = ByteStream::default();
+            }
+        }
+        Ok(())
+    }
+}
+
 fn classify<E>(
     endpoint: &str,
     bucket: &str,
@@ -413,7 +533,18 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
-        Ok(Box::pin(out.body.into_async_read()))
+        let download = Download {
+            store: self.clone(),
+            key: key.to_string(),
+            size: out.content_length().map(|n| n.max(0) as u64),
+            etag: out.e_tag().map(str::to_string),
+            body: out.body,
+            offset: 0,
+            failures: 0,
+        };
+        Ok(Box::pin(tokio_util::io::StreamReader::new(
+            download.into_stream(),
+        )))
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {

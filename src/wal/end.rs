@@ -271,8 +271,8 @@ async fn waldump(
     let program = tools.tool("pg_waldump");
     // UTC times, and untranslated messages (the end of WAL is recognized
     // by its English text).
-    let mut child = tokio::process::Command::new(&program)
-        .env("TZ", "UTC")
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.env("TZ", "UTC")
         .env("LC_ALL", "C")
         .arg("--path")
         .arg(dir)
@@ -281,9 +281,9 @@ async fn waldump(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ProcessError::Spawn {
+        .kill_on_drop(true);
+    let mut child =
+        crate::process::spawn_child(&mut cmd).map_err(|source| ProcessError::Spawn {
             program: program.display().to_string(),
             source,
         })?;

@@ -531,3 +531,80 @@ fn a_full_bucket_and_a_read_only_key_are_named_as_such() {
         r.stderr
     );
 }
+
+/// A backup that stops moving data without any deadline firing (here a
+/// pg_dump queued behind a migration's ACCESS EXCLUSIVE lock) is stopped
+/// after `repository.stall_timeout`, its lock is let go instead of being
+/// renewed forever, and nothing is listed; the next run works.
+#[test]
+fn a_backup_that_stops_moving_data_is_stopped_and_lets_its_lock_go() {
+    use std::io::Write;
+    let pg = PgCluster::start();
+    small_db(&pg);
+    let (repo, lb) = local_lb(&pg);
+    let policy = std::fs::read_to_string(&lb.policy).unwrap().replace(
+        "repository:\n",
+        "repository:\n  lock_lease: 6s\n  stall_timeout: 5s\n",
+    );
+    std::fs::write(&lb.policy, policy).unwrap();
+
+    let mut holder = pg
+        .client_cmd("psql", "app")
+        .args(["-X", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sql = holder.stdin.take().unwrap();
+    sql.write_all(b"BEGIN;\nLOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    sql.flush().unwrap();
+    let started = Instant::now();
+    let mut child = lb.spawn(&["backup"], "stalled.log");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!(
+                "the stalled backup was never stopped: {}",
+                lb.log("stalled.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = lb.log("stalled.log");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("made no progress for") && log.contains("repository.stall_timeout"),
+        "{log}"
+    );
+    // Its claim is gone and nothing is listed.
+    let claims = walk(&repo.path().join("repo/locks"));
+    assert!(claims.is_empty(), "{claims:?}");
+    assert!(lb.backup_ids().is_empty());
+
+    // The migration ends: the next backup runs.
+    drop(sql);
+    holder.wait().unwrap();
+    lb.run(&["backup"]).ok();
+    assert_eq!(lb.backup_ids().len(), 1);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

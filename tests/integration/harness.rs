@@ -244,7 +244,7 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    fn client_cmd(&self, program: &str, db: &str) -> Command {
+    pub fn client_cmd(&self, program: &str, db: &str) -> Command {
         let mut c = Command::new(self.bin.join(program));
         c.env("PGPASSWORD", &self.password)
             .env("PGHOST", "127.0.0.1")

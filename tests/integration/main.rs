@@ -7,6 +7,7 @@ mod binlog_oracle;
 mod deploy;
 mod drill;
 mod failures;
+mod kill_sweep;
 mod kube_copies;
 mod kube_platform;
 mod kube_server;

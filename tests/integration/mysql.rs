@@ -462,9 +462,19 @@ fn binlogs_are_archived_byte_for_byte_through_kills_restarts_and_rotations() {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
 
-    // SIGKILL mid-stream, writes and a rotation while it is down.
+    // SIGKILL mid-stream: its mariadb-binlog dies with it (the kernel's
+    // parent-death signal), not only when the next archiver sweeps.
     archiver.kill().unwrap();
     archiver.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while writers(&first[0]) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mariadb-binlog outlived the killed archiver"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Writes and a rotation while it is down.
     writes(&m, 5);
     m.sql("", "FLUSH BINARY LOGS");
     writes(&m, 3);

@@ -15,6 +15,7 @@ pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -286,6 +287,13 @@ impl Cluster {
                 (config, context)
             }
         };
+        let mut config = config;
+        // No watches here: every call is a request and its answer, so an
+        // API server that stops answering is given up on after a minute
+        // without a byte (kube's default of 295 s is sized for watches).
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(60));
+        config.write_timeout = Some(Duration::from_secs(60));
         let server = config
             .cluster_url
             .to_string()
