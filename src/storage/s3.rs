@@ -741,7 +741,8 @@ impl S3Writer {
         }
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
-        self.store
+        let done = self
+            .store
             .client
             .complete_multipart_upload()
             .bucket(&self.store.bucket)
@@ -757,8 +758,19 @@ impl S3Writer {
             .customize()
             .config_override(self.store.longer(COMPLETE_EXTRA))
             .send()
-            .await
-            .map_err(|e| self.store.error("CompleteMultipartUpload", &self.key, e))?;
+            .await;
+        if let Err(e) = done {
+            let e = self.store.error("CompleteMultipartUpload", &self.key, e);
+            // An attempt completed the upload but its answer was lost (a
+            // reset, a timeout), so the retry found no upload any more: the
+            // object is there, whole, under a key nobody else writes.
+            match self.store.head(&self.key).await {
+                Ok(Some(size)) if size == self.size => {
+                    tracing::warn!(object = %self.key, error = %e, "completing the upload reported an error, but the object is stored whole");
+                }
+                _ => return Err(e),
+            }
+        }
         self.upload_id = None;
         Ok(self.size)
     }
