@@ -81,30 +81,34 @@ pub enum BackupError {
     },
 }
 
-/// What `lifeboat backup --kind` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupKind {
-    /// Logical dumps (pg_dump) of each database, with row-count inventories.
-    #[default]
-    Dump,
-    /// A physical base backup of the whole cluster (pg_basebackup), for
-    /// point-in-time recovery with the WAL archive.
-    Base,
-}
-
-/// Makes a name safe inside an object key: other bytes become `%XX`.
-pub fn key_safe(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+impl crate::outcome::Classify for BackupError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Policy(e) => e.outcome(),
+            Self::Postgres(e) => e.outcome(),
+            Self::Mysql(e) => e.outcome(),
+            Self::Kubernetes(e) => e.outcome(),
+            Self::Locked(e) => e.outcome(),
+            Self::Pipeline(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Repository(e) => e.outcome(),
+            Self::Process(e) => e.outcome(),
+            Self::Tar(_)
+            | Self::Interrupted
+            | Self::Stalled { .. }
+            | Self::Tablespaces { .. }
+            | Self::NoArchiving { .. }
+            | Self::BaseMember { .. }
+            | Self::KindNotSupported { .. }
+            | Self::DumpAndInventory { .. }
+            | Self::Dump { .. } => Outcome::Failure,
         }
     }
-    out
 }
+
+pub use crate::layout::key_safe;
+pub use crate::policy::BackupKind;
 
 /// One backup in progress: what is needed to write its artifacts, and what
 /// was written so far (deleted again if the backup fails).

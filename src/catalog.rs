@@ -43,6 +43,18 @@ pub enum CatalogError {
     Repository(#[from] RepositoryError),
 }
 
+impl crate::outcome::Classify for CatalogError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Repository(e) => e.outcome(),
+            Self::Folder { .. } | Self::Open { .. } | Self::Migrate { .. } | Self::Query { .. } => {
+                Outcome::Failure
+            }
+        }
+    }
+}
+
 /// Where the catalog lives by default: `$XDG_STATE_HOME/lifeboat/`, else
 /// `~/.local/state/lifeboat/`, else the current folder.
 pub fn default_path() -> PathBuf {

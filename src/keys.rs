@@ -28,6 +28,18 @@ pub enum KeyError {
     NoIdentity { path: PathBuf },
 }
 
+impl crate::outcome::Classify for KeyError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Exists { .. }
+            | Self::Write { .. }
+            | Self::Read { .. }
+            | Self::NoIdentity { .. } => Outcome::Usage,
+        }
+    }
+}
+
 /// The identities of one identity file, with where they came from.
 pub struct Identities {
     pub path: PathBuf,

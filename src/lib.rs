@@ -15,6 +15,7 @@
 //! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`, `kubernetes`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
+//! | [`layout`] | the repository's key layout: every object key is made here |
 //! | [`lock`] | per-source locks in the repository (claims, leases, takeover) |
 //! | [`retention`] | pure planning: which backups to keep, and why |
 //! | [`prune`] | applying retention to a source: backups, WAL and binlog archives, leftovers of crashed runs |
@@ -23,6 +24,7 @@
 //! | [`catalog`] | the local SQLite index of backups and history of runs (rebuildable from the repository) |
 //! | [`daemon`] | `lifeboat run`: schedules, supervised archivers, `/metrics`, reload and graceful stop |
 //! | [`metrics`] | the Prometheus metrics the daemon exports |
+//! | [`outcome`] | what kind of problem an error is (exit codes): each error type classifies itself |
 //! | [`drill`] | restore drills: scratch servers, checks, RTO/RPO, reports in the repository |
 //! | [`status`] | newest backup, last attempt and archive lag of each source |
 //! | [`verify`] | checking stored objects, with or without the key |
@@ -46,8 +48,10 @@ pub mod cli;
 pub mod daemon;
 pub mod drill;
 pub mod keys;
+pub mod layout;
 pub mod lock;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
 pub mod policy;
 pub mod process;

@@ -51,6 +51,16 @@ pub enum LockError {
     },
 }
 
+impl crate::outcome::Classify for LockError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Held { .. } => Outcome::Refused,
+            Self::Storage { error, .. } => error.outcome(),
+        }
+    }
+}
+
 /// One contender's claim on a source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claim {
@@ -186,11 +196,7 @@ pub struct Lock {
 }
 
 fn prefix(policy: &str, source: &str) -> String {
-    format!(
-        "locks/{}/{}/",
-        crate::backup::key_safe(policy),
-        crate::backup::key_safe(source)
-    )
+    crate::layout::locks_prefix(policy, source)
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot);

@@ -75,6 +75,20 @@ pub enum PipelineError {
     },
 }
 
+impl crate::outcome::Classify for PipelineError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Corrupt { .. } => Outcome::Integrity,
+            Self::WrongKey { .. } => Outcome::WrongKey,
+            Self::Storage(e) => e.outcome(),
+            Self::Input { .. } | Self::Encrypt(_) | Self::Read { .. } | Self::Output { .. } => {
+                Outcome::Failure
+            }
+        }
+    }
+}
+
 /// How artifacts are encoded.
 #[derive(Clone)]
 pub struct EncodeSettings {

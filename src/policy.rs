@@ -84,6 +84,23 @@ pub enum PolicyError {
     NoRecipients { path: PathBuf },
 }
 
+impl crate::outcome::Classify for PolicyError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            // The policy is fine; the environment lacks a mounted secret.
+            Self::SecretEnvMissing { .. } | Self::SecretFile { .. } => Outcome::Failure,
+            Self::Read { .. }
+            | Self::Syntax { .. }
+            | Self::Invalid { .. }
+            | Self::UnknownSource { .. }
+            | Self::RecipientsFile { .. }
+            | Self::RecipientsFileEntry { .. }
+            | Self::NoRecipients { .. } => Outcome::Usage,
+        }
+    }
+}
+
 /// A validated policy. Paths inside it are absolute (relative paths in the
 /// file are resolved against the policy file's folder).
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +176,18 @@ impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// What `lifeboat backup --kind` takes, and a schedule's `backup:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Logical dumps (pg_dump) of each database, with row-count inventories.
+    #[default]
+    Dump,
+    /// A physical base backup of the whole cluster (pg_basebackup), for
+    /// point-in-time recovery with the WAL archive.
+    Base,
 }
 
 /// Repository settings: an S3 bucket (any S3-compatible server) or a local folder.
@@ -1061,10 +1090,10 @@ pub struct Source {
 
 impl Source {
     /// What a backup of this source takes unless told otherwise.
-    pub fn default_backup_kind(&self) -> crate::backup::BackupKind {
+    pub fn default_backup_kind(&self) -> BackupKind {
         match self.kind() {
             SourceKind::Postgres(pg) => pg.backup,
-            _ => crate::backup::BackupKind::Dump,
+            _ => BackupKind::Dump,
         }
     }
 
@@ -1243,7 +1272,7 @@ pub struct PostgresSource {
     /// `base` (pg_basebackup, for point-in-time recovery with the WAL
     /// archive).
     #[serde(default)]
-    pub backup: crate::backup::BackupKind,
+    pub backup: BackupKind,
 }
 
 fn default_pg_host() -> String {

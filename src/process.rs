@@ -37,6 +37,15 @@ pub enum ProcessError {
     },
 }
 
+impl crate::outcome::Classify for ProcessError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Spawn { .. } | Self::Failed { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// A running child with its stderr being collected.
 pub struct Child {
     inner: tokio::process::Child,

@@ -61,6 +61,19 @@ pub enum PruneError {
     },
 }
 
+impl crate::outcome::Classify for PruneError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::NoRetention { .. } => Outcome::Usage,
+            Self::Locked(e) => e.outcome(),
+            Self::Repository(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Incomplete { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// What an object to delete is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,7 +264,7 @@ pub async fn plan(
     binlog_plan(store.as_ref(), policy, source, &kept, &mut out).await?;
 
     // Orphans: data whose backup has no manifest.
-    let data_prefix = format!("data/{policy}/{source}/");
+    let data_prefix = crate::layout::data_prefix(policy, source);
     let mut orphans: BTreeMap<String, Vec<crate::storage::ObjectMeta>> = BTreeMap::new();
     for obj in store.list(&data_prefix).await? {
         let Some((id, _)) = obj.key[data_prefix.len()..].split_once('/') else {
@@ -410,14 +423,14 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Done, PruneError>
             Ok(()) => {
                 *done.objects.entry(obj.what).or_default() += 1;
                 done.bytes += obj.size;
-                if obj.key.starts_with("manifests/") {
+                if obj.key.starts_with(crate::layout::MANIFESTS) {
                     done.backups += 1;
                     tracing::info!(policy = %plan.policy, source = %plan.source, backup = backup_id.unwrap_or(""), "backup deleted by retention");
                 }
             }
             Err(e) => {
                 tracing::warn!(key = %obj.key, error = %e, "cannot delete");
-                if obj.key.starts_with("manifests/") {
+                if obj.key.starts_with(crate::layout::MANIFESTS) {
                     if let Some(id) = backup_id {
                         still_listed.insert(id.to_string());
                     }
@@ -451,14 +464,7 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Done, PruneError>
 }
 
 /// The backup id in a manifest or artifact key.
-fn backup_of(key: &str) -> Option<&str> {
-    let mut parts = key.split('/');
-    match parts.next()? {
-        "manifests" => parts.nth(2)?.strip_suffix(".json"),
-        "data" => parts.nth(2),
-        _ => None,
-    }
-}
+use crate::layout::backup_of;
 
 /// Options of a prune.
 #[derive(Debug, Clone, Copy)]

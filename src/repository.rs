@@ -26,7 +26,7 @@ use crate::storage::{ObjectStore, StorageError};
 /// The repository format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// The marker object at the repository root.
-pub const MARKER_KEY: &str = "lifeboat.json";
+pub const MARKER_KEY: &str = crate::layout::MARKER;
 
 /// Errors about the repository's contents.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,22 @@ pub enum RepositoryError {
         source_name: String,
         id: String,
     },
+}
+
+impl crate::outcome::Classify for RepositoryError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Storage(e) => e.outcome(),
+            Self::NoBackups { .. } | Self::NoSuchBackup { .. } => Outcome::NotFound,
+            Self::BadManifest { .. } | Self::NewestUnreadable { .. } | Self::BadMarker { .. } => {
+                Outcome::Integrity
+            }
+            Self::TooNew { .. } | Self::NotARepository { .. } | Self::ManifestTooNew { .. } => {
+                Outcome::Failure
+            }
+        }
+    }
 }
 
 /// The repository marker.
@@ -249,12 +265,12 @@ impl Repository {
 
     /// Key of an artifact.
     pub fn artifact_key(policy: &str, source: &str, id: &str, file: &str) -> String {
-        format!("data/{policy}/{source}/{id}/{file}")
+        crate::layout::artifact(policy, source, id, file)
     }
 
     /// Key of a manifest.
     pub fn manifest_key(policy: &str, source: &str, id: &str) -> String {
-        format!("manifests/{policy}/{source}/{id}.json")
+        crate::layout::manifest(policy, source, id)
     }
 
     /// Checks the marker; writes it into an empty repository when `create`.
@@ -275,7 +291,7 @@ impl Repository {
                 Ok(())
             }
             Err(e) if e.is_not_found() => {
-                let has_data = !self.store.list("manifests/").await?.is_empty();
+                let has_data = !self.store.list(crate::layout::MANIFESTS).await?.is_empty();
                 if has_data {
                     return Err(RepositoryError::NotARepository {
                         store: self.describe(),
@@ -336,10 +352,7 @@ impl Repository {
         policy: &str,
         source: Option<&str>,
     ) -> Result<Listing, RepositoryError> {
-        let prefix = match source {
-            Some(s) => format!("manifests/{policy}/{s}/"),
-            None => format!("manifests/{policy}/"),
-        };
+        let prefix = crate::layout::manifests_prefix(policy, source);
         let mut out = Listing::default();
         for obj in self.store.list(&prefix).await? {
             if obj.key.ends_with(".json") {

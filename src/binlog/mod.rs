@@ -82,6 +82,22 @@ pub enum BinlogError {
     Pipeline(#[from] PipelineError),
 }
 
+impl crate::outcome::Classify for BinlogError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Mysql(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Pipeline(e) => e.outcome(),
+            Self::BinlogOff { .. }
+            | Self::Stream { .. }
+            | Self::BadRecord { .. }
+            | Self::Read { .. }
+            | Self::Io { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// The record of one stored binlog file or prefix of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +129,7 @@ impl BinlogRecord {
 }
 
 pub fn prefix(policy: &str, source: &str) -> String {
-    format!("binlog/{policy}/{source}/")
+    crate::layout::binlog_prefix(policy, source)
 }
 
 /// The best stored copy of every archived file, by name: the final one,

@@ -212,217 +212,16 @@ fn init_logging(format: LogFormat, quiet: bool) {
     }
 }
 
-/// Exit status of a user-visible outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok = 0,
-    Failure = 1,
-    Usage = 2,
-    Integrity = 3,
-    NotFound = 4,
-    Refused = 5,
-    WrongKey = 6,
-    Partial = 7,
-}
+pub use crate::outcome::Outcome;
 
-impl From<Outcome> for ExitCode {
-    fn from(o: Outcome) -> ExitCode {
-        ExitCode::from(o as u8)
-    }
-}
-
-/// Maps an error to its exit code by what kind of problem it is.
+/// Maps an error to its exit code: 128 + the signal for an interrupted
+/// run, else the outcome of the first cause that classifies itself.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    use crate::backup::BackupError;
-    use crate::pipeline::PipelineError;
-    use crate::policy::PolicyError;
-    use crate::repository::RepositoryError;
-    use crate::restore::postgres::RestoreError;
-    use crate::storage::StorageError;
-
-    fn storage(e: &StorageError) -> Outcome {
-        match e {
-            StorageError::NotFound { .. } => Outcome::NotFound,
-            _ => Outcome::Failure,
-        }
-    }
-    fn pipeline(e: &PipelineError) -> Outcome {
-        match e {
-            PipelineError::Corrupt { .. } => Outcome::Integrity,
-            PipelineError::WrongKey { .. } => Outcome::WrongKey,
-            PipelineError::Storage(s) => storage(s),
-            _ => Outcome::Failure,
-        }
-    }
-    fn wal(e: &crate::wal::archive::WalError) -> Outcome {
-        use crate::wal::archive::WalError as W;
-        match e {
-            W::NotWalFile { .. } => Outcome::Usage,
-            W::Conflict { .. } | W::Ambiguous { .. } => Outcome::Integrity,
-            W::Pipeline(p) => pipeline(p),
-            W::Storage(s) => storage(s),
-            _ => Outcome::Failure,
-        }
-    }
-    fn repository(e: &RepositoryError) -> Outcome {
-        match e {
-            RepositoryError::Storage(s) => storage(s),
-            RepositoryError::NoBackups { .. } | RepositoryError::NoSuchBackup { .. } => {
-                Outcome::NotFound
-            }
-            RepositoryError::BadManifest { .. }
-            | RepositoryError::NewestUnreadable { .. }
-            | RepositoryError::BadMarker { .. } => Outcome::Integrity,
-            _ => Outcome::Failure,
-        }
-    }
-    fn policy(e: &PolicyError) -> Outcome {
-        match e {
-            // The policy is fine; the environment lacks a mounted secret.
-            PolicyError::SecretEnvMissing { .. } | PolicyError::SecretFile { .. } => {
-                Outcome::Failure
-            }
-            _ => Outcome::Usage,
-        }
-    }
     if let Some(Interrupted(name)) = err.downcast_ref::<Interrupted>() {
         // The shell convention: 128 + signal number.
         return if *name == "SIGINT" { 130 } else { 143 };
     }
-    for cause in err.chain() {
-        let o = if let Some(e) = cause.downcast_ref::<PolicyError>() {
-            policy(e)
-        } else if cause.downcast_ref::<crate::keys::KeyError>().is_some() {
-            Outcome::Usage
-        } else if let Some(e) = cause.downcast_ref::<PipelineError>() {
-            pipeline(e)
-        } else if let Some(e) = cause.downcast_ref::<RepositoryError>() {
-            repository(e)
-        } else if let Some(e) = cause.downcast_ref::<StorageError>() {
-            storage(e)
-        } else if let Some(e) = cause.downcast_ref::<crate::daemon::DaemonError>() {
-            use crate::daemon::DaemonError as D;
-            match e {
-                D::Strict { .. } | D::NoPolicies { .. } | D::DuplicateName { .. } => Outcome::Usage,
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::drill::DrillError>() {
-            use crate::drill::DrillError as D;
-            match e {
-                D::Repository(r) => repository(r),
-                D::Storage(s) => storage(s),
-                D::Policy(p) => policy(p),
-                D::UnsupportedBackup { .. } | D::KindMismatch { .. } => Outcome::Usage,
-                D::NoBackups { .. } => Outcome::NotFound,
-                D::Report { .. } => Outcome::Integrity,
-                D::Interrupted => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::prune::PruneError>() {
-            use crate::prune::PruneError as P;
-            match e {
-                P::NoRetention { .. } => Outcome::Usage,
-                P::Locked(crate::lock::LockError::Held { .. }) => Outcome::Refused,
-                P::Repository(r) => repository(r),
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<BackupError>() {
-            match e {
-                BackupError::Policy(p) => policy(p),
-                BackupError::Pipeline(p) => pipeline(p),
-                BackupError::Repository(r) => repository(r),
-                BackupError::Storage(s) => storage(s),
-                BackupError::Locked(crate::lock::LockError::Held { .. }) => Outcome::Refused,
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<RestoreError>() {
-            match e {
-                RestoreError::TargetNotEmpty { .. } => Outcome::Refused,
-                RestoreError::ChooseDatabase { .. } => Outcome::Usage,
-                RestoreError::NoSuchDatabase { .. } | RestoreError::MissingArtifact { .. } => {
-                    Outcome::NotFound
-                }
-                RestoreError::BadInventory { .. } => Outcome::Integrity,
-                RestoreError::Pipeline(p) => pipeline(p),
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::restore::mysql::MyRestoreError>() {
-            use crate::restore::mysql::MyRestoreError as M;
-            match e {
-                M::TargetNotEmpty { .. } => Outcome::Refused,
-                M::WrongKind { .. } => Outcome::Usage,
-                M::MissingArtifact { .. } => Outcome::NotFound,
-                M::BadInventory { .. } => Outcome::Integrity,
-                M::Pipeline(p) => pipeline(p),
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::restore::mysql::ReplayError>() {
-            use crate::restore::mysql::ReplayError as R;
-            match e {
-                R::BeforeFirstDump { .. }
-                | R::Gap(_)
-                | R::AfterLast { .. }
-                | R::PositionPastEnd { .. } => Outcome::NotFound,
-                R::NoPosition { .. }
-                | R::Fractional { .. }
-                | R::DumpTooNew { .. }
-                | R::SeveralGtids { .. } => Outcome::Usage,
-                R::ReplayRead { source: p, .. } => pipeline(p),
-                R::Binlog(crate::binlog::BinlogError::Pipeline(p))
-                | R::Restore(crate::restore::mysql::MyRestoreError::Pipeline(p)) => pipeline(p),
-                R::Binlog(crate::binlog::BinlogError::Storage(s)) => storage(s),
-                R::Storage(s) => storage(s),
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::restore::pitr::PitrError>() {
-            use crate::restore::pitr::PitrError as P;
-            match e {
-                P::NoBaseBackups { .. }
-                | P::BeforeFirstBase { .. }
-                | P::BaseIncomplete { .. }
-                | P::Gap(_)
-                | P::AfterLastWal { .. } => Outcome::NotFound,
-                P::DatadirNotEmpty { .. } => Outcome::Refused,
-                P::RunningAsRoot | P::NotABaseBackup { .. } => Outcome::Usage,
-                P::VerifyBackup(_) => Outcome::Integrity,
-                P::NoWaldump { .. } => Outcome::Usage,
-                P::End(crate::wal::end::EndError::Wal(w)) => wal(w),
-                P::End(crate::wal::end::EndError::NoRecord { .. }) => Outcome::Integrity,
-                P::Pipeline(p) => pipeline(p),
-                P::Repository(r) => repository(r),
-                P::Storage(s) => storage(s),
-                _ => Outcome::Failure,
-            }
-        } else if let Some(e) = cause.downcast_ref::<crate::wal::archive::WalError>() {
-            wal(e)
-        } else if let Some(e) = cause.downcast_ref::<crate::restore::kubernetes::KubeRestoreError>()
-        {
-            use crate::restore::kubernetes::KubeRestoreError as K;
-            match e {
-                K::WrongKind { .. }
-                | K::BadMapping(_)
-                | K::BadNamespaceName { .. }
-                | K::MappingCollision { .. }
-                | K::MappingTwice { .. }
-                | K::TargetRestoredInPlace { .. }
-                | K::UnknownKind { .. } => Outcome::Usage,
-                K::NoSuchNamespace { .. } | K::MissingArtifact { .. } => Outcome::NotFound,
-                K::DirNotEmpty(_)
-                | K::TargetNotEmpty { .. }
-                | K::TargetTerminating { .. }
-                | K::TargetUnreadable { .. }
-                | K::OverwriteForeign { .. } => Outcome::Refused,
-                K::BadExport { .. } => Outcome::Integrity,
-                K::Pipeline(p) => pipeline(p),
-                _ => Outcome::Failure,
-            }
-        } else if cause.downcast_ref::<UsageError>().is_some() {
-            Outcome::Usage
-        } else {
-            continue;
-        };
-        return o as u8;
-    }
-    Outcome::Failure as u8
+    crate::outcome::of_chain(err.chain()) as u8
 }
 
 /// The run was stopped by a signal.
@@ -447,6 +246,12 @@ async fn shutdown_signal() -> &'static str {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+impl crate::outcome::Classify for UsageError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::Outcome::Usage
+    }
+}
 
 /// Opens a policy's repository after the storage healthcheck; `create`
 /// (for backups) makes a new repository where there is none.

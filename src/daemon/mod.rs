@@ -64,6 +64,19 @@ pub enum DaemonError {
     Catalog(#[from] CatalogError),
 }
 
+impl crate::outcome::Classify for DaemonError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Strict { .. } | Self::NoPolicies { .. } | Self::DuplicateName { .. } => {
+                Outcome::Usage
+            }
+            Self::Catalog(e) => e.outcome(),
+            Self::Folder { .. } | Self::Listen { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -59,6 +59,21 @@ pub enum KubeDrillError {
     },
 }
 
+impl crate::outcome::Classify for KubeDrillError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::NoType(_)
+            | Self::Create { .. }
+            | Self::Bind { .. }
+            | Self::Delete { .. }
+            | Self::UnknownKind(_)
+            | Self::ClusterScoped(_)
+            | Self::List { .. } => Outcome::Failure,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Owner {
     host: String,

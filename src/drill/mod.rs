@@ -88,6 +88,21 @@ pub enum DrillError {
     Report { key: String, detail: String },
 }
 
+impl crate::outcome::Classify for DrillError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Repository(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Policy(e) => e.outcome(),
+            Self::UnsupportedBackup { .. } | Self::KindMismatch { .. } => Outcome::Usage,
+            Self::NoBackups { .. } => Outcome::NotFound,
+            Self::Report { .. } => Outcome::Integrity,
+            Self::Interrupted => Outcome::Failure,
+        }
+    }
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,10 +171,7 @@ impl DrillReport {
     }
 
     pub fn prefix(policy: &str, source: Option<&str>) -> String {
-        match source {
-            Some(s) => format!("drills/{policy}/{s}/"),
-            None => format!("drills/{policy}/"),
-        }
+        crate::layout::drills_prefix(policy, source)
     }
 }
 
@@ -1445,7 +1457,7 @@ impl Drill<'_> {
 /// Why staging the WAL or recovering a restored base backup failed (the
 /// detail of the `WAL archive` or `recovery` check).
 #[derive(Debug, thiserror::Error)]
-enum RecoveryError {
+pub(crate) enum RecoveryError {
     #[error(transparent)]
     Scratch(#[from] scratch::ScratchError),
     #[error("cannot list the WAL archive: {0}")]
@@ -1470,6 +1482,20 @@ enum RecoveryError {
     Query(String),
     #[error("the server is still in recovery after it said it promoted")]
     NotPromoted,
+}
+
+impl crate::outcome::Classify for RecoveryError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Scratch(e) => e.outcome(),
+            Self::List(e) => e.outcome(),
+            Self::Fetch { source, .. } => source.outcome(),
+            Self::Pitr(e) => e.outcome(),
+            Self::Connect(e) => e.outcome(),
+            Self::Chown { .. } | Self::Query(_) | Self::NotPromoted => Outcome::Failure,
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for RecoveryError {

@@ -79,6 +79,26 @@ pub enum ScratchError {
     Setup { port: u16, detail: String },
 }
 
+impl crate::outcome::Classify for ScratchError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Tools { .. }
+            | Self::WrongMajor { .. }
+            | Self::MariaDbTools { .. }
+            | Self::StartMariaDb { .. }
+            | Self::SetupMariaDb { .. }
+            | Self::Server { .. }
+            | Self::NoSuchUser { .. }
+            | Self::Io { .. }
+            | Self::Spawn { .. }
+            | Self::Initdb { .. }
+            | Self::Start { .. }
+            | Self::Setup { .. } => Outcome::Failure,
+        }
+    }
+}
+
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ScratchError + 'a {
     move |source| ScratchError::Io {
         what,

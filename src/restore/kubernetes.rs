@@ -105,6 +105,31 @@ pub enum KubeRestoreError {
     },
 }
 
+impl crate::outcome::Classify for KubeRestoreError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::WrongKind { .. }
+            | Self::BadMapping(_)
+            | Self::BadNamespaceName { .. }
+            | Self::MappingCollision { .. }
+            | Self::MappingTwice { .. }
+            | Self::TargetRestoredInPlace { .. }
+            | Self::UnknownKind { .. } => Outcome::Usage,
+            Self::NoSuchNamespace { .. } | Self::MissingArtifact { .. } => Outcome::NotFound,
+            Self::DirNotEmpty(_)
+            | Self::TargetNotEmpty { .. }
+            | Self::TargetTerminating { .. }
+            | Self::TargetUnreadable { .. }
+            | Self::OverwriteForeign { .. } => Outcome::Refused,
+            Self::BadExport { .. } => Outcome::Integrity,
+            Self::Pipeline(e) => e.outcome(),
+            Self::Kube(e) => e.outcome(),
+            Self::Write { .. } => Outcome::Failure,
+        }
+    }
+}
+
 impl From<KubeError> for KubeRestoreError {
     fn from(e: KubeError) -> Self {
         KubeRestoreError::Kube(Box::new(e))

@@ -57,6 +57,21 @@ pub enum RestoreError {
     },
 }
 
+impl crate::outcome::Classify for RestoreError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::TargetNotEmpty { .. } => Outcome::Refused,
+            Self::ChooseDatabase { .. } => Outcome::Usage,
+            Self::NoSuchDatabase { .. } | Self::MissingArtifact { .. } => Outcome::NotFound,
+            Self::BadInventory { .. } => Outcome::Integrity,
+            Self::Pipeline(e) => e.outcome(),
+            Self::Postgres(e) => e.outcome(),
+            Self::PgRestore { .. } | Self::Globals { .. } | Self::Stage { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -46,6 +46,19 @@ pub enum MyError {
     DefaultsFile(std::io::Error),
 }
 
+impl crate::outcome::Classify for MyError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Connect { .. }
+            | Self::Query { .. }
+            | Self::MissingDatabases { .. }
+            | Self::ToolMissing { .. }
+            | Self::DefaultsFile(_) => Outcome::Failure,
+        }
+    }
+}
+
 /// How long connecting (TCP, TLS, authentication) may take.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Idle time before TCP keepalive probes start on lifeboat's own

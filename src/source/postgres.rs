@@ -50,6 +50,20 @@ pub enum PgError {
     ToolVersion { tool: String, detail: String },
 }
 
+impl crate::outcome::Classify for PgError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Connect { .. }
+            | Self::Query { .. }
+            | Self::MissingDatabases { .. }
+            | Self::ToolTooOld { .. }
+            | Self::ToolMissing { .. }
+            | Self::ToolVersion { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// Where and as whom to connect. The password is kept only in memory.
 #[derive(Debug, Clone)]
 pub struct PgConn {

@@ -106,6 +106,26 @@ pub enum StorageError {
     },
 }
 
+impl crate::outcome::Classify for StorageError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::NotFound { .. } => Outcome::NotFound,
+            Self::AlreadyExists { .. }
+            | Self::Unreachable { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::WriteDenied { .. }
+            | Self::TimedOut { .. }
+            | Self::Credentials { .. }
+            | Self::NoSuchBucket { .. }
+            | Self::S3 { .. }
+            | Self::Io { .. }
+            | Self::NoFolder { .. }
+            | Self::TooLarge { .. } => Outcome::Failure,
+        }
+    }
+}
+
 impl StorageError {
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {

@@ -65,6 +65,19 @@ pub enum WalError {
     Pipeline(#[from] PipelineError),
 }
 
+impl crate::outcome::Classify for WalError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::NotWalFile { .. } => Outcome::Usage,
+            Self::Conflict { .. } | Self::Ambiguous { .. } => Outcome::Integrity,
+            Self::Pipeline(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Read { .. } | Self::TooLarge { .. } | Self::Write { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// One archived file, as its key describes it.
 #[derive(Debug, Clone)]
 pub struct ArchivedFile {
@@ -91,7 +104,7 @@ impl ArchivedFile {
 
 /// The archive's key prefix for one source.
 pub fn prefix(policy: &str, source: &str) -> String {
-    format!("wal/{policy}/{source}/")
+    crate::layout::wal_prefix(policy, source)
 }
 
 fn object_key(

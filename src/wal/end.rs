@@ -59,6 +59,19 @@ pub enum EndError {
     },
 }
 
+impl crate::outcome::Classify for EndError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Wal(e) => e.outcome(),
+            Self::NoRecord { .. } => Outcome::Integrity,
+            Self::Postgres(e) => e.outcome(),
+            Self::Process(e) => e.outcome(),
+            Self::Waldump { .. } | Self::Io { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// A transaction end (commit or abort) in the WAL, with its timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct XactEnd {

@@ -52,6 +52,21 @@ pub enum MyRestoreError {
     Mysql(#[from] MyError),
 }
 
+impl crate::outcome::Classify for MyRestoreError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::TargetNotEmpty { .. } => Outcome::Refused,
+            Self::WrongKind { .. } => Outcome::Usage,
+            Self::MissingArtifact { .. } => Outcome::NotFound,
+            Self::BadInventory { .. } => Outcome::Integrity,
+            Self::Pipeline(e) => e.outcome(),
+            Self::Mysql(e) => e.outcome(),
+            Self::Load { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// What a MySQL restore will do.
 #[derive(Debug, Clone, Serialize)]
 pub struct MyPlan {

@@ -108,6 +108,28 @@ pub enum ReplayError {
     Repository(#[from] crate::repository::RepositoryError),
 }
 
+impl crate::outcome::Classify for ReplayError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::BeforeFirstDump { .. }
+            | Self::Gap(_)
+            | Self::AfterLast { .. }
+            | Self::PositionPastEnd { .. } => Outcome::NotFound,
+            Self::NoPosition { .. }
+            | Self::Fractional { .. }
+            | Self::DumpTooNew { .. }
+            | Self::SeveralGtids { .. } => Outcome::Usage,
+            Self::ReplayRead { source, .. } => source.outcome(),
+            Self::Binlog(e) => e.outcome(),
+            Self::Restore(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Repository(e) => e.outcome(),
+            Self::Replay { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// A target behind a hole in the binlog archive.
 #[derive(Debug, thiserror::Error)]
 #[error("{target} cannot be reached: binlog file {missing} {why}, so replay from dump {backup} stops at the end of {last}. Put the file back and restore again, or restore everything before the hole: {advice}")]
@@ -121,6 +143,12 @@ pub struct BinlogGap {
     /// Where the reachable part ends.
     pub last: String,
     pub advice: String,
+}
+
+impl crate::outcome::Classify for BinlogGap {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::Outcome::NotFound
+    }
 }
 
 /// The replay part of a point-in-time plan.

@@ -125,6 +125,31 @@ pub enum PitrError {
     Postgres(#[from] PgError),
 }
 
+impl crate::outcome::Classify for PitrError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::NoBaseBackups { .. }
+            | Self::BeforeFirstBase { .. }
+            | Self::BaseIncomplete { .. }
+            | Self::Gap(_)
+            | Self::AfterLastWal { .. } => Outcome::NotFound,
+            Self::DatadirNotEmpty { .. } => Outcome::Refused,
+            Self::RunningAsRoot | Self::NotABaseBackup { .. } | Self::NoWaldump { .. } => {
+                Outcome::Usage
+            }
+            Self::VerifyBackup(_) => Outcome::Integrity,
+            Self::End(e) => e.outcome(),
+            Self::Pipeline(e) => e.outcome(),
+            Self::Repository(e) => e.outcome(),
+            Self::Storage(e) => e.outcome(),
+            Self::Process(e) => e.outcome(),
+            Self::Postgres(e) => e.outcome(),
+            Self::Io { .. } | Self::Recovery { .. } => Outcome::Failure,
+        }
+    }
+}
+
 /// A target behind a hole in the archive.
 #[derive(Debug, thiserror::Error)]
 #[error("{target} cannot be reached: WAL segment {missing} is missing from the archive, so recovery from base backup {backup} stops at the end of segment {last} (archived {last_at}){reachable}. Put the segment back and restore again, or restore everything before the hole: {advice}")]
@@ -143,6 +168,12 @@ pub struct GapError {
     pub advice: String,
     pub last: String,
     pub last_at: String,
+}
+
+impl crate::outcome::Classify for GapError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::Outcome::NotFound
+    }
 }
 
 /// What a point-in-time restore will do.

@@ -71,6 +71,25 @@ pub enum KubeError {
     },
 }
 
+impl crate::outcome::Classify for KubeError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Config { .. }
+            | Self::Unreachable { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden(_)
+            | Self::Api { .. }
+            | Self::NoSuchNamespace { .. }
+            | Self::NoNamespaces { .. }
+            | Self::BadResponse { .. }
+            | Self::SinkClosed
+            | Self::GroupUnavailable { .. }
+            | Self::Credentials { .. } => Outcome::Failure,
+        }
+    }
+}
+
 impl KubeError {
     /// True for 401 and 403: a permission problem, not a transient one.
     pub fn is_permission(&self) -> bool {
