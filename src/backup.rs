@@ -174,7 +174,7 @@ impl Run<'_> {
     /// to be filled in by the caller.
     fn manifest(
         &mut self,
-        kind: &str,
+        kind: repository::ManifestKind,
         started_at: chrono::DateTime<Utc>,
         server_version: String,
         dump_tool_version: String,
@@ -184,7 +184,7 @@ impl Run<'_> {
             id: self.id.clone(),
             policy: self.policy.name.to_string(),
             source: self.source.name.to_string(),
-            kind: kind.to_string(),
+            kind,
             started_at,
             finished_at: Utc::now(),
             server_version,
@@ -539,7 +539,12 @@ async fn backup_postgres(
         .await?;
     }
 
-    Ok(run.manifest("postgres-dump", started_at, server.version, tools.version))
+    Ok(run.manifest(
+        repository::ManifestKind::PostgresDump,
+        started_at,
+        server.version,
+        tools.version,
+    ))
 }
 
 /// A physical base backup: `pg_basebackup` as one tar on its stdout,
@@ -715,7 +720,12 @@ async fn backup_postgres_base(
             stop_segment: wal::segment_name(timeline, stop_lsn.segment(segment_size), segment_size),
             backup_label: label,
         }),
-        ..run.manifest("postgres-base", started_at, server.version, tools.version)
+        ..run.manifest(
+            repository::ManifestKind::PostgresBase,
+            started_at,
+            server.version,
+            tools.version,
+        )
     })
 }
 
@@ -915,7 +925,12 @@ async fn backup_mysql(
 
     Ok(Manifest {
         binlog,
-        ..run.manifest("mysql-dump", started_at, info.version, tool_version)
+        ..run.manifest(
+            repository::ManifestKind::MysqlDump,
+            started_at,
+            info.version,
+            tool_version,
+        )
     })
 }
 
@@ -977,7 +992,7 @@ async fn backup_kubernetes(
     Ok(Manifest {
         kubernetes: Some(summary),
         ..run.manifest(
-            "kubernetes-export",
+            repository::ManifestKind::KubernetesExport,
             started_at,
             format!("Kubernetes {version}"),
             "lifeboat kubernetes export (kube-rs 2)".into(),

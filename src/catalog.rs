@@ -392,7 +392,7 @@ where
     .bind(&m.policy)
     .bind(&m.source)
     .bind(&m.id)
-    .bind(&m.kind)
+    .bind(m.kind.as_str())
     .bind(m.started_at)
     .bind(m.finished_at)
     .bind(m.stored_size() as i64)

@@ -218,7 +218,7 @@ pub async fn plan(
             let m = by_id[d.id.as_str()];
             out.backups.push(BackupDecision {
                 id: d.id,
-                kind: m.kind.clone(),
+                kind: m.kind.to_string(),
                 at: d.at,
                 keep: d.keep,
                 reasons: d.reasons,

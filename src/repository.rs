@@ -83,6 +83,71 @@ struct Marker {
     created_by: String,
 }
 
+/// What kind of backup a manifest records, stored as the strings the
+/// repository format has always used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ManifestKind {
+    /// `postgres-dump`: pg_dump custom-format dumps with inventories.
+    PostgresDump,
+    /// `postgres-base`: a pg_basebackup tar, restored with the WAL archive.
+    PostgresBase,
+    /// `mysql-dump`: a mariadb-dump/mysqldump SQL dump with its binlog point.
+    MysqlDump,
+    /// `kubernetes-export`: the cluster's objects as YAML in a tar.
+    KubernetesExport,
+    /// A kind this lifeboat does not know (written by a newer one): listed
+    /// and kept, never restored.
+    Unknown(String),
+}
+
+impl ManifestKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::PostgresDump => "postgres-dump",
+            Self::PostgresBase => "postgres-base",
+            Self::MysqlDump => "mysql-dump",
+            Self::KubernetesExport => "kubernetes-export",
+            Self::Unknown(s) => s,
+        }
+    }
+
+    /// A backup of a PostgreSQL source.
+    pub fn is_postgres(&self) -> bool {
+        match self {
+            Self::PostgresDump | Self::PostgresBase => true,
+            Self::MysqlDump | Self::KubernetesExport | Self::Unknown(_) => false,
+        }
+    }
+}
+
+impl From<String> for ManifestKind {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "postgres-dump" => Self::PostgresDump,
+            "postgres-base" => Self::PostgresBase,
+            "mysql-dump" => Self::MysqlDump,
+            "kubernetes-export" => Self::KubernetesExport,
+            _ => Self::Unknown(s),
+        }
+    }
+}
+
+impl From<ManifestKind> for String {
+    fn from(k: ManifestKind) -> String {
+        match k {
+            ManifestKind::Unknown(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ManifestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One backup's manifest: the record that the backup exists and is complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +160,7 @@ pub struct Manifest {
     pub source: String,
     /// What kind of backup: `postgres-dump`, `postgres-base`, `mysql-dump`,
     /// `kubernetes-export`.
-    pub kind: String,
+    pub kind: ManifestKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// The server's version string (`PostgreSQL 15.19 ...`).
@@ -393,7 +458,7 @@ impl Repository {
         policy: &str,
         source: &str,
         selector: &BackupSelector,
-        kind: Option<&str>,
+        kind: Option<ManifestKind>,
     ) -> Result<Manifest, RepositoryError> {
         match selector {
             BackupSelector::Latest => {
@@ -447,6 +512,24 @@ impl Repository {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn manifest_kinds_are_stored_as_the_format_has_always_named_them() {
+        use super::ManifestKind as M;
+        for (kind, text) in [
+            (M::PostgresDump, "postgres-dump"),
+            (M::PostgresBase, "postgres-base"),
+            (M::MysqlDump, "mysql-dump"),
+            (M::KubernetesExport, "kubernetes-export"),
+            (M::Unknown("etcd-snapshot".into()), "etcd-snapshot"),
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<M>(&json).unwrap(), kind);
+            assert_eq!(kind.to_string(), text);
+        }
+        assert!(M::PostgresBase.is_postgres() && !M::MysqlDump.is_postgres());
+    }
+
     use super::*;
 
     #[test]

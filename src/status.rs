@@ -153,11 +153,9 @@ pub async fn recoverable_end(
             })
         }
         SourceKind::Mysql(_) => {
-            let dump = listing
-                .backups
-                .iter()
-                .rev()
-                .find(|m| m.kind == "mysql-dump" && m.binlog.is_some())?;
+            let dump = listing.backups.iter().rev().find(|m| {
+                m.kind == crate::repository::ManifestKind::MysqlDump && m.binlog.is_some()
+            })?;
             let reader = crate::restore::mysql::EndReader { identities };
             let plan = crate::restore::mysql::plan_replay(
                 repo,
@@ -219,7 +217,7 @@ pub async fn policy_status(
             .collect();
         let newest = mine.last().map(|m| BackupSummary {
             id: m.id.clone(),
-            kind: m.kind.clone(),
+            kind: m.kind.to_string(),
             started_at: m.started_at,
             finished_at: m.finished_at,
             age_seconds: (now - m.started_at).num_seconds(),

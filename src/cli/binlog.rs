@@ -162,7 +162,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let listing = repo.list_backups(pname, Some(sname)).await?;
     let mut ends: Vec<binlog::BinlogEnd> = Vec::new();
     let mut dumps = Vec::new();
-    for m in listing.backups.iter().filter(|m| m.kind == "mysql-dump") {
+    for m in listing
+        .backups
+        .iter()
+        .filter(|m| m.kind == crate::repository::ManifestKind::MysqlDump)
+    {
         let mut w = DumpWindow {
             backup: m.id.clone(),
             from: m.binlog.clone(),

@@ -59,9 +59,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{:<24} {:<16} {:<10} {:<20} {:>8.1} {:>10} {:>10} {:>9}",
             m.id,
             m.source,
-            match m.kind.as_str() {
-                "kubernetes-export" => "k8s-export",
-                k => k.strip_prefix("postgres-").unwrap_or(k),
+            {
+                use crate::repository::ManifestKind as M;
+                match &m.kind {
+                    M::PostgresDump => "dump",
+                    M::PostgresBase => "base",
+                    M::MysqlDump => "mysql-dump",
+                    M::KubernetesExport => "k8s-export",
+                    M::Unknown(k) => k,
+                }
             },
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,

@@ -301,7 +301,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             policy.name.as_str(),
             &args.source,
             &args.backup,
-            Some("postgres-dump"),
+            Some(crate::repository::ManifestKind::PostgresDump),
         )
         .await?;
     if manifest.physical.is_some() {

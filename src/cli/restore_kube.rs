@@ -145,7 +145,7 @@ pub async fn run(
             policy.name.as_str(),
             &args.source,
             &args.backup,
-            Some("kubernetes-export"),
+            Some(crate::repository::ManifestKind::KubernetesExport),
         )
         .await?;
     tracing::info!(backup = %manifest.id, "reading and verifying the export");

@@ -154,7 +154,7 @@ pub async fn run(args: Args, policy: &Policy, my: &MysqlSource) -> anyhow::Resul
                 policy.name.as_str(),
                 &args.source,
                 &args.backup,
-                Some("mysql-dump"),
+                Some(crate::repository::ManifestKind::MysqlDump),
             )
             .await?,
             None,

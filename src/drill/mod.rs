@@ -198,13 +198,14 @@ pub enum Kind {
 }
 
 /// The manifest kinds a drill of a source picks from.
-fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> &'static [&'static str] {
+fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::ManifestKind> {
+    use crate::repository::ManifestKind as M;
     match (source, kind) {
-        (SourceKind::Mysql(_), _) => &["mysql-dump"],
-        (SourceKind::Kubernetes(_), _) => &["kubernetes-export"],
-        (SourceKind::Postgres(_), Some(Kind::Dump)) => &["postgres-dump"],
-        (SourceKind::Postgres(_), Some(Kind::Base)) => &["postgres-base"],
-        (SourceKind::Postgres(_), None) => &["postgres-dump", "postgres-base"],
+        (SourceKind::Mysql(_), _) => vec![M::MysqlDump],
+        (SourceKind::Kubernetes(_), _) => vec![M::KubernetesExport],
+        (SourceKind::Postgres(_), Some(Kind::Dump)) => vec![M::PostgresDump],
+        (SourceKind::Postgres(_), Some(Kind::Base)) => vec![M::PostgresBase],
+        (SourceKind::Postgres(_), None) => vec![M::PostgresDump, M::PostgresBase],
     }
 }
 
@@ -300,7 +301,7 @@ pub async fn drill_source(
         policy.name.as_str(),
         source_name,
         &opts.pick,
-        kinds(opts.kind, source.kind()),
+        &kinds(opts.kind, source.kind()),
     )
     .await?;
     let id = crate::repository::new_backup_id(started_at);
@@ -322,11 +323,12 @@ pub async fn drill_source(
         clock,
         user_checks: &user_checks,
     };
-    let mut restored = match (manifest.kind.as_str(), source.kind()) {
-        ("postgres-dump", SourceKind::Postgres(pg)) => drill.dump(pg, &mut checks).await?,
-        ("postgres-base", SourceKind::Postgres(pg)) => drill.base(pg, &mut checks).await?,
-        ("mysql-dump", SourceKind::Mysql(my)) => drill.mysql(my, &mut checks).await?,
-        ("kubernetes-export", SourceKind::Kubernetes(k)) => {
+    use crate::repository::ManifestKind as M;
+    let mut restored = match (&manifest.kind, source.kind()) {
+        (M::PostgresDump, SourceKind::Postgres(pg)) => drill.dump(pg, &mut checks).await?,
+        (M::PostgresBase, SourceKind::Postgres(pg)) => drill.base(pg, &mut checks).await?,
+        (M::MysqlDump, SourceKind::Mysql(my)) => drill.mysql(my, &mut checks).await?,
+        (M::KubernetesExport, SourceKind::Kubernetes(k)) => {
             drill.kubernetes(k, &mut checks).await?
         }
         (other, _) => {
@@ -396,7 +398,7 @@ pub async fn drill_source(
         started_at,
         finished_at: Utc::now(),
         backup: manifest.id.clone(),
-        backup_kind: manifest.kind.clone(),
+        backup_kind: manifest.kind.to_string(),
         backup_started_at: manifest.started_at,
         target: restored.target,
         passed: first_failure.is_none(),
@@ -1802,7 +1804,7 @@ async fn pick(
     policy: &str,
     source: &str,
     pick: &Pick,
-    kinds: &[&str],
+    kinds: &[crate::repository::ManifestKind],
 ) -> Result<Manifest, DrillError> {
     if let Pick::Id(id) = pick {
         let manifest = repo
@@ -1811,10 +1813,10 @@ async fn pick(
         // A kind the source's drills do not restore at all is refused
         // later, naming it; only a --kind the backup contradicts is here.
         if let [wanted] = kinds {
-            if manifest.kind != *wanted && manifest.kind.starts_with("postgres-") {
+            if manifest.kind != *wanted && manifest.kind.is_postgres() {
                 return Err(DrillError::KindMismatch {
                     backup: manifest.id,
-                    kind: manifest.kind,
+                    kind: manifest.kind.to_string(),
                     wanted: wanted.to_string(),
                     source_name: source.to_string(),
                 });
@@ -1823,12 +1825,12 @@ async fn pick(
         return Ok(manifest);
     }
     let mut listing = repo.list_backups(policy, Some(source)).await?;
-    listing.backups.retain(|m| kinds.contains(&m.kind.as_str()));
+    listing.backups.retain(|m| kinds.contains(&m.kind));
     if let [kind] = kinds {
         if *pick == Pick::Latest {
             // Says so when an unreadable manifest may be the newest.
             return Ok(repo
-                .find_backup_of_kind(policy, source, &BackupSelector::Latest, Some(kind))
+                .find_backup_of_kind(policy, source, &BackupSelector::Latest, Some(kind.clone()))
                 .await?);
         }
     }
@@ -1836,7 +1838,11 @@ async fn pick(
         return Err(DrillError::NoBackups {
             source_name: source.to_string(),
             store: repo.describe(),
-            kind: kinds.join(" or "),
+            kind: kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
         });
     }
     let i = match pick {

@@ -234,10 +234,10 @@ pub async fn load(
     manifest: &Manifest,
     identities: Arc<Identities>,
 ) -> Result<Vec<Exported>, KubeRestoreError> {
-    if manifest.kind != "kubernetes-export" {
+    if manifest.kind != crate::repository::ManifestKind::KubernetesExport {
         return Err(KubeRestoreError::WrongKind {
             backup: manifest.id.clone(),
-            kind: manifest.kind.clone(),
+            kind: manifest.kind.to_string(),
         });
     }
     let artifact =

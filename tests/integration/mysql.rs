@@ -108,7 +108,7 @@ fn a_mariadb_dump_is_consistent_with_its_inventory_and_binlog_position() {
     run.ok();
     assert!(commits > 0);
     let manifest = manifest_of(&run);
-    assert_eq!(manifest.kind, "mysql-dump");
+    assert_eq!(manifest.kind.as_str(), "mysql-dump");
     assert!(
         manifest.server_version.contains("MariaDB"),
         "{}",

@@ -96,10 +96,10 @@ pub async fn plan(
     target: &MyConn,
     clean: bool,
 ) -> Result<MyPlan, MyRestoreError> {
-    if manifest.kind != "mysql-dump" {
+    if manifest.kind != crate::repository::ManifestKind::MysqlDump {
         return Err(MyRestoreError::WrongKind {
             backup: manifest.id.clone(),
-            kind: manifest.kind.clone(),
+            kind: manifest.kind.to_string(),
         });
     }
     let dump =

@@ -233,7 +233,7 @@ pub async fn plan_pitr(
     let dumps: Vec<&Manifest> = listing
         .backups
         .iter()
-        .filter(|m| m.kind == "mysql-dump")
+        .filter(|m| m.kind == crate::repository::ManifestKind::MysqlDump)
         .collect();
     let first = dumps
         .first()

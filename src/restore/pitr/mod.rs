@@ -255,7 +255,7 @@ pub async fn plan(
             if m.physical.is_none() {
                 return Err(PitrError::NotABaseBackup {
                     id: m.id.clone(),
-                    kind: m.kind.clone(),
+                    kind: m.kind.to_string(),
                 });
             }
             m
