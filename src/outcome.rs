@@ -54,7 +54,7 @@ classified![
     crate::daemon::DaemonError,
     crate::drill::kube::KubeDrillError,
     crate::drill::DrillError,
-    crate::drill::RecoveryError,
+    crate::drill::postgres::RecoveryError,
     crate::drill::scratch::ScratchError,
     crate::keys::KeyError,
     crate::lock::LockError,

@@ -134,7 +134,9 @@ mod tests {
         let stale = parent.path().join(format!("{PREFIX}{dead}-12345-abc"));
         std::fs::create_dir(&stale).unwrap();
         let mut writer = std::process::Command::new("sh")
-            .args(["-c", "sleep 60", "sh"])
+            // A loop, not `sleep 60`: the shell would exec its last
+            // command and the marker would leave the command line.
+            .args(["-c", "while :; do sleep 0.1; done", "sh"])
             .arg(format!("--result-file={}/", stale.display()))
             .spawn()
             .unwrap();

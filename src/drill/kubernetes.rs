@@ -1,0 +1,298 @@
+//! Kubernetes drills: an export applied into scratch namespaces.
+
+use super::*;
+
+impl Drill<'_> {
+    /// A Kubernetes export: restored into scratch namespaces with the
+    /// harmless-copy rules, every applied object read back, the policy's
+    /// kind counts checked, the namespaces deleted. Also returns the
+    /// scratch namespaces of earlier, killed drills it deleted.
+    pub(super) async fn kubernetes(
+        &self,
+        k: &crate::policy::KubernetesSource,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        use crate::restore::kubernetes as kr;
+        use crate::source::kubernetes::{Cluster, ConnectOptions};
+        let manifest = self.manifest;
+        let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
+            for n in &["restore", "objects"][from..] {
+                checks.skip(*n, why);
+            }
+            skip_user_checks(self.user_checks, checks, why);
+        };
+        let connected = interruptible(async {
+            let cluster = Cluster::connect(&ConnectOptions::from_source(k))
+                .await
+                .map_err(|e| e.to_string())?;
+            let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
+            let ns_type = kube::namespace_type(&discovery).map_err(|e| e.to_string())?;
+            Ok::<_, String>((cluster, discovery, ns_type))
+        })
+        .await?;
+        let (cluster, discovery, ns_type) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                checks.add("scratch target", false, e);
+                skip_rest(checks, 0, "no scratch namespace");
+                return Ok(Restored::nothing("none (the cluster cannot be reached)"));
+            }
+        };
+        let leftovers = interruptible(kube::sweep(&cluster, &ns_type)).await?;
+        // The export is read and verified whole before anything is applied.
+        let loaded = {
+            let (repo, m, ids) = (
+                self.repo.clone(),
+                manifest.clone(),
+                self.opts.identities.clone(),
+            );
+            match kube::on_blocking_thread(move || async move { kr::load(&repo, &m, ids).await })
+                .await
+            {
+                Ok(loaded) => loaded.ok_or(DrillError::Interrupted)?,
+                // Nothing made yet: a bug, reported as one.
+                Err(panic) => panic!("reading the export panicked: {panic}"),
+            }
+        };
+        let objects = match loaded {
+            Ok(o) => o,
+            Err(e) => {
+                checks.add(
+                    "scratch target",
+                    false,
+                    format!("not created: the export cannot be read: {e}"),
+                );
+                skip_rest(checks, 0, "the export cannot be read");
+                let mut r = Restored::nothing("none (the export cannot be read)");
+                r.leftovers = leftovers;
+                return Ok(r);
+            }
+        };
+        let sources: Vec<String> = objects
+            .iter()
+            .filter_map(|e| kr::home_namespace(&e.obj).map(str::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mapping = kube::scratch_names(self.id, &sources);
+        let names: Vec<String> = mapping.values().cloned().collect();
+        let mut restored = Restored::nothing(format!(
+            "scratch namespaces {} on {} (context {})",
+            mapping
+                .iter()
+                .map(|(from, to)| format!("{to} (from {from})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster.server,
+            cluster.context
+        ));
+        restored.leftovers = leftovers;
+        // From here on the namespaces are deleted on every path, an
+        // interruption included.
+        let body = async {
+            // The scratch namespaces were just made: into_existing. They
+            // get the backup's labels and annotations (what a copy keeps),
+            // so that admission rules keyed on them apply as in production.
+            let opts = kr::Options {
+                namespace_map: mapping.clone(),
+                into_existing: true,
+                ..Default::default()
+            };
+            let mut plan =
+                kr::plan(manifest, objects, &opts).map_err(|e| ("restore", e.to_string()))?;
+            let scratch = kube::scratch_namespaces(&mut plan, self.id);
+            kube::create(
+                &cluster,
+                &discovery,
+                &ns_type,
+                &scratch,
+                &self.policy.drill.kubernetes,
+            )
+            .await
+            .map_err(|e| ("scratch target", e.to_string()))?;
+            let (c, id) = (cluster.clone(), manifest.id.clone());
+            let report = kube::on_blocking_thread(move || async move {
+                kr::execute(&c, plan, &opts, false, &id).await
+            })
+            .await
+            .map_err(|panic| {
+                (
+                    "restore",
+                    format!("the restore panicked (a bug; please report it): {panic}"),
+                )
+            })?
+            .ok_or(("interrupted", String::new()))?
+            .map_err(|e| ("restore", e.to_string()))?;
+            Ok::<_, (&str, String)>(report)
+        };
+        let outcome = interruptible(body).await;
+        let report = match outcome {
+            Err(interrupted) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(interrupted);
+            }
+            Ok(Err(("interrupted", _))) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(DrillError::Interrupted);
+            }
+            Ok(Err((step, e))) => {
+                if step == "scratch target" {
+                    checks.add("scratch target", false, e);
+                    skip_rest(checks, 0, "no scratch namespace");
+                } else {
+                    checks.add("scratch target", true, restored.target.clone());
+                    checks.add("restore", false, e);
+                    skip_rest(checks, 1, "the restore failed");
+                }
+                self.delete_namespaces(&cluster, &ns_type, &names, checks)
+                    .await;
+                return Ok(restored);
+            }
+            Ok(Ok(report)) => report,
+        };
+        checks.add("scratch target", true, restored.target.clone());
+        let count = |o: kr::Outcome| report.count(o);
+        let failed: Vec<String> = report
+            .objects
+            .iter()
+            .filter(|o| o.outcome == kr::Outcome::Failed)
+            .take(5)
+            .map(|o| {
+                format!(
+                    "{} {}/{}: {}",
+                    o.kind,
+                    o.namespace.as_deref().unwrap_or("-"),
+                    o.name,
+                    o.detail
+                )
+            })
+            .collect();
+        checks.add(
+            "restore",
+            failed.is_empty(),
+            if failed.is_empty() {
+                format!(
+                    "{} objects created, {} updated, {} unchanged, {} skipped ({}), {} not selected (cluster-scoped) in {}",
+                    count(kr::Outcome::Created),
+                    count(kr::Outcome::Updated),
+                    count(kr::Outcome::Unchanged),
+                    count(kr::Outcome::Skipped),
+                    kr::describe_skips(&report.skipped_by_reason()),
+                    report.not_selected,
+                    report::human_seconds(report.seconds)
+                )
+            } else {
+                format!("{} objects failed: {}", count(kr::Outcome::Failed), failed.join("; "))
+            },
+        );
+        // Every object applied is there, read back from the server.
+        let read_back = interruptible(async {
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            let mut missing = Vec::new();
+            for o in &report.objects {
+                if !matches!(
+                    o.outcome,
+                    kr::Outcome::Created | kr::Outcome::Updated | kr::Outcome::Unchanged
+                ) {
+                    continue;
+                }
+                let Some(rt) = discovery.find(&o.api_version, &o.kind) else {
+                    missing.push(format!(
+                        "{} {} (type unknown to the server)",
+                        o.kind, o.name
+                    ));
+                    continue;
+                };
+                match cluster.get(rt, o.namespace.as_deref(), &o.name).await {
+                    Ok(Some(_)) => *kinds.entry(o.kind.clone()).or_default() += 1,
+                    Ok(None) => missing.push(format!(
+                        "{} {}/{}",
+                        o.kind,
+                        o.namespace.as_deref().unwrap_or("-"),
+                        o.name
+                    )),
+                    Err(e) => missing.push(format!("{} {}: {e}", o.kind, o.name)),
+                }
+            }
+            (kinds, missing)
+        })
+        .await;
+        let (kinds, missing) = match read_back {
+            Ok(r) => r,
+            Err(interrupted) => {
+                kube::delete_logged(&cluster, &ns_type, &names).await;
+                return Err(interrupted);
+            }
+        };
+        let total: usize = kinds.values().sum();
+        checks.add(
+            "objects",
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!(
+                    "{total} objects read back: {}",
+                    kinds
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!(
+                    "{} missing after the restore: {}",
+                    missing.len(),
+                    missing.join("; ")
+                )
+            },
+        );
+        if failed.is_empty() && missing.is_empty() {
+            // An export is a listing as of its start.
+            restored.usable(self.clock, manifest.started_at);
+        }
+        for c in self.user_checks {
+            let name = format!("check: {}", c.name);
+            let kind = c.kind.as_deref().unwrap_or("");
+            let counted = interruptible(kube::count_kind(&cluster, &discovery, kind, &names)).await;
+            let counted = match counted {
+                Ok(r) => r,
+                Err(interrupted) => {
+                    kube::delete_logged(&cluster, &ns_type, &names).await;
+                    return Err(interrupted);
+                }
+            };
+            let (passed, detail) = match counted {
+                Ok(n) => judge(c, Some(Some(n.to_string()))),
+                Err(e) => (false, e.to_string()),
+            };
+            checks.add(name, passed, format!("{kind}: {detail}"));
+        }
+        self.delete_namespaces(&cluster, &ns_type, &names, checks)
+            .await;
+        Ok(restored)
+    }
+
+    pub(super) async fn delete_namespaces(
+        &self,
+        cluster: &crate::source::kubernetes::Cluster,
+        ns_type: &crate::source::kubernetes::ResourceType,
+        names: &[String],
+        checks: &mut Checks,
+    ) {
+        let deleted = kube::delete(cluster, ns_type, names).await;
+        checks.add(
+            "scratch removed",
+            deleted.is_ok(),
+            match deleted {
+                Ok(()) => format!(
+                    "namespaces {} deleted (the cluster removes what is in them)",
+                    names.join(", ")
+                ),
+                Err(e) => format!(
+                    "{e}; delete them by hand (`kubectl delete namespace -l {}={}`)",
+                    kube::MANAGED_BY,
+                    kube::MANAGED_BY_VALUE
+                ),
+            },
+        );
+    }
+}

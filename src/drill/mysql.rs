@@ -1,0 +1,286 @@
+//! MySQL/MariaDB drills: a dump loaded into a scratch MariaDB.
+
+use super::*;
+
+impl Drill<'_> {
+    /// A MySQL/MariaDB dump: a new server, the dump loaded and compared
+    /// with its inventory (taken at the dump's consistency point), then
+    /// the archived binlogs replayed to the newest archived event.
+    pub(super) async fn mysql(
+        &self,
+        my_source: &crate::policy::MysqlSource,
+        checks: &mut Checks,
+    ) -> Result<Restored, DrillError> {
+        let manifest = self.manifest;
+        let started = interruptible(scratch::ScratchMariaDb::start(
+            &self.opts.scratch_dir,
+            self.id,
+            &self.policy.drill.mariadb,
+        ))
+        .await?;
+        let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
+            for n in &["restore", "inventory", "binlog archive", "binlog replay"][from..] {
+                checks.skip(*n, why);
+            }
+            skip_user_checks(self.user_checks, checks, why);
+        };
+        let server = match started {
+            Ok(s) => s,
+            Err(e) => {
+                checks.add("scratch target", false, e.to_string());
+                skip_rest(checks, 0, "no scratch target");
+                return Ok(Restored::nothing("none (the scratch server did not start)"));
+            }
+        };
+        let mut restored = Restored::nothing(format!(
+            "throwaway {} on 127.0.0.1:{} ({})",
+            server.version,
+            server.conn.port,
+            server.dir().display()
+        ));
+        checks.add("scratch target", true, restored.target.clone());
+        let bin_dir = my_source.bin_dir.as_deref();
+        let loaded = interruptible(async {
+            let plan = my_restore::plan(manifest, &server.conn, false).await?;
+            my_restore::execute(
+                self.repo,
+                plan,
+                &server.conn,
+                self.opts.identities.clone(),
+                bin_dir,
+            )
+            .await
+        })
+        .await?;
+        let databases = match loaded {
+            Ok(r) => {
+                checks.add(
+                    "restore",
+                    true,
+                    format!(
+                        "{} ({}) into {} in {}",
+                        report::human_bytes(r.plan.dump.plaintext.size),
+                        r.plan.databases.join(", "),
+                        r.plan.target,
+                        report::human_seconds(r.seconds)
+                    ),
+                );
+                let (passed, detail) = inventory_detail(&r.inventory);
+                checks.add("inventory", passed, detail);
+                r.plan.databases
+            }
+            Err(e) => {
+                checks.add("restore", false, e.to_string());
+                skip_rest(checks, 1, "the restore failed");
+                remove_mariadb(server, checks).await;
+                return Ok(restored);
+            }
+        };
+        // Without binlogs the data is as of the dump's snapshot.
+        let mut point = manifest.started_at;
+        // Binlogs are expected when the policy archives them or the
+        // archive holds some (an archiver run by hand).
+        let archived = interruptible(crate::binlog::load_state(
+            self.repo,
+            self.policy.name.as_str(),
+            self.source_name,
+        ))
+        .await?;
+        let none_archived = archived.as_ref().is_ok_and(|a| a.is_empty());
+        if manifest.binlog.is_none() {
+            checks.skip(
+                "binlog archive",
+                "the server had no binlog when the dump was taken",
+            );
+            checks.skip("binlog replay", "no binlog position in the backup");
+        } else if none_archived && !my_source.archive_binlogs {
+            checks.skip(
+                "binlog archive",
+                "the source does not archive binlogs (archive_binlogs is off and the archive holds none)",
+            );
+            checks.skip(
+                "binlog replay",
+                "no archived binlog: the dump is restored as of its consistency point",
+            );
+        } else if let Err(e) = archived {
+            checks.add("binlog archive", false, e.to_string());
+            checks.skip("binlog replay", "the binlog archive cannot be read");
+        } else {
+            let policy = self.policy.name.as_str();
+            let reader = my_restore::EndReader {
+                identities: &self.opts.identities,
+            };
+            let planned = interruptible(my_restore::plan_replay(
+                self.repo,
+                policy,
+                self.source_name,
+                manifest,
+                &my_restore::MyTarget::Latest,
+                Some(reader),
+            ))
+            .await?;
+            let describe = |p: &my_restore::ReplayPlan| {
+                format!(
+                    "{} files from {}:{} on, newest copied {}{}",
+                    p.files.len(),
+                    p.from.file,
+                    p.from.position,
+                    p.last_archived_at()
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    p.end
+                        .as_ref()
+                        .and_then(|e| e.newest_event)
+                        .map(|t| format!(
+                            ", newest archived event stamped {}",
+                            t.format("%Y-%m-%d %H:%M:%S UTC")
+                        ))
+                        .unwrap_or_default()
+                )
+            };
+            let planned = match planned {
+                Ok(p) => {
+                    checks.add("binlog archive", true, describe(&p));
+                    Ok(p)
+                }
+                // A hole: the check fails, and the replay goes on up to it.
+                Err(e @ my_restore::ReplayError::Gap(_)) => {
+                    checks.add("binlog archive", false, e.to_string());
+                    interruptible(my_restore::plan_replay(
+                        self.repo,
+                        policy,
+                        self.source_name,
+                        manifest,
+                        &my_restore::MyTarget::LatestReachable,
+                        Some(reader),
+                    ))
+                    .await?
+                }
+                Err(e) => Err(e),
+            };
+            match planned {
+                Err(e) => {
+                    if !checks.0.iter().any(|c| c.name == "binlog archive") {
+                        checks.add("binlog archive", false, e.to_string());
+                    }
+                    checks.skip("binlog replay", "no binlog to replay");
+                }
+                Ok(plan) => {
+                    let began = Instant::now();
+                    let replayed = interruptible(my_restore::replay(
+                        self.repo,
+                        &plan,
+                        &server.conn,
+                        self.opts.identities.clone(),
+                        bin_dir,
+                    ))
+                    .await?;
+                    match replayed {
+                        Ok(newest_event) => {
+                            checks.add(
+                                "binlog replay",
+                                true,
+                                format!(
+                                    "{} files replayed ({}) in {}; newest event {}",
+                                    plan.files.len(),
+                                    plan.files
+                                        .iter()
+                                        .map(|(f, whole)| if *whole {
+                                            f.clone()
+                                        } else {
+                                            format!("{f} (in progress)")
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(", "),
+                                    report::human_seconds(began.elapsed().as_secs_f64()),
+                                    newest_event
+                                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                        .unwrap_or_else(|| "none".into())
+                                ),
+                            );
+                            // The newest event replayed, as for WAL: the
+                            // copy's own time would claim events it lacks.
+                            // No later than that copy, though: the source's
+                            // clock may run ahead of lifeboat's.
+                            if let Some(at) = newest_event {
+                                let at = plan.last_archived_at().map_or(at, |c| at.min(c));
+                                point = point.max(at);
+                            }
+                        }
+                        Err(e) => {
+                            checks.add("binlog replay", false, e.to_string());
+                            skip_user_checks(self.user_checks, checks, "the binlog replay failed");
+                            remove_mariadb(server, checks).await;
+                            return Ok(restored);
+                        }
+                    }
+                }
+            }
+        }
+        restored.usable(self.clock, point);
+        for c in self.user_checks {
+            let (passed, detail) = interruptible(mysql_check(&server.conn, c, &databases)).await?;
+            checks.add(format!("check: {}", c.name), passed, detail);
+        }
+        remove_mariadb(server, checks).await;
+        Ok(restored)
+    }
+}
+
+/// Stops and removes the scratch MariaDB server, as a check.
+pub(super) async fn remove_mariadb(server: scratch::ScratchMariaDb, checks: &mut Checks) {
+    let removed = server.remove().await;
+    checks.add(
+        "scratch removed",
+        removed.is_ok(),
+        match removed {
+            Ok(()) => "server stopped, folder removed".to_string(),
+            Err(e) => e.to_string(),
+        },
+    );
+}
+
+/// Runs one user check on a restored MySQL/MariaDB server.
+pub(super) async fn mysql_check(
+    conn: &crate::source::mysql::MyConn,
+    check: &crate::policy::DrillCheck,
+    databases: &[String],
+) -> (bool, String) {
+    use mysql_async::prelude::Queryable;
+    let database = match (&check.database, databases) {
+        (Some(d), _) => Some(d.clone()),
+        (None, [only]) => Some(only.clone()),
+        (None, _) => None,
+    };
+    let mut c = match conn.connect().await {
+        Ok(c) => c,
+        Err(e) => return (false, e.to_string()),
+    };
+    if let Some(db) = &database {
+        let used = c
+            .query_drop(format!("USE {}", crate::source::mysql::quote_ident(db)))
+            .await;
+        if let Err(e) = used {
+            return (false, format!("cannot use database {db}: {e}"));
+        }
+    }
+    let row: Result<Option<mysql_async::Row>, _> = c.query_first(check.sql.as_str()).await;
+    let value: Option<Option<String>> = match row {
+        Ok(Some(r)) => Some(match r.as_ref(0) {
+            None | Some(mysql_async::Value::NULL) => None,
+            Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(v) => Some(v.as_sql(true).trim_matches('\'').to_string()),
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            return (
+                false,
+                format!(
+                    "the query failed in {}: {e}",
+                    database.as_deref().unwrap_or("(no database)")
+                ),
+            )
+        }
+    };
+    judge(check, value)
+}
