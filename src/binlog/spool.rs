@@ -140,6 +140,16 @@ mod tests {
             .arg(format!("--result-file={}/", stale.display()))
             .spawn()
             .unwrap();
+        // Until the child has exec'd, its command line is still ours.
+        let marker = format!("--result-file={}/", stale.display());
+        let cmdline = format!("/proc/{}/cmdline", writer.id());
+        for _ in 0..500 {
+            let args = std::fs::read(&cmdline).unwrap_or_default();
+            if args.split(|b| *b == 0).any(|a| a == marker.as_bytes()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(sweep(parent.path()), vec![stale.clone()]);
         assert!(!stale.exists());
         let status = writer.wait().unwrap();
