@@ -399,6 +399,13 @@ async fn backup_source_locked(
     };
     match result {
         Ok(manifest) => Ok(manifest),
+        Err(e) if endpoint_stuck(&e) => {
+            // Every cleanup call would wait out its own deadlines on the
+            // same stuck endpoint (minutes each). Nothing is listed without
+            // a manifest; `lifeboat prune` removes what is left.
+            tracing::warn!(backup = %run.id, "the S3 endpoint is not answering: the failed backup's objects are left for `lifeboat prune` to remove (they are not listed)");
+            Err(e)
+        }
         Err(e) => {
             // Everything under this backup's own prefix goes, including an
             // object committed just before an interruption.
@@ -415,11 +422,26 @@ async fn backup_source_locked(
             keys.dedup();
             for key in &keys {
                 if let Err(del) = repo.store().delete(key).await {
-                    tracing::warn!(key = %key, error = %del, "could not delete an artifact of the failed backup; it is not listed, delete it by hand");
+                    tracing::warn!(key = %key, error = %del, "could not delete an artifact of the failed backup; it is not listed, and `lifeboat prune` removes it after its grace period");
                 }
             }
             Err(e)
         }
+    }
+}
+
+/// The backup failed because the repository's endpoint stopped answering
+/// (every attempt timed out, or it cannot be reached).
+fn endpoint_stuck(e: &BackupError) -> bool {
+    let stuck = |s: &StorageError| {
+        matches!(
+            s,
+            StorageError::TimedOut { .. } | StorageError::Unreachable { .. }
+        )
+    };
+    match e {
+        BackupError::Storage(s) | BackupError::Pipeline(PipelineError::Storage(s)) => stuck(s),
+        _ => false,
     }
 }
 

@@ -73,7 +73,20 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 #[test]
-fn backups_killed_at_random_moments_leave_nothing_broken_listed_no_children_and_no_leftovers() {
+fn backups_to_s3_killed_at_random_moments_leave_nothing_broken_no_children_and_no_leftovers() {
+    let garage = Garage::start();
+    kill_sweep(Some(&garage));
+}
+
+#[test]
+fn backups_to_a_folder_killed_at_random_moments_leave_nothing_broken_no_children_and_no_leftovers()
+{
+    kill_sweep(None);
+}
+
+/// The sweep against Garage, or against a local folder when `garage` is
+/// None (where unfinished writes are temp files).
+fn kill_sweep(garage: Option<&Garage>) {
     let seed = env_number("LIFEBOAT_KILL_SEED").unwrap_or_else(rand::random);
     let runs = env_number("LIFEBOAT_KILL_RUNS").unwrap_or(4);
     eprintln!(
@@ -83,7 +96,7 @@ fn backups_killed_at_random_moments_leave_nothing_broken_listed_no_children_and_
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let pg = PgCluster::start();
-    let garage = Garage::start();
+    let folder = tempfile::tempdir().unwrap();
     pg.psql("postgres", "CREATE DATABASE app");
     // Random text compresses badly: a dump of several parts.
     pg.psql(
@@ -96,7 +109,11 @@ fn backups_killed_at_random_moments_leave_nothing_broken_listed_no_children_and_
         "other",
         "CREATE TABLE u AS SELECT g AS id FROM generate_series(1, 1000) g",
     );
-    let mut lb = Lifeboat::new(Repo::Garage(&garage, "sweep"), &pg, "[app, other]");
+    let repo = match garage {
+        Some(g) => Repo::Garage(g, "sweep"),
+        None => Repo::Local(folder.path().join("repo")),
+    };
+    let mut lb = Lifeboat::new(repo, &pg, "[app, other]");
     {
         let mut policy = std::fs::read_to_string(&lb.policy).unwrap();
         policy.push_str("retention:\n  keep_last: 100\n");
@@ -109,7 +126,12 @@ fn backups_killed_at_random_moments_leave_nothing_broken_listed_no_children_and_
         .enable_all()
         .build()
         .unwrap();
-    let store = rt.block_on(garage.store("sweep"));
+    let store: std::sync::Arc<dyn ObjectStore> = match garage {
+        Some(g) => std::sync::Arc::new(rt.block_on(g.store("sweep"))),
+        None => std::sync::Arc::new(lifeboat::storage::LocalStore::new(
+            folder.path().join("repo"),
+        )),
+    };
 
     // How long a whole backup takes here, to kill inside it.
     let started = Instant::now();
@@ -224,10 +246,11 @@ fn backups_killed_at_random_moments_leave_nothing_broken_listed_no_children_and_
     lb.run(&["prune", "--grace", "0s"]).ok();
     let listed = lb.backup_ids();
     rt.block_on(async {
-        let pending = store.list_pending_uploads().await.unwrap();
+        // S3 multipart uploads, or a folder's temp files.
+        let pending = store.unfinished("").await.unwrap();
         assert!(
             pending.is_empty(),
-            "pending uploads (seed {seed}): {pending:?}"
+            "unfinished writes (seed {seed}): {pending:?}"
         );
         let data = store.list("data/").await.unwrap();
         let orphans: Vec<&str> = data
