@@ -374,6 +374,9 @@ async fn backup_source_locked(
             }),
         }
     };
+    // The manifest, the cleanup and retention are not watched for
+    // progress: the lease must hold through them.
+    lock.stop_following();
     let written = match &result {
         Ok(manifest) => manifest.artifacts.clone(),
         Err(_) => std::mem::take(&mut run.artifacts),

@@ -402,6 +402,13 @@ impl Lock {
         self.heartbeat.clone()
     }
 
+    /// From now on the lease is renewed unconditionally again (the work
+    /// that beats the heartbeat is over; what follows is bounded by its
+    /// own deadlines).
+    pub fn stop_following(&self) {
+        self.heartbeat.0.stall_after_ms.store(0, Ordering::Relaxed);
+    }
+
     /// Resolves, with how long the work went without a beat, once the
     /// renewal gave up for lack of progress; never otherwise.
     pub async fn stalled(&self) -> Duration {

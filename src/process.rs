@@ -9,6 +9,10 @@
 //! kernel kills it when lifeboat dies, however it dies. The signal follows
 //! the *thread* that forked the child, not the process, so all children are
 //! forked by one thread that lives as long as the process ([`spawn_child`]).
+//! The signal is not inherited by grandchildren: a server that `pg_ctl`
+//! starts, or a command `runuser` runs in a child of its own, outlives
+//! lifeboat; drills' scratch servers are therefore also swept by owner
+//! file at the next drill.
 
 use std::collections::VecDeque;
 use std::path::Path;

@@ -313,6 +313,15 @@ impl Download {
     /// nothing, naming the object, the offset and the cause.
     async fn resume(&mut self, cause: String) -> std::io::Result<()> {
         let of = self.size.map(|s| format!(" of {s}")).unwrap_or_default();
+        if self.size.is_none() {
+            // Without the object's size, an early end cannot be told from
+            // the end: never resume (or end) blind.
+            return Err(std::io::Error::other(format!(
+                "download of {} from {} broke at byte {} ({cause}); the server did not say \
+                 the object's size, so it is not resumed. Run the command again",
+                self.key, self.store.endpoint, self.offset
+            )));
+        }
         self.failures += 1;
         if self.failures > RESUME_ATTEMPTS {
             return Err(std::io::Error::other(format!(
@@ -345,7 +354,12 @@ impl Download {
             Ok(out) => {
                 let expected = self.size.map(|s| s - self.offset);
                 let got = out.content_length().map(|n| n.max(0) as u64);
-                if expected.is_some() && got.is_some() && expected != got {
+                // A 206 for exactly the rest, never a whole object again
+                // (a server that ignores Range answers 200 from byte 0).
+                let range_ok = out
+                    .content_range()
+                    .is_some_and(|r| r.starts_with(&format!("bytes {}-", self.offset)));
+                if !range_ok || expected != got {
                     return Err(std::io::Error::other(format!(
                         "resuming the download of {} from {} at byte {}{of}: the server sent \
                          {} bytes where {} remain; refusing to splice a different object",
@@ -762,12 +776,19 @@ impl S3Writer {
         if let Err(e) = done {
             let e = self.store.error("CompleteMultipartUpload", &self.key, e);
             // An attempt completed the upload but its answer was lost (a
-            // reset, a timeout), so the retry found no upload any more: the
-            // object is there, whole, under a key nobody else writes.
+            // reset, a timeout), so the retry found no upload any more
+            // (NoSuchUpload) or timed out: the object is there, whole,
+            // under a key that did not exist when this write began (create
+            // checks) and that only this content is written to.
+            let lost_answer = matches!(
+                e,
+                StorageError::NotFound { .. } | StorageError::TimedOut { .. }
+            );
             match self.store.head(&self.key).await {
-                Ok(Some(size)) if size == self.size => {
+                Ok(Some(size)) if lost_answer && size == self.size => {
                     tracing::warn!(object = %self.key, error = %e, "completing the upload reported an error, but the object is stored whole");
                 }
+                // The upload stays recorded, so abort() discards it.
                 _ => return Err(e),
             }
         }

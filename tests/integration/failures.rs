@@ -391,19 +391,10 @@ fn a_lock_left_by_a_killed_backup_on_this_host_is_taken_over_at_once() {
     let lb = Lifeboat::new(Repo::Local(repo.path().join("repo")), &pg, "[app]");
     let locks = repo.path().join("repo/locks");
     let claims = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut todo = vec![dir.to_path_buf()];
-        while let Some(d) = todo.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    todo.push(p);
-                } else if p.extension().is_some_and(|x| x == "json") {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect()
     };
     let mut backup = lb.spawn(&["backup"], "killed.log");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -538,7 +529,6 @@ fn a_full_bucket_and_a_read_only_key_are_named_as_such() {
 /// renewed forever, and nothing is listed; the next run works.
 #[test]
 fn a_backup_that_stops_moving_data_is_stopped_and_lets_its_lock_go() {
-    use std::io::Write;
     let pg = PgCluster::start();
     small_db(&pg);
     let (repo, lb) = local_lb(&pg);
@@ -548,17 +538,7 @@ fn a_backup_that_stops_moving_data_is_stopped_and_lets_its_lock_go() {
     );
     std::fs::write(&lb.policy, policy).unwrap();
 
-    let mut holder = pg
-        .client_cmd("psql", "app")
-        .args(["-X", "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut sql = holder.stdin.take().unwrap();
-    sql.write_all(b"BEGIN;\nLOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
-        .unwrap();
-    sql.flush().unwrap();
+    let migration = pg.lock_table("app", "t");
     let started = Instant::now();
     let mut child = lb.spawn(&["backup"], "stalled.log");
     let status = loop {
@@ -586,8 +566,7 @@ fn a_backup_that_stops_moving_data_is_stopped_and_lets_its_lock_go() {
     assert!(lb.backup_ids().is_empty());
 
     // The migration ends: the next backup runs.
-    drop(sql);
-    holder.wait().unwrap();
+    drop(migration);
     lb.run(&["backup"]).ok();
     assert_eq!(lb.backup_ids().len(), 1);
 }

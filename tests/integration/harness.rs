@@ -328,6 +328,55 @@ impl PgCluster {
     }
 }
 
+/// A table held in ACCESS EXCLUSIVE mode by an open transaction (a
+/// migration), until dropped.
+pub struct TableLock {
+    holder: Child,
+    sql: Option<std::process::ChildStdin>,
+}
+
+impl PgCluster {
+    /// Locks `table` of `db` in ACCESS EXCLUSIVE mode and returns once the
+    /// lock is granted.
+    pub fn lock_table(&self, db: &str, table: &str) -> TableLock {
+        use std::io::Write;
+        let mut holder = self
+            .client_cmd("psql", db)
+            .args(["-X", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut sql = holder.stdin.take().unwrap();
+        writeln!(sql, "BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;").unwrap();
+        sql.flush().unwrap();
+        let granted = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.psql(db, &granted) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock on {table} was never granted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        TableLock {
+            holder,
+            sql: Some(sql),
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // End of input: psql exits and the transaction rolls back.
+        drop(self.sql.take());
+        let _ = self.holder.wait();
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.kill();

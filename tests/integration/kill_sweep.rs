@@ -143,18 +143,7 @@ fn kill_sweep(garage: Option<&Garage>) {
     // ends it when lifeboat dies; it would hold its snapshot open on the
     // server for as long as the lock is held. It must die with lifeboat.
     {
-        use std::io::Write;
-        let mut holder = pg
-            .client_cmd("psql", "app")
-            .args(["-X", "-q"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut sql = holder.stdin.take().unwrap();
-        sql.write_all(b"BEGIN;\nLOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
-            .unwrap();
-        sql.flush().unwrap();
+        let migration = pg.lock_table("app", "t");
         let waiting = |q: &str| {
             pg.psql(
                 "app",
@@ -179,8 +168,7 @@ fn kill_sweep(garage: Option<&Garage>) {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_no_survivors(&marker, "a pg_dump waiting for a table lock");
-        drop(sql);
-        holder.wait().unwrap();
+        drop(migration);
     }
 
     let mut children_killed = 0;
