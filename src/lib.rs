@@ -31,7 +31,7 @@
 //! | [`keys`] | age identities and recipients |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
 //! | [`progress`] | progress reports on long steps |
-//! | [`shutdown`] | cooperative stop on SIGINT/SIGTERM |
+//! | [`clock`] | the wall clock behind a trait, so schedules and locks run under paused time in tests |
 //!
 //! Data flow of a backup: `policy` → `source::postgres` starts `pg_dump`
 //! on an exported snapshot → `pipeline::encode` → `storage` writer →
@@ -45,6 +45,7 @@ pub mod backup;
 pub mod binlog;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod daemon;
 pub mod drill;
 pub mod keys;
@@ -60,7 +61,6 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
-pub mod shutdown;
 pub mod source;
 pub mod status;
 pub mod storage;

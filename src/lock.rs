@@ -34,6 +34,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
 use crate::storage::{ObjectStore, StorageError};
 
 /// Errors taking a lock.
@@ -151,6 +152,28 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// store's clock resolution (S3 LastModified has whole seconds).
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1100);
 
+/// How a lock keeps time.
+#[derive(Clone)]
+pub struct Timing {
+    /// How long a claim lives without renewal.
+    pub lease: Duration,
+    /// How long a contender waits after writing its claim before deciding.
+    pub settle: Duration,
+    /// Where claims' times come from (tests: tokio's paused time).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Timing {
+    /// A lease of `lease`, the default settle, the wall clock.
+    pub fn with_lease(lease: Duration) -> Timing {
+        Timing {
+            lease,
+            settle: DEFAULT_SETTLE,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
 /// Beaten by the work a lock guards whenever it makes progress.
 #[derive(Clone, Default)]
 pub struct Heartbeat(Arc<Beats>);
@@ -220,15 +243,19 @@ pub async fn acquire(
     policy: &str,
     source: &str,
     operation: &str,
-    lease: Duration,
-    settle: Duration,
+    timing: Timing,
 ) -> Result<Lock, LockError> {
+    let Timing {
+        lease,
+        settle,
+        clock,
+    } = timing;
     let storage = |error| LockError::Storage {
         source_name: source.to_string(),
         error,
     };
     let prefix = prefix(policy, source);
-    let now = Utc::now();
+    let now = clock.now();
     let mine = Claim {
         holder: format!("{:016x}", rand::random::<u64>()),
         host: hostname(),
@@ -244,7 +271,7 @@ pub async fn acquire(
     store.put(&key, body.into()).await.map_err(storage)?;
     // Let claims written at the same moment land, then decide.
     tokio::time::sleep(settle).await;
-    let mine = match decide(store.as_ref(), &prefix, mine).await {
+    let mine = match decide(store.as_ref(), &prefix, mine, clock.now()).await {
         Ok(Ok(mine)) => mine,
         Ok(Err(other)) => {
             let _ = store.delete(&key).await;
@@ -268,6 +295,7 @@ pub async fn acquire(
             prefix,
             current: Arc::clone(&current),
             lease,
+            clock,
             heartbeat: heartbeat.clone(),
             stall,
         },
@@ -293,8 +321,8 @@ async fn decide(
     store: &dyn ObjectStore,
     prefix: &str,
     mut mine: Claim,
+    now: DateTime<Utc>,
 ) -> Result<Result<Claim, Claim>, StorageError> {
-    let now = Utc::now();
     let host = hostname();
     let me = ProcessId::current();
     let mut live: Vec<(DateTime<Utc>, Claim)> = Vec::new();
@@ -342,6 +370,7 @@ struct Renewal {
     /// The key of the claim now in the store.
     current: Arc<tokio::sync::Mutex<String>>,
     lease: Duration,
+    clock: Arc<dyn Clock>,
     heartbeat: Heartbeat,
     /// Told how long the work went without progress when the renewal
     /// gives up on it.
@@ -375,7 +404,7 @@ async fn renew_loop(r: Renewal, mut claim: Claim, mut stop: tokio::sync::oneshot
             }
         }
         let mut key = r.current.lock().await;
-        claim.renewed_at = Utc::now();
+        claim.renewed_at = r.clock.now();
         let next = claim.key(&r.prefix);
         let body = serde_json::to_vec_pretty(&claim).expect("a claim serializes");
         match r.store.put(&next, body.into()).await {
@@ -453,9 +482,24 @@ impl Drop for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TokioClock;
     use crate::storage::LocalStore;
 
     const SETTLE: Duration = Duration::from_millis(50);
+
+    thread_local! {
+        /// One clock per test (each test has its thread and runtime).
+        static CLOCK: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(Utc::now()));
+    }
+
+    /// A short settle, and claims timed by tokio's (paused) clock.
+    fn timing(lease: Duration) -> Timing {
+        Timing {
+            lease,
+            settle: SETTLE,
+            clock: CLOCK.with(Arc::clone),
+        }
+    }
 
     fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
         let dir = tempfile::tempdir().unwrap();
@@ -463,7 +507,7 @@ mod tests {
         (dir, store)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_second_contender_is_refused_and_told_who_holds_it() {
         let (_dir, store) = store();
         let first = acquire(
@@ -471,8 +515,7 @@ mod tests {
             "p",
             "db",
             "backup",
-            DEFAULT_LEASE,
-            SETTLE,
+            timing(DEFAULT_LEASE),
         )
         .await
         .unwrap();
@@ -481,8 +524,7 @@ mod tests {
             "p",
             "db",
             "backup",
-            DEFAULT_LEASE,
-            SETTLE,
+            timing(DEFAULT_LEASE),
         )
         .await
         .err()
@@ -498,8 +540,7 @@ mod tests {
             "p",
             "other",
             "backup",
-            DEFAULT_LEASE,
-            SETTLE,
+            timing(DEFAULT_LEASE),
         )
         .await
         .unwrap();
@@ -511,8 +552,7 @@ mod tests {
             "p",
             "db",
             "prune",
-            DEFAULT_LEASE,
-            SETTLE,
+            timing(DEFAULT_LEASE),
         )
         .await
         .unwrap();
@@ -520,7 +560,7 @@ mod tests {
         assert!(store.list("locks/").await.unwrap().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_contenders_get_exactly_one_lock() {
         let (_dir, store) = store();
         let tries = (0..8).map(|_| {
@@ -529,8 +569,7 @@ mod tests {
                 "p",
                 "db",
                 "backup",
-                DEFAULT_LEASE,
-                SETTLE,
+                timing(DEFAULT_LEASE),
             )
         });
         let results = futures::future::join_all(tries).await;
@@ -541,7 +580,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stale_claim_is_taken_over_and_a_live_one_is_renewed() {
         let (_dir, store) = store();
         let old = Utc::now() - chrono::Duration::seconds(600);
@@ -568,8 +607,7 @@ mod tests {
             "p",
             "db",
             "backup",
-            Duration::from_secs(1),
-            SETTLE,
+            timing(Duration::from_secs(1)),
         )
         .await
         .unwrap();
@@ -587,8 +625,7 @@ mod tests {
             "p",
             "db",
             "backup",
-            DEFAULT_LEASE,
-            SETTLE
+            timing(DEFAULT_LEASE),
         )
         .await
         .is_err());
@@ -643,11 +680,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_lease_follows_progress_and_lapses_when_the_work_stalls() {
         let (_dir, store) = store();
         let lease = Duration::from_millis(600);
-        let lock = acquire(Arc::clone(&store), "p", "db", "backup", lease, SETTLE)
+        let lock = acquire(Arc::clone(&store), "p", "db", "backup", timing(lease))
             .await
             .unwrap();
         let heartbeat = lock.follow_progress(Duration::from_millis(900));
@@ -666,7 +703,10 @@ mod tests {
         assert_eq!(renewed.len(), 1, "{renewed:?}");
         let claim: Claim =
             serde_json::from_slice(&store.get_bytes(&renewed[0].key).await.unwrap()).unwrap();
-        assert!(claim.live(Utc::now()), "renewed while beating: {claim:?}");
+        assert!(
+            claim.live(CLOCK.with(|c| c.now())),
+            "renewed while beating: {claim:?}"
+        );
         // No beat: within the stall limit and one renewal period it gives up.
         let idle = tokio::time::timeout(Duration::from_secs(3), lock.stalled())
             .await
@@ -674,7 +714,7 @@ mod tests {
         assert!(idle >= Duration::from_millis(900), "{idle:?}");
         // No renewal any more: the claim lapses and another run takes over.
         tokio::time::sleep(lease + Duration::from_millis(200)).await;
-        let next = acquire(Arc::clone(&store), "p", "db", "backup", lease, SETTLE)
+        let next = acquire(Arc::clone(&store), "p", "db", "backup", timing(lease))
             .await
             .expect("the stalled holder's lease lapsed");
         next.release().await;
@@ -682,7 +722,7 @@ mod tests {
         assert!(store.list("locks/").await.unwrap().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_release_during_a_renewal_leaves_no_claim() {
         let (_dir, inner) = store();
         let store: Arc<dyn ObjectStore> = Arc::new(SlowPuts(Arc::clone(&inner)));
@@ -692,8 +732,7 @@ mod tests {
             "p",
             "db",
             "backup",
-            Duration::from_millis(600),
-            SETTLE,
+            timing(Duration::from_millis(600)),
         )
         .await
         .unwrap();
@@ -709,7 +748,7 @@ mod tests {
     /// A live claim whose process is provably gone is taken over at once;
     /// one that might still run (this process; another PID namespace; no
     /// identity) is not.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once() {
         let (_dir, store) = store();
         let prefix = prefix("p", "db");
@@ -744,8 +783,7 @@ mod tests {
                 "p",
                 "db",
                 "backup",
-                DEFAULT_LEASE,
-                SETTLE,
+                timing(DEFAULT_LEASE),
             )
         };
         // Still running (this very process): refused, with when it expires.

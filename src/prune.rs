@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::lock::LockError;
 use crate::policy::{Policy, Retention, Source};
@@ -397,8 +398,13 @@ async fn binlog_plan(
 
 /// Deletes what a plan names. Keeps going past failures and reports them
 /// together; a backup whose manifest could not be deleted keeps its
-/// artifacts (it is still listed).
-pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Done, PruneError> {
+/// artifacts (it is still listed). Stops between deletions once `cancel`
+/// fires (what is left is deleted by the next prune).
+pub async fn execute(
+    repo: &Repository,
+    plan: &Plan,
+    cancel: &CancellationToken,
+) -> Result<Done, PruneError> {
     let store = repo.store();
     let mut done = Done::default();
     let mut failures: Vec<StorageError> = Vec::new();
@@ -410,7 +416,7 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Done, PruneError>
         .map(|b| b.id.as_str())
         .collect();
     for obj in &plan.objects {
-        if crate::shutdown::is_requested() {
+        if cancel.is_cancelled() {
             break;
         }
         let backup_id = (obj.what == What::Backup)
@@ -481,6 +487,7 @@ pub async fn prune_source(
     policy: &Policy,
     source: &Source,
     opts: Options,
+    cancel: &CancellationToken,
 ) -> Result<(Plan, Option<Done>), PruneError> {
     let rules = policy
         .retention
@@ -506,8 +513,7 @@ pub async fn prune_source(
         policy.name.as_str(),
         source.name.as_str(),
         "prune",
-        policy.repository.lock_lease.0,
-        crate::lock::DEFAULT_SETTLE,
+        crate::lock::Timing::with_lease(policy.repository.lock_lease.0),
     )
     .await?;
     let result = prune_locked(
@@ -516,6 +522,7 @@ pub async fn prune_source(
         source.name.as_str(),
         rules,
         opts,
+        cancel,
     )
     .await;
     lock.release().await;
@@ -529,9 +536,10 @@ pub async fn prune_locked(
     source: &str,
     rules: &Retention,
     opts: Options,
+    cancel: &CancellationToken,
 ) -> Result<(Plan, Done), PruneError> {
     let plan = plan(repo, policy, source, rules, opts.now, opts.grace).await?;
-    let done = execute(repo, &plan).await?;
+    let done = execute(repo, &plan, cancel).await?;
     Ok((plan, done))
 }
 
@@ -702,7 +710,9 @@ mod tests {
                 "data/p/s/20261101T000000Z-0001/a.zst.age",
             ]
         );
-        let done = execute(&repo, &plan).await.unwrap();
+        let done = execute(&repo, &plan, &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(done.backups, 2);
         assert_eq!(done.objects[&What::Wal], 5);
         let again = super::plan(&repo, "p", "s", &rules, now, DEFAULT_GRACE)

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{self, EncodeSettings, PipelineError};
 use crate::policy::{Policy, PolicyError, Source, SourceKind};
@@ -275,26 +276,30 @@ pub struct Finished {
 /// written are deleted and no manifest is written, so nothing is listed.
 /// Holds the source's lock (see [`crate::lock`]) meanwhile: a second
 /// process backing up or pruning the same source is refused.
+///
+/// When `cancel` fires (SIGTERM, a daemon's shutdown deadline) the step
+/// in progress is dropped (its upload aborted, its child killed), what was
+/// written is deleted and the backup fails with [`BackupError::Interrupted`].
 pub async fn backup_source(
     policy: &Policy,
     source: &Source,
     repo: &Repository,
     kind: BackupKind,
+    cancel: &CancellationToken,
 ) -> Result<Finished, BackupError> {
     let lock = crate::lock::acquire(
         Arc::clone(repo.store()),
         policy.name.as_str(),
         source.name.as_str(),
         "backup",
-        policy.repository.lock_lease.0,
-        crate::lock::DEFAULT_SETTLE,
+        crate::lock::Timing::with_lease(policy.repository.lock_lease.0),
     )
     .await?;
-    let result = backup_source_locked(policy, source, repo, kind, &lock).await;
+    let result = backup_source_locked(policy, source, repo, kind, &lock, cancel).await;
     let result = match result {
         Ok(manifest) => {
             let prune = match &policy.retention {
-                Some(rules) if !crate::shutdown::is_requested() => {
+                Some(rules) if !cancel.is_cancelled() => {
                     let opts = crate::prune::Options {
                         dry_run: false,
                         grace: crate::prune::DEFAULT_GRACE,
@@ -306,6 +311,7 @@ pub async fn backup_source(
                         source.name.as_str(),
                         rules,
                         opts,
+                        cancel,
                     )
                     .await;
                     if let Err(e) = &r {
@@ -329,6 +335,7 @@ async fn backup_source_locked(
     repo: &Repository,
     kind: BackupKind,
     lock: &crate::lock::Lock,
+    cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
     let stall_after = policy.repository.stall_timeout.0;
     let heartbeat = lock.follow_progress(stall_after);
@@ -375,7 +382,7 @@ async fn backup_source_locked(
         };
         tokio::select! {
             r = work => r,
-            _ = crate::shutdown::requested() => Err(BackupError::Interrupted),
+            _ = cancel.cancelled() => Err(BackupError::Interrupted),
             idle = lock.stalled() => Err(BackupError::Stalled {
                 source_name: source.name.to_string(),
                 idle,

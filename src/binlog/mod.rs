@@ -204,6 +204,9 @@ pub struct Archiver<'a> {
     pub interval: Duration,
     /// How far each spooled file has been walked event by event.
     pub scanned: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Fires when archiving must stop: the file in progress is stored as a
+    /// partial copy and [`Archiver::run`] returns.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// The end of the last whole event in the first `size` bytes of a binlog
@@ -232,8 +235,8 @@ pub fn event_boundary(path: &Path, from: u64, size: u64) -> std::io::Result<u64>
 }
 
 impl Archiver<'_> {
-    /// Runs until a shutdown is requested, restarting the stream with
-    /// backoff when it stops.
+    /// Runs until `cancel` fires, restarting the stream with backoff when
+    /// it stops.
     pub async fn run(&self) -> Result<(), BinlogError> {
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -252,7 +255,7 @@ impl Archiver<'_> {
                     tracing::warn!(source = %self.source, error = %e, retry_in = ?backoff, "binlog archiving interrupted; resuming from the last stored file");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = crate::shutdown::requested() => return Ok(()),
+                        _ = self.cancel.cancelled() => return Ok(()),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -346,7 +349,7 @@ impl Archiver<'_> {
                         source,
                     });
                 }
-                _ = crate::shutdown::requested() => {
+                _ = self.cancel.cancelled() => {
                     drop(child);
                     self.sweep(spool.path(), &mut stored, true).await?;
                     tracing::info!(source = %self.source, "binlog archiving stopped; the file in progress is stored as a partial copy");

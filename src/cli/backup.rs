@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::progress::human_bytes;
 
 #[derive(Debug, clap::Args)]
@@ -29,7 +31,7 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
     let policy = crate::policy::Policy::load(&args.policy)?;
     let sources: Vec<&crate::policy::Source> = if args.source.is_empty() {
         policy.sources.iter().collect()
@@ -44,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed: Vec<anyhow::Error> = Vec::new();
     // One failing source does not stop the others.
     for source in sources {
-        if crate::shutdown::is_requested() {
+        if cancel.is_cancelled() {
             break;
         }
         let finished = match crate::backup::backup_source(
@@ -52,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             source,
             &repo,
             args.kind.unwrap_or_else(|| source.default_backup_kind()),
+            cancel,
         )
         .await
         {

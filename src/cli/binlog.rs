@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 
@@ -87,7 +89,7 @@ fn my_source<'a>(
     }
 }
 
-pub async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
+pub async fn archive(args: ArchiveArgs, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(&args.policy)?;
     let (source, my) = my_source(&policy, args.source.as_deref())?;
     let recipients = policy.encryption.all_recipients()?;
@@ -105,6 +107,7 @@ pub async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         interval: args.interval,
         scanned: Default::default(),
+        cancel: cancel.clone(),
     };
     archiver.run().await?;
     Ok(Outcome::Ok.into())

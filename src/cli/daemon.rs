@@ -3,9 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use super::Outcome;
 use crate::catalog::Catalog;
+use crate::clock::SystemClock;
+use crate::daemon::Signal;
 use crate::progress::human_bytes;
 
 /// The catalog file: `--catalog`, `LIFEBOAT_CATALOG`, or the default.
@@ -69,15 +74,54 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = crate::daemon::Config {
         policies: args.policies,
-        listen: args.listen,
         catalog: args.catalog.path(),
         strict: args.strict,
         missed_run_window: args.missed_run_window,
         shutdown_deadline: args.shutdown_deadline,
         probe_interval: args.probe_interval,
+        clock: Arc::new(SystemClock),
     };
-    crate::daemon::run(cfg).await?;
+    let listener = match args.listen {
+        Some(addr) => Some(crate::daemon::bind(addr).await?),
+        None => None,
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(forward_signals(tx));
+    let shared = crate::daemon::Shared::new(chrono::Utc::now());
+    crate::daemon::run(cfg, shared, listener, rx).await?;
     Ok(Outcome::Ok.into())
+}
+
+/// SIGHUP reloads, SIGTERM and SIGINT stop; forwarded until the daemon is
+/// gone. A signal that cannot be watched is never sent.
+async fn forward_signals(tx: mpsc::UnboundedSender<Signal>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .map_err(|e| tracing::error!(signal = name, error = %e, "cannot watch the signal"))
+            .ok()
+    };
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let mut hup = watch(SignalKind::hangup(), "SIGHUP");
+    let mut term = watch(SignalKind::terminate(), "SIGTERM");
+    let mut int = watch(SignalKind::interrupt(), "SIGINT");
+    loop {
+        let s = tokio::select! {
+            _ = next(&mut hup) => Signal::Reload,
+            _ = next(&mut term) => Signal::Stop("SIGTERM"),
+            _ = next(&mut int) => Signal::Stop("SIGINT"),
+        };
+        if tx.send(s).is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

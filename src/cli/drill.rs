@@ -4,6 +4,8 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use super::daemon::CatalogArg;
 use super::Outcome;
 use crate::drill::{self, report, DrillReport, Pick};
@@ -79,7 +81,7 @@ pub struct Args {
     catalog: CatalogArg,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
     let policy = crate::policy::Policy::load(&args.policy)?;
     if let Some(s) = &args.source {
         policy.source(s)?;
@@ -97,6 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pick: args.backup.clone(),
         kind: args.kind,
         identities,
+        cancel: cancel.clone(),
         // Absolute: the restored server runs from its own folder, and the
         // paths in its settings must still point here.
         scratch_dir: match &args.scratch_dir {

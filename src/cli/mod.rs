@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::repository::Repository;
 
@@ -138,21 +139,23 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    // Fired on SIGINT/SIGTERM; the commands with cleanup to do watch it.
+    let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
                 Command::Keygen(a) => keygen::run(a).await,
-                Command::Backup(a) => backup::run(a).await,
+                Command::Backup(a) => backup::run(a, &cancel).await,
                 Command::List(a) => list::run(a).await,
                 Command::Verify(a) => verify::run(a).await,
-                Command::Restore(a) => restore::run(*a).await,
-                Command::Prune(a) => prune::run(a).await,
-                Command::Drill(a) => drill::run(a).await,
+                Command::Restore(a) => restore::run(*a, &cancel).await,
+                Command::Prune(a) => prune::run(a, &cancel).await,
+                Command::Drill(a) => drill::run(a, &cancel).await,
                 Command::Policy(c) => policy::run(c).await,
                 Command::WalPush(a) => wal::push(a).await,
                 Command::WalFetch(a) => wal::fetch(a).await,
                 Command::WalVerify(a) => wal::verify(a).await,
-                Command::BinlogArchive(a) => binlog::archive(a).await,
+                Command::BinlogArchive(a) => binlog::archive(a, &cancel).await,
                 Command::BinlogVerify(a) => binlog::verify(a).await,
                 Command::Status(a) => daemon::status(a).await,
                 Command::Catalog(c) => daemon::catalog(c).await,
@@ -169,7 +172,7 @@ pub fn main() -> ExitCode {
             signal = shutdown_signal() => signal,
         };
         tracing::warn!("{interrupted} received: stopping (a second signal exits at once)");
-        crate::shutdown::request();
+        cancel.cancel();
         let finished = tokio::select! {
             r = tokio::time::timeout(std::time::Duration::from_secs(30), &mut work) => r.ok(),
             second = shutdown_signal() => {

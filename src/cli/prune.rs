@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use serde::Serialize;
 
 use super::UsageError;
@@ -48,7 +50,7 @@ struct Report {
     error: Option<String>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
     let policy = crate::policy::Policy::load(&args.policy)?;
     if policy.retention.is_none() {
         return Err(UsageError(format!(
@@ -70,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     let mut failed: Vec<anyhow::Error> = Vec::new();
     for source in sources {
-        if crate::shutdown::is_requested() {
+        if cancel.is_cancelled() {
             break;
         }
         let opts = prune::Options {
@@ -78,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             grace: args.grace,
             now: chrono::Utc::now(),
         };
-        match prune::prune_source(&repo, &policy, source, opts).await {
+        match prune::prune_source(&repo, &policy, source, opts, cancel).await {
             Ok((plan, deleted)) => {
                 if !args.json {
                     print_plan(&plan, deleted.as_ref());

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use super::Outcome;
 use crate::progress::human_bytes;
 use crate::repository::BackupSelector;
@@ -250,14 +252,14 @@ fn print_plan(plan: &Plan) {
     }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
     if args.to_datadir.is_some() {
         return super::pitr::run(args).await;
     }
     let policy = crate::policy::Policy::load(&args.policy)?;
     let source = policy.source(&args.source)?;
     if let crate::policy::SourceKind::Kubernetes(k) = source.kind() {
-        return super::restore_kube::run(args, &policy, k).await;
+        return super::restore_kube::run(args, &policy, k, cancel).await;
     }
     if let Some(flag) = args.kubernetes_flags().first() {
         return Err(super::UsageError(format!(
@@ -340,7 +342,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // pg_restore; say what that leaves behind.
     let report = tokio::select! {
         r = postgres::execute(&repo, plan, &opts, identities) => r?,
-        _ = crate::shutdown::requested() => {
+        _ = cancel.cancelled() => {
             return Err(anyhow::anyhow!(if opts.jobs > 1 {
                 "restore stopped: a parallel restore is not atomic; drop the target database and restore again"
             } else {

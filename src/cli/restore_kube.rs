@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use super::restore::Args;
 use super::{Outcome, UsageError};
 use crate::policy::{KubernetesSource, Policy};
@@ -126,6 +128,7 @@ pub async fn run(
     args: Args,
     policy: &Policy,
     source: &KubernetesSource,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     refuse_database_flags(&args)?;
     let opts = Options {
@@ -226,7 +229,7 @@ pub async fn run(
                 )
             }
         })?,
-        _ = crate::shutdown::requested() => {
+        _ = cancel.cancelled() => {
             return Err(anyhow::anyhow!("restore stopped: the objects applied so far stay; run the same restore again to finish (existing objects are left alone)"));
         }
     };

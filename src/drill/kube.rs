@@ -82,23 +82,27 @@ struct Owner {
 }
 
 /// Runs `work` on a blocking thread of this runtime until it ends or
-/// shutdown is requested (None). For futures rustc cannot prove `Send` for
+/// `cancel` fires (None). For futures rustc cannot prove `Send` for
 /// every lifetime (stream combinators holding references:
 /// rust-lang/rust#102211), which the daemon's spawned drills cannot hold.
 /// A panic in `work` comes back as its message, so that the caller can
 /// still delete what it made.
-pub async fn on_blocking_thread<T, F, Fut>(work: F) -> Result<Option<T>, String>
+pub async fn on_blocking_thread<T, F, Fut>(
+    cancel: &tokio_util::sync::CancellationToken,
+    work: F,
+) -> Result<Option<T>, String>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
     T: Send + 'static,
 {
     let handle = tokio::runtime::Handle::current();
+    let cancel = cancel.clone();
     let joined = tokio::task::spawn_blocking(move || {
         handle.block_on(async move {
             tokio::select! {
                 r = work() => Some(r),
-                _ = crate::shutdown::requested() => None,
+                _ = cancel.cancelled() => None,
             }
         })
     })

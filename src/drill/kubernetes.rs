@@ -21,7 +21,7 @@ impl Drill<'_> {
             }
             skip_user_checks(self.user_checks, checks, why);
         };
-        let connected = interruptible(async {
+        let connected = interruptible(&self.opts.cancel, async {
             let cluster = Cluster::connect(&ConnectOptions::from_source(k))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -38,7 +38,7 @@ impl Drill<'_> {
                 return Ok(Restored::nothing("none (the cluster cannot be reached)"));
             }
         };
-        let leftovers = interruptible(kube::sweep(&cluster, &ns_type)).await?;
+        let leftovers = interruptible(&self.opts.cancel, kube::sweep(&cluster, &ns_type)).await?;
         // The export is read and verified whole before anything is applied.
         let loaded = {
             let (repo, m, ids) = (
@@ -46,8 +46,10 @@ impl Drill<'_> {
                 manifest.clone(),
                 self.opts.identities.clone(),
             );
-            match kube::on_blocking_thread(move || async move { kr::load(&repo, &m, ids).await })
-                .await
+            match kube::on_blocking_thread(&self.opts.cancel, move || async move {
+                kr::load(&repo, &m, ids).await
+            })
+            .await
             {
                 Ok(loaded) => loaded.ok_or(DrillError::Interrupted)?,
                 // Nothing made yet: a bug, reported as one.
@@ -111,7 +113,7 @@ impl Drill<'_> {
             .await
             .map_err(|e| ("scratch target", e.to_string()))?;
             let (c, id) = (cluster.clone(), manifest.id.clone());
-            let report = kube::on_blocking_thread(move || async move {
+            let report = kube::on_blocking_thread(&self.opts.cancel, move || async move {
                 kr::execute(&c, plan, &opts, false, &id).await
             })
             .await
@@ -125,7 +127,7 @@ impl Drill<'_> {
             .map_err(|e| ("restore", e.to_string()))?;
             Ok::<_, (&str, String)>(report)
         };
-        let outcome = interruptible(body).await;
+        let outcome = interruptible(&self.opts.cancel, body).await;
         let report = match outcome {
             Err(interrupted) => {
                 kube::delete_logged(&cluster, &ns_type, &names).await;
@@ -186,7 +188,7 @@ impl Drill<'_> {
             },
         );
         // Every object applied is there, read back from the server.
-        let read_back = interruptible(async {
+        let read_back = interruptible(&self.opts.cancel, async {
             let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
             let mut missing = Vec::new();
             for o in &report.objects {
@@ -252,7 +254,11 @@ impl Drill<'_> {
         for c in self.user_checks {
             let name = format!("check: {}", c.name);
             let kind = c.kind.as_deref().unwrap_or("");
-            let counted = interruptible(kube::count_kind(&cluster, &discovery, kind, &names)).await;
+            let counted = interruptible(
+                &self.opts.cancel,
+                kube::count_kind(&cluster, &discovery, kind, &names),
+            )
+            .await;
             let counted = match counted {
                 Ok(r) => r,
                 Err(interrupted) => {

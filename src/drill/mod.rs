@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
@@ -189,6 +190,9 @@ pub struct Options {
     pub scratch_dir: PathBuf,
     /// Drill only backups of this kind (default: whichever is picked).
     pub kind: Option<Kind>,
+    /// Fires when the drill must stop (SIGTERM): every step watches it, and
+    /// what the drill made is torn down before it returns.
+    pub cancel: CancellationToken,
 }
 
 /// The kinds of PostgreSQL backup a drill restores.
@@ -240,11 +244,14 @@ impl Checks {
     }
 }
 
-/// Runs until shutdown is requested.
-async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Result<T, DrillError> {
+/// Runs `work` unless `cancel` fires first.
+async fn interruptible<T>(
+    cancel: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, DrillError> {
     tokio::select! {
         r = work => Ok(r),
-        _ = crate::shutdown::requested() => Err(DrillError::Interrupted),
+        _ = cancel.cancelled() => Err(DrillError::Interrupted),
     }
 }
 
@@ -344,11 +351,14 @@ pub async fn drill_source(
         }
     };
     // Every object, read whole: stored and plaintext sizes and hashes.
-    let verified = interruptible(crate::verify::verify(
-        repo,
-        std::slice::from_ref(&manifest),
-        Some(opts.identities.clone()),
-    ))
+    let verified = interruptible(
+        &opts.cancel,
+        crate::verify::verify(
+            repo,
+            std::slice::from_ref(&manifest),
+            Some(opts.identities.clone()),
+        ),
+    )
     .await?;
     let bad: Vec<String> = verified
         .iter()
@@ -446,7 +456,8 @@ impl Drill<'_> {
                 checks.skip(name, "the restore failed");
                 continue;
             }
-            let (passed, detail) = interruptible(user_check(conn, c, databases)).await?;
+            let (passed, detail) =
+                interruptible(&self.opts.cancel, user_check(conn, c, databases)).await?;
             checks.add(name, passed, detail);
         }
         Ok(())

@@ -12,11 +12,14 @@ impl Drill<'_> {
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
         let manifest = self.manifest;
-        let started = interruptible(scratch::ScratchMariaDb::start(
-            &self.opts.scratch_dir,
-            self.id,
-            &self.policy.drill.mariadb,
-        ))
+        let started = interruptible(
+            &self.opts.cancel,
+            scratch::ScratchMariaDb::start(
+                &self.opts.scratch_dir,
+                self.id,
+                &self.policy.drill.mariadb,
+            ),
+        )
         .await?;
         let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
             for n in &["restore", "inventory", "binlog archive", "binlog replay"][from..] {
@@ -40,7 +43,7 @@ impl Drill<'_> {
         ));
         checks.add("scratch target", true, restored.target.clone());
         let bin_dir = my_source.bin_dir.as_deref();
-        let loaded = interruptible(async {
+        let loaded = interruptible(&self.opts.cancel, async {
             let plan = my_restore::plan(manifest, &server.conn, false).await?;
             my_restore::execute(
                 self.repo,
@@ -80,11 +83,10 @@ impl Drill<'_> {
         let mut point = manifest.started_at;
         // Binlogs are expected when the policy archives them or the
         // archive holds some (an archiver run by hand).
-        let archived = interruptible(crate::binlog::load_state(
-            self.repo,
-            self.policy.name.as_str(),
-            self.source_name,
-        ))
+        let archived = interruptible(
+            &self.opts.cancel,
+            crate::binlog::load_state(self.repo, self.policy.name.as_str(), self.source_name),
+        )
         .await?;
         let none_archived = archived.as_ref().is_ok_and(|a| a.is_empty());
         if manifest.binlog.is_none() {
@@ -110,14 +112,17 @@ impl Drill<'_> {
             let reader = my_restore::EndReader {
                 identities: &self.opts.identities,
             };
-            let planned = interruptible(my_restore::plan_replay(
-                self.repo,
-                policy,
-                self.source_name,
-                manifest,
-                &my_restore::MyTarget::Latest,
-                Some(reader),
-            ))
+            let planned = interruptible(
+                &self.opts.cancel,
+                my_restore::plan_replay(
+                    self.repo,
+                    policy,
+                    self.source_name,
+                    manifest,
+                    &my_restore::MyTarget::Latest,
+                    Some(reader),
+                ),
+            )
             .await?;
             let describe = |p: &my_restore::ReplayPlan| {
                 format!(
@@ -146,14 +151,17 @@ impl Drill<'_> {
                 // A hole: the check fails, and the replay goes on up to it.
                 Err(e @ my_restore::ReplayError::Gap(_)) => {
                     checks.add("binlog archive", false, e.to_string());
-                    interruptible(my_restore::plan_replay(
-                        self.repo,
-                        policy,
-                        self.source_name,
-                        manifest,
-                        &my_restore::MyTarget::LatestReachable,
-                        Some(reader),
-                    ))
+                    interruptible(
+                        &self.opts.cancel,
+                        my_restore::plan_replay(
+                            self.repo,
+                            policy,
+                            self.source_name,
+                            manifest,
+                            &my_restore::MyTarget::LatestReachable,
+                            Some(reader),
+                        ),
+                    )
                     .await?
                 }
                 Err(e) => Err(e),
@@ -167,13 +175,16 @@ impl Drill<'_> {
                 }
                 Ok(plan) => {
                     let began = Instant::now();
-                    let replayed = interruptible(my_restore::replay(
-                        self.repo,
-                        &plan,
-                        &server.conn,
-                        self.opts.identities.clone(),
-                        bin_dir,
-                    ))
+                    let replayed = interruptible(
+                        &self.opts.cancel,
+                        my_restore::replay(
+                            self.repo,
+                            &plan,
+                            &server.conn,
+                            self.opts.identities.clone(),
+                            bin_dir,
+                        ),
+                    )
                     .await?;
                     match replayed {
                         Ok(newest_event) => {
@@ -219,7 +230,8 @@ impl Drill<'_> {
         }
         restored.usable(self.clock, point);
         for c in self.user_checks {
-            let (passed, detail) = interruptible(mysql_check(&server.conn, c, &databases)).await?;
+            let (passed, detail) =
+                interruptible(&self.opts.cancel, mysql_check(&server.conn, c, &databases)).await?;
             checks.add(format!("check: {}", c.name), passed, detail);
         }
         remove_mariadb(server, checks).await;

@@ -15,18 +15,21 @@ impl Drill<'_> {
         }
         let manifest = self.manifest;
         let major = crate::restore::pitr::server_major(&manifest.server_version);
-        let started = interruptible(scratch::ScratchPostgres::start(
-            &self.opts.scratch_dir,
-            self.id,
-            major,
-            &self.policy.drill.postgres,
-        ))
+        let started = interruptible(
+            &self.opts.cancel,
+            scratch::ScratchPostgres::start(
+                &self.opts.scratch_dir,
+                self.id,
+                major,
+                &self.policy.drill.postgres,
+            ),
+        )
         .await?;
         // Without globals nothing creates the role a dump's objects usually
         // belong to. (A failure drops the cluster, which removes it.)
         let started = match started {
             Ok(cluster) if manifest.artifact("globals").is_none() => {
-                match interruptible(cluster.create_postgres_role()).await? {
+                match interruptible(&self.opts.cancel, cluster.create_postgres_role()).await? {
                     Ok(()) => Ok(cluster),
                     Err(e) => Err(e),
                 }
@@ -91,10 +94,12 @@ impl Drill<'_> {
     ) -> Result<Restored, DrillError> {
         let manifest = self.manifest;
         let databases = dump_databases(manifest);
-        let leftovers = interruptible(scratch::ScratchDatabases::sweep(server)).await?;
-        let created = interruptible(scratch::ScratchDatabases::create(
-            server, self.id, &databases,
-        ))
+        let leftovers =
+            interruptible(&self.opts.cancel, scratch::ScratchDatabases::sweep(server)).await?;
+        let created = interruptible(
+            &self.opts.cancel,
+            scratch::ScratchDatabases::create(server, self.id, &databases),
+        )
         .await?;
         let scratch = match created {
             Ok(s) => s,
@@ -164,13 +169,16 @@ impl Drill<'_> {
     ) -> Result<Restored, DrillError> {
         let manifest = self.manifest;
         let major = crate::restore::pitr::server_major(&manifest.server_version);
-        let prepared = interruptible(scratch::ScratchPostgres::prepare(
-            &self.opts.scratch_dir,
-            self.id,
-            major,
-            &self.policy.drill.postgres,
-            true,
-        ))
+        let prepared = interruptible(
+            &self.opts.cancel,
+            scratch::ScratchPostgres::prepare(
+                &self.opts.scratch_dir,
+                self.id,
+                major,
+                &self.policy.drill.postgres,
+                true,
+            ),
+        )
         .await?;
         let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
             let names = [
@@ -212,15 +220,18 @@ impl Drill<'_> {
             identities: &self.opts.identities,
             bin_dir: cluster.tools.bin_dir.as_deref(),
         };
-        let planned = match interruptible(pitr::plan(
-            self.repo,
-            policy_name,
-            source,
-            pitr::Target::Latest,
-            Some(&manifest.id),
-            &datadir,
-            Some(reader),
-        ))
+        let planned = match interruptible(
+            &self.opts.cancel,
+            pitr::plan(
+                self.repo,
+                policy_name,
+                source,
+                pitr::Target::Latest,
+                Some(&manifest.id),
+                &datadir,
+                Some(reader),
+            ),
+        )
         .await?
         {
             Ok(plan) => Ok(plan),
@@ -229,15 +240,18 @@ impl Drill<'_> {
                 checks.add("WAL archive", false, hole.to_string());
                 // Up to the last whole record before the hole, read from
                 // the archived WAL (the same plan as --until latest-reachable).
-                interruptible(pitr::plan(
-                    self.repo,
-                    policy_name,
-                    source,
-                    pitr::Target::LatestReachable,
-                    Some(&manifest.id),
-                    &datadir,
-                    Some(reader),
-                ))
+                interruptible(
+                    &self.opts.cancel,
+                    pitr::plan(
+                        self.repo,
+                        policy_name,
+                        source,
+                        pitr::Target::LatestReachable,
+                        Some(&manifest.id),
+                        &datadir,
+                        Some(reader),
+                    ),
+                )
                 .await?
             }
             Err(e) => Err(e),
@@ -257,7 +271,7 @@ impl Drill<'_> {
         };
         // Fetched and checked against their hashes here; the server copies
         // them from the scratch folder.
-        let staged = interruptible(self.stage_wal(&cluster, &plan)).await?;
+        let staged = interruptible(&self.opts.cancel, self.stage_wal(&cluster, &plan)).await?;
         let wal_dir = match staged {
             Ok((dir, n)) => {
                 if !gap {
@@ -303,12 +317,10 @@ impl Drill<'_> {
             no_archive: true,
             restore_command: Some(format!("cp {}/%f %p", pitr::command_arg(&wal_dir))),
         };
-        let executed = interruptible(pitr::execute(
-            &plan,
-            self.repo,
-            self.opts.identities.clone(),
-            &popts,
-        ))
+        let executed = interruptible(
+            &self.opts.cancel,
+            pitr::execute(&plan, self.repo, self.opts.identities.clone(), &popts),
+        )
         .await?;
         match executed {
             Ok(r) => {
@@ -349,7 +361,11 @@ impl Drill<'_> {
                 return Ok(restored);
             }
         }
-        let recovered = interruptible(self.recover(&mut cluster, &plan, &pg_source.user)).await?;
+        let recovered = interruptible(
+            &self.opts.cancel,
+            self.recover(&mut cluster, &plan, &pg_source.user),
+        )
+        .await?;
         let databases = match recovered {
             Ok((detail, point, databases)) => {
                 checks.add("recovery", true, detail);
@@ -363,7 +379,7 @@ impl Drill<'_> {
                 return Ok(restored);
             }
         };
-        let amcheck = interruptible(amcheck(&cluster)).await?;
+        let amcheck = interruptible(&self.opts.cancel, amcheck(&cluster)).await?;
         match amcheck {
             Some((passed, detail)) => checks.add("pg_amcheck", passed, detail),
             None => checks.skip("pg_amcheck", "not installed"),
@@ -644,7 +660,7 @@ pub(super) async fn restore_all(
             scratch_dir: opts.scratch_dir.clone(),
             bin_dir: bin_dir.clone(),
         };
-        let result = interruptible(async {
+        let result = interruptible(&opts.cancel, async {
             let plan = pg_restore::plan(manifest, &ropts).await?;
             pg_restore::execute(repo, plan, &ropts, opts.identities.clone()).await
         })

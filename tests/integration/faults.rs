@@ -5,11 +5,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fault_proxy::{count, Fault, FaultProxy, Faults, Rng, Seed, Seen};
-use crate::harness::{Garage, Lifeboat, PgCluster, Repo};
+use crate::harness::{Garage, Lifeboat, MariaDb, PgCluster, Repo};
+use crate::mysql::{fixture, lifeboat_for, shop_contents, wait_archived, writes};
 
 /// Points the policy at the proxy instead of Garage, with extra
 /// `repository:` settings.
@@ -335,6 +337,143 @@ fn a_lost_answer_to_a_completed_multipart_upload_does_not_fail_the_push() {
     ])
     .ok();
     assert!(std::fs::read(&out).unwrap() == data, "fetched bytes differ");
+}
+
+/// Every table's rows, by checksum, and the shop's summary.
+fn mariadb_contents(m: &MariaDb) -> String {
+    let sums = m.sql(
+        "",
+        "CHECKSUM TABLE shop.customers, shop.orders, shop.audit, crm.contacts, crm.legacy EXTENDED",
+    );
+    format!("{}\n{sums}", shop_contents(m))
+}
+
+/// Waits until the archiver's log holds `needle`, failing after `limit`
+/// or when the archiver exits.
+fn wait_logged(lb: &Lifeboat, archiver: &mut std::process::Child, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !lb.log("archiver.log").contains(needle) {
+        assert!(
+            archiver.try_wait().unwrap().is_none(),
+            "the archiver exited: {}",
+            lb.log("archiver.log")
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no '{needle}' after {limit:?}: {}",
+            lb.log("archiver.log")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The binlog archiver through random 503s, resets and stalls, then an
+/// endpoint that stops answering: it never hangs, names the endpoint, keeps
+/// running, and catches up once the endpoint answers again. A restore to the
+/// end whose every download is reset mid-body equals the server exactly.
+#[test]
+fn binlog_archiving_and_replay_survive_faults_and_an_endpoint_that_stops_answering() {
+    let seed = Seed::pick();
+    let garage = Garage::start();
+    let proxy = FaultProxy::start(&garage.endpoint());
+    let m = MariaDb::start();
+    fixture(&m);
+    let lb = lifeboat_for(Repo::Garage(&garage, "binfaults"), &m, None);
+    through(&lb, &garage, &proxy, "  request_timeout: 2s\n");
+    lb.run(&["backup", "--source", "business-db"]).ok();
+
+    proxy.set_rule(Faults::random(seed.get(), 0.1, 0.1, 0.1));
+    let mut archiver = lb.spawn(
+        &[
+            "binlog-archive",
+            "--source",
+            "business-db",
+            "--interval",
+            "1s",
+        ],
+        "archiver.log",
+    );
+    writes(&m, 5);
+    m.sql("", "FLUSH BINARY LOGS");
+    writes(&m, 5);
+    m.sql("", "FLUSH BINARY LOGS");
+    writes(&m, 5);
+    wait_archived(&garage, "binfaults", &lb, &m, "archiver.log");
+    let random = proxy.injected();
+    eprintln!("random faults while archiving: {random:?}");
+    assert!(
+        random.slowdown + random.reset + random.stall > 0,
+        "{random:?}"
+    );
+
+    // The endpoint stops answering while the server rotates: every upload
+    // fails within its deadlines, naming the endpoint; the archiver stays up.
+    proxy.set_rule(|_| Fault::BlackHole);
+    writes(&m, 5);
+    m.sql("", "FLUSH BINARY LOGS");
+    writes(&m, 3);
+    let named = format!("S3 endpoint {} did not answer", proxy.endpoint());
+    wait_logged(&lb, &mut archiver, &named, Duration::from_secs(120));
+    wait_logged(
+        &lb,
+        &mut archiver,
+        "binlog archiving interrupted",
+        Duration::from_secs(5),
+    );
+    assert!(proxy.injected().black_hole > 0);
+
+    // It answers again: the archiver catches up with no gap.
+    proxy.pass_all();
+    writes(&m, 2);
+    wait_archived(&garage, "binfaults", &lb, &m, "archiver.log");
+    let latest = mariadb_contents(&m);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(archiver.id().to_string())
+        .status()
+        .unwrap();
+    let status = archiver.wait().unwrap();
+    assert!(status.success(), "{status}: {}", lb.log("archiver.log"));
+    let gaps = lb.run(&["binlog-verify", "--source", "business-db"]);
+    gaps.ok();
+    assert!(gaps.stdout.contains("Gaps: none"), "{}", gaps.stdout);
+
+    // Replay to the end, every download reset 4 KiB into its response and
+    // random 503s besides: the copy equals the server.
+    let from = proxy.requests().len();
+    let random = Faults::random(seed.get() ^ 0xb1, 0.1, 0.0, 0.0);
+    proxy.set_rule(move |r| {
+        if r.method == "GET" && r.target.contains("x-id=GetObject") && r.header("range").is_none() {
+            Fault::ResetAfter(4 << 10)
+        } else {
+            random(r)
+        }
+    });
+    let copy = MariaDb::start();
+    let identity = lb.identity.display().to_string();
+    let to = format!("mysql://root@127.0.0.1:{}/", copy.port);
+    let r = lb.run_env(
+        &[
+            "restore",
+            "--source",
+            "business-db",
+            "--identity",
+            &identity,
+            "--to",
+            &to,
+            "--until",
+            "latest",
+        ],
+        &[("MYSQL_PWD", &copy.password)],
+    );
+    r.ok();
+    assert!(r.stdout.contains("replayed"), "{}", r.stdout);
+    assert_eq!(mariadb_contents(&copy), latest, "{}", r.stderr);
+    let seen = &proxy.requests()[from..];
+    let (resets, unresumed) = body_resets(seen);
+    // The dump and binlog files (four at least, with the dump).
+    assert!(resets >= 4, "{resets} body resets: {seen:#?}");
+    assert!(unresumed.is_empty(), "downloads not resumed: {unresumed:?}");
 }
 
 /// A scripted upstream for the proxy's own test: answers by path, keeps

@@ -564,7 +564,7 @@ fn archiving_a_server_without_binlogs_says_how_to_enable_them() {
         );
 }
 
-fn shop_contents(m: &MariaDb) -> String {
+pub(crate) fn shop_contents(m: &MariaDb) -> String {
     m.sql(
         "shop",
         "SELECT (SELECT COUNT(*) FROM orders), (SELECT SUM(amount) FROM orders), (SELECT MAX(id) FROM orders), \
