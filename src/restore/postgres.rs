@@ -136,35 +136,7 @@ pub struct Report {
 
 /// Builds the plan: picks the dump and inventory and looks at the target.
 pub async fn plan(manifest: &Manifest, opts: &Options) -> Result<Plan, RestoreError> {
-    let dumps: Vec<&Artifact> = manifest
-        .artifacts
-        .iter()
-        .filter(|a| a.kind == "pg-dump-custom")
-        .collect();
-    let names = || {
-        dumps
-            .iter()
-            .filter_map(|a| a.database.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let dump = match &opts.database {
-        Some(db) => dumps
-            .iter()
-            .find(|a| a.database.as_deref() == Some(db))
-            .ok_or_else(|| RestoreError::NoSuchDatabase {
-                backup: manifest.id.clone(),
-                database: db.clone(),
-                available: names(),
-            })?,
-        None if dumps.len() == 1 => &dumps[0],
-        None => {
-            return Err(RestoreError::ChooseDatabase {
-                backup: manifest.id.clone(),
-                available: names(),
-            })
-        }
-    };
+    let dump = pick_dump(manifest, opts.database.as_deref())?;
     let database = dump.database.clone().unwrap_or_default();
     let inventory = manifest
         .artifacts
@@ -234,7 +206,7 @@ pub async fn plan(manifest: &Manifest, opts: &Options) -> Result<Plan, RestoreEr
         source: manifest.source.clone(),
         backup_started_at: manifest.started_at,
         database,
-        dump: (*dump).clone(),
+        dump: dump.clone(),
         inventory: inventory.clone(),
         globals,
         target: opts.target.display(&target_database),
@@ -245,6 +217,41 @@ pub async fn plan(manifest: &Manifest, opts: &Options) -> Result<Plan, RestoreEr
         dump_tool_version: manifest.dump_tool_version.clone(),
         steps,
     })
+}
+
+/// The dump of `database`, or the backup's only dump when none is named.
+fn pick_dump<'a>(
+    manifest: &'a Manifest,
+    database: Option<&str>,
+) -> Result<&'a Artifact, RestoreError> {
+    let dumps: Vec<&Artifact> = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "pg-dump-custom")
+        .collect();
+    let names = || {
+        dumps
+            .iter()
+            .filter_map(|a| a.database.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match database {
+        Some(db) => dumps
+            .iter()
+            .find(|a| a.database.as_deref() == Some(db))
+            .copied()
+            .ok_or_else(|| RestoreError::NoSuchDatabase {
+                backup: manifest.id.clone(),
+                database: db.to_string(),
+                available: names(),
+            }),
+        None if dumps.len() == 1 => Ok(dumps[0]),
+        None => Err(RestoreError::ChooseDatabase {
+            backup: manifest.id.clone(),
+            available: names(),
+        }),
+    }
 }
 
 async fn target_state(conn: &PgConn, database: &str) -> Result<TargetState, RestoreError> {

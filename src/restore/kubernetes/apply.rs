@@ -204,54 +204,7 @@ async fn apply_one(
         );
         return Ok(result);
     };
-    let namespace = if rt.namespaced {
-        p.namespace.as_deref()
-    } else {
-        None
-    };
-    let outcome = async {
-        let existing = match known {
-            Some(objects) => objects.get(&p.name).cloned(),
-            None => cluster.get(rt, namespace, &p.name).await?,
-        };
-        // The cluster makes every namespace's `default` ServiceAccount
-        // itself, before the restore gets to it: what the backup adds to it
-        // (image pull secrets) is applied on top.
-        let server_made = p.api_version == "v1" && p.kind == "ServiceAccount" && p.name == "default";
-        // A copy into other namespaces shares cluster-scoped objects with
-        // the original and never replaces them.
-        let shared = p.namespace.is_none() && !opts.namespace_map.is_empty();
-        Ok::<_, KubeError>(match existing {
-            Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
-            Some(_) if shared => (
-                Outcome::Skipped,
-                Some((SkipReason::SharedClusterScoped, "cluster-scoped, exists and differs; a restore into mapped namespaces leaves it alone".to_string())),
-            ),
-            Some(_) if !opts.overwrite && !server_made => (
-                Outcome::Skipped,
-                Some((SkipReason::ExistsAndDiffers, "exists and differs; left alone (--overwrite replaces it)".to_string())),
-            ),
-            Some(_) if dry_run => (Outcome::WouldUpdate, None),
-            Some(_) => {
-                let applied = cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
-                if !server_made {
-                    // Apply sets the backup's fields but keeps keys other
-                    // managers own: remove the data keys the backup lacks.
-                    remove_extra_keys(cluster, rt, namespace, &p.name, &p.obj, &applied).await?;
-                }
-                if server_made {
-                    result.detail = "made by the cluster; the backup's fields applied on top".into();
-                }
-                (Outcome::Updated, None)
-            }
-            None if dry_run => (Outcome::WouldCreate, None),
-            None => {
-                cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
-                (Outcome::Created, None)
-            }
-        })
-    }
-    .await;
+    let outcome = reconcile(cluster, rt, p, known, opts, dry_run, &mut result.detail).await;
     match outcome {
         Ok((o, skip)) => {
             result.outcome = o;
@@ -274,6 +227,65 @@ async fn apply_one(
         }
     }
     Ok(result)
+}
+
+/// What the target holds of `p` decides what happens to it: left alone
+/// when it holds the same, skipped or replaced when it differs, created
+/// when it is missing. `detail` notes an object the cluster made itself.
+async fn reconcile(
+    cluster: &Cluster,
+    rt: &ResourceType,
+    p: &Planned,
+    known: Option<&HashMap<String, Value>>,
+    opts: &Options,
+    dry_run: bool,
+    detail: &mut String,
+) -> Result<(Outcome, Option<(SkipReason, String)>), KubeError> {
+    let namespace = if rt.namespaced {
+        p.namespace.as_deref()
+    } else {
+        None
+    };
+    let existing = match known {
+        Some(objects) => objects.get(&p.name).cloned(),
+        None => cluster.get(rt, namespace, &p.name).await?,
+    };
+    // The cluster makes every namespace's `default` ServiceAccount
+    // itself, before the restore gets to it: what the backup adds to it
+    // (image pull secrets) is applied on top.
+    let server_made = p.api_version == "v1" && p.kind == "ServiceAccount" && p.name == "default";
+    // A copy into other namespaces shares cluster-scoped objects with
+    // the original and never replaces them.
+    let shared = p.namespace.is_none() && !opts.namespace_map.is_empty();
+    Ok(match existing {
+        Some(have) if contained(&p.obj, &have) => (Outcome::Unchanged, None),
+        Some(_) if shared => (
+            Outcome::Skipped,
+            Some((SkipReason::SharedClusterScoped, "cluster-scoped, exists and differs; a restore into mapped namespaces leaves it alone".to_string())),
+        ),
+        Some(_) if !opts.overwrite && !server_made => (
+            Outcome::Skipped,
+            Some((SkipReason::ExistsAndDiffers, "exists and differs; left alone (--overwrite replaces it)".to_string())),
+        ),
+        Some(_) if dry_run => (Outcome::WouldUpdate, None),
+        Some(_) => {
+            let applied = cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
+            if !server_made {
+                // Apply sets the backup's fields but keeps keys other
+                // managers own: remove the data keys the backup lacks.
+                remove_extra_keys(cluster, rt, namespace, &p.name, &p.obj, &applied).await?;
+            }
+            if server_made {
+                *detail = "made by the cluster; the backup's fields applied on top".into();
+            }
+            (Outcome::Updated, None)
+        }
+        None if dry_run => (Outcome::WouldCreate, None),
+        None => {
+            cluster.apply(rt, namespace, &p.name, &p.obj, true).await?;
+            (Outcome::Created, None)
+        }
+    })
 }
 
 /// After an overwrite: data keys of a ConfigMap or Secret that are not in

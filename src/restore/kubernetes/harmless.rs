@@ -3,7 +3,7 @@
 //! budgets; Ingresses, routes, autoscalers, bare Pods and custom workloads
 //! left out).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Planned, Skip, SkipReason};
 use crate::source::kubernetes::remove_node_ports;
@@ -49,6 +49,29 @@ pub(crate) fn is_custom_group(group: &str) -> bool {
 /// Makes a copy in another namespace unable to take traffic or do work.
 pub(super) fn make_harmless(p: &mut Planned) {
     let group = p.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    if let Some(skip) = left_out(group, p) {
+        p.skip = Some(skip);
+        return;
+    }
+    let Some(spec) = p.obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(change) = make_idle(group, &p.kind, spec) {
+        if let Some(meta) = p.obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(HARMLESS_ANNOTATION.into(), Value::String(change.clone()));
+            }
+        }
+        p.changes.push(change);
+    }
+}
+
+/// What a copy leaves out, and why: objects that would take traffic,
+/// scale, or run with no way to make them idle.
+fn left_out(group: &str, p: &Planned) -> Option<Skip> {
     // Custom workloads and scalers (Argo Rollouts, KEDA ScaledObjects and
     // ScaledJobs, Knative Services...): lifeboat cannot know how to make
     // them idle, so a copy leaves them out.
@@ -58,13 +81,12 @@ pub(super) fn make_harmless(p: &mut Planned) {
             .iter()
             .find(|f| spec.and_then(|s| s.get(**f)).is_some());
         if let Some(field) = runs {
-            p.skip = Some(Skip {
+            return Some(Skip {
                 reason: SkipReason::HarmlessCopy,
                 detail: format!(
                     "a custom resource with spec.{field} could run or scale workloads in the copy; --live restores it"
                 ),
             });
-            return;
         }
     }
     let skip = |why: &str| {
@@ -75,28 +97,24 @@ pub(super) fn make_harmless(p: &mut Planned) {
     };
     match (group, p.kind.as_str()) {
         ("networking.k8s.io" | "extensions", "Ingress") => {
-            p.skip = skip("an Ingress would route live traffic to the copy");
-            return;
+            skip("an Ingress would route live traffic to the copy")
         }
         ("gateway.networking.k8s.io", kind) if kind.ends_with("Route") => {
-            p.skip = skip("a route would send live traffic to the copy");
-            return;
+            skip("a route would send live traffic to the copy")
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
-            p.skip = skip("an autoscaler would scale the copy's workloads up");
-            return;
+            skip("an autoscaler would scale the copy's workloads up")
         }
-        ("", "Pod") => {
-            p.skip = skip("a bare Pod would run");
-            return;
-        }
-        _ => {}
+        ("", "Pod") => skip("a bare Pod would run"),
+        _ => None,
     }
-    let Some(spec) = p.obj.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
+}
+
+/// Rewrites the spec of a kept object so it runs nothing and takes no
+/// outside traffic; returns what changed, if anything did.
+fn make_idle(group: &str, kind: &str, spec: &mut Map<String, Value>) -> Option<String> {
     let mut change = None;
-    match (group, p.kind.as_str()) {
+    match (group, kind) {
         ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController") => {
             let was = spec.get("replicas").and_then(Value::as_i64).unwrap_or(1);
             if was != 0 {
@@ -170,17 +188,7 @@ pub(super) fn make_harmless(p: &mut Planned) {
         }
         _ => {}
     }
-    if let Some(change) = change {
-        if let Some(meta) = p.obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            let annotations = meta
-                .entry("annotations")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(a) = annotations.as_object_mut() {
-                a.insert(HARMLESS_ANNOTATION.into(), Value::String(change.clone()));
-            }
-        }
-        p.changes.push(change);
-    }
+    change
 }
 
 /// A JSON scalar as written in YAML (`2`, `50%`).

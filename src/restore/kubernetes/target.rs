@@ -483,6 +483,7 @@ mod tests {
         }
     }
 
+    // Stays long: one plan against one namespace's objects, every case judged in one scene.
     #[test]
     fn objects_selecting_pods_the_restore_does_not_make_are_skipped() {
         let mut plan = Plan {

@@ -1,5 +1,7 @@
+use super::harmless::make_harmless;
 use super::*;
-use serde_json::json;
+use crate::repository::Manifest;
+use serde_json::{json, Value};
 
 fn manifest() -> Manifest {
     serde_json::from_value(json!({
@@ -18,6 +20,7 @@ fn exported(obj: Value) -> Exported {
     }
 }
 
+// Stays long: one copy's plan, each copy rule checked on it and on its --to-dir output.
 #[test]
 fn mapping_rewrites_namespaces_and_references_and_makes_a_harmless_copy() {
     let objects = vec![

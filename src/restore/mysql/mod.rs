@@ -171,27 +171,11 @@ pub async fn execute(
     let started = Instant::now();
     // Read the inventories first: a wrong key or a damaged object stops
     // the restore before the target is touched.
-    let mut inventories: Vec<MyInventory> = Vec::new();
-    for a in &plan.inventories {
-        let bytes =
-            pipeline::decode_to_vec(repo.store().as_ref(), &a.expected(), identities.clone())
-                .await?;
-        inventories.push(serde_json::from_slice(&bytes).map_err(|e| {
-            MyRestoreError::BadInventory {
-                key: a.key.clone(),
-                detail: e.to_string(),
-            }
-        })?);
-    }
+    let inventories = read_inventories(repo, &plan.inventories, &identities).await?;
     pipeline::check_stored(repo.store().as_ref(), &plan.dump.expected()).await?;
     let client = find_client(bin_dir)?;
     if plan.clean {
-        let mut c = target.connect().await?;
-        for db in &plan.existing {
-            c.query_drop(format!("DROP DATABASE {}", my::quote_ident(db)))
-                .await
-                .map_err(|e| target.query_error(&format!("drop database {db} (--clean)"), e))?;
-        }
+        drop_databases(target, &plan.existing).await?;
     }
     let defaults = target.defaults_file()?;
     let mut cmd = tokio::process::Command::new(&client);
@@ -266,6 +250,38 @@ pub async fn execute(
         inventory,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Decrypts and reads the inventory artifacts.
+async fn read_inventories(
+    repo: &Repository,
+    artifacts: &[Artifact],
+    identities: &Arc<Identities>,
+) -> Result<Vec<MyInventory>, MyRestoreError> {
+    let mut inventories: Vec<MyInventory> = Vec::new();
+    for a in artifacts {
+        let bytes =
+            pipeline::decode_to_vec(repo.store().as_ref(), &a.expected(), identities.clone())
+                .await?;
+        inventories.push(serde_json::from_slice(&bytes).map_err(|e| {
+            MyRestoreError::BadInventory {
+                key: a.key.clone(),
+                detail: e.to_string(),
+            }
+        })?);
+    }
+    Ok(inventories)
+}
+
+/// Drops the target's databases the dump replaces (`--clean`).
+async fn drop_databases(target: &MyConn, databases: &[String]) -> Result<(), MyRestoreError> {
+    let mut c = target.connect().await?;
+    for db in databases {
+        c.query_drop(format!("DROP DATABASE {}", my::quote_ident(db)))
+            .await
+            .map_err(|e| target.query_error(&format!("drop database {db} (--clean)"), e))?;
+    }
+    Ok(())
 }
 
 async fn check_inventories(

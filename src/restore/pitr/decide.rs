@@ -29,6 +29,7 @@ pub(super) struct Decision {
 /// `end` is None in a dry run without an identity (or without pg_waldump
 /// for targets that do not need it): the names of the archived segments
 /// are all it can judge by.
+// Stays long: one match is the whole rule of the runbook, read against it in one place.
 pub(super) fn decide(
     target: &Target,
     reach: &Reach,

@@ -1,3 +1,4 @@
+use super::replay::{event_timestamp, forward_sql};
 use super::*;
 
 #[tokio::test]
