@@ -115,6 +115,29 @@ impl Catalog {
                 source,
             })?;
         }
+        // Two processes creating the same catalog at once (the daemon
+        // starting while `lifeboat status` runs) race: switching the new
+        // file to WAL finds it locked, or the first migration finds the
+        // other's tables. The loser tries again and sees a migrated catalog.
+        let mut attempt = 1;
+        let pool = loop {
+            match Self::connect_and_migrate(path).await {
+                Ok(pool) => break pool,
+                Err(e) if attempt < 5 => {
+                    tracing::debug!(error = %e, "opening the catalog raced with another process; again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Catalog {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    async fn connect_and_migrate(path: &Path) -> Result<SqlitePool, CatalogError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -135,10 +158,7 @@ impl Catalog {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Catalog {
-            pool,
-            path: path.to_path_buf(),
-        })
+        Ok(pool)
     }
 
     pub fn path(&self) -> &Path {
@@ -408,6 +428,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon starting while `lifeboat status` runs: both create and
+    /// migrate the same new catalog at once, and both open it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_creating_the_catalog_at_once_both_open_it() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("catalog.db");
+            let (a, b) = tokio::join!(Catalog::open(&path), Catalog::open(&path));
+            a.unwrap();
+            b.unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn runs_are_recorded_and_dangling_ones_closed() {
