@@ -139,13 +139,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for (algorithm, label) in [(Algorithm::Zstd, "zstd 1"), (Algorithm::Gzip, "gzip 6")] {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    for (algorithm, level, workers, label) in [
+        (Algorithm::Zstd, 1, 1, "zstd 1, 1 thread".to_string()),
+        (Algorithm::Zstd, 3, 1, "zstd 3, 1 thread".to_string()),
+        (
+            Algorithm::Zstd,
+            3,
+            cores,
+            format!("zstd 3, {cores} threads"),
+        ),
+        (Algorithm::Gzip, 6, 1, "gzip 6".to_string()),
+    ] {
         let settings = EncodeSettings {
             compression: CompressionConfig {
                 algorithm,
-                level: None,
+                level: Some(level),
+                threads: None,
             },
             recipients: Arc::new(vec![recipient.clone()]),
+            workers,
         };
         let input = data.clone();
         let secs = time(|| {

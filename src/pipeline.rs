@@ -94,6 +94,9 @@ impl crate::outcome::Classify for PipelineError {
 pub struct EncodeSettings {
     pub compression: CompressionConfig,
     pub recipients: Arc<Vec<age::x25519::Recipient>>,
+    /// zstd worker threads (at least one; gzip uses one). The frames are
+    /// standard either way: plain `zstd -d` reads them.
+    pub workers: u32,
 }
 
 /// An object whose bytes are all written but which is not yet visible.
@@ -187,7 +190,8 @@ fn encode_blocking(
         source,
     };
     let encrypted = encryptor.wrap_output(sink).map_err(out_err)?;
-    let mut compressor = Compressor::new(encrypted, settings.compression).map_err(out_err)?;
+    let mut compressor =
+        Compressor::new(encrypted, settings.compression, settings.workers).map_err(out_err)?;
 
     let mut plain_hasher = Sha256::new();
     let mut plain_size = 0u64;
@@ -250,8 +254,8 @@ pub fn encode_bytes(
         let stored = (|| {
             let sink = Vec::with_capacity(data.len() / 2 + 4096);
             let encrypted = encryptor.wrap_output(sink).map_err(out_err)?;
-            let mut compressor =
-                Compressor::new(encrypted, settings.compression).map_err(out_err)?;
+            let mut compressor = Compressor::new(encrypted, settings.compression, settings.workers)
+                .map_err(out_err)?;
             compressor.write_all(data).map_err(out_err)?;
             compressor
                 .finish()
@@ -328,16 +332,17 @@ enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    fn new(inner: W, cfg: CompressionConfig) -> io::Result<Self> {
+    fn new(inner: W, cfg: CompressionConfig, workers: u32) -> io::Result<Self> {
         let level = cfg.effective_level();
         Ok(match cfg.algorithm {
             Algorithm::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
                 // A frame checksum lets plain `zstd -d` detect damage too.
                 enc.include_checksum(true)?;
-                // One worker thread: compression overlaps hashing and
-                // encryption instead of running in turn with them.
-                enc.multithread(1)?;
+                // Worker threads (one at least): compression overlaps
+                // hashing and encryption instead of running in turn with
+                // them, and large streams use the cores the machine has.
+                enc.multithread(workers.max(1))?;
                 Compressor::Zstd(enc)
             }
             Algorithm::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(

@@ -343,6 +343,7 @@ async fn backup_source_locked(
     let settings = EncodeSettings {
         compression: policy.compression,
         recipients: Arc::new(recipients.clone()),
+        workers: policy.compression.backup_threads(),
     };
     let started_at = Utc::now();
     let mut run = Run {

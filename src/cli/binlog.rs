@@ -103,6 +103,7 @@ pub async fn archive(args: ArchiveArgs, cancel: &CancellationToken) -> anyhow::R
         settings: EncodeSettings {
             compression: policy.compression,
             recipients: Arc::new(recipients.clone()),
+            workers: 1,
         },
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         interval: args.interval,

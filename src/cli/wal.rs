@@ -139,6 +139,8 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let settings = EncodeSettings {
         compression: policy.compression,
         recipients: Arc::new(policy.encryption.all_recipients()?),
+        // A 16 MiB segment: one thread, beside PostgreSQL's other work.
+        workers: 1,
     };
     let repo = open_fast(&policy, true).await?;
     let pushed = archive::push(

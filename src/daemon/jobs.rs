@@ -314,6 +314,7 @@ pub(super) async fn supervise_binlog(
                 settings: crate::pipeline::EncodeSettings {
                     compression: policy.compression,
                     recipients: Arc::new(recipients.clone()),
+                    workers: 1,
                 },
                 recipients: recipients.iter().map(|r| r.to_string()).collect(),
                 interval: my.binlog_interval.0,

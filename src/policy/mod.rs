@@ -18,7 +18,7 @@
 //!   secret_access_key: { file: /var/run/secrets/lifeboat/s3-secret }
 //! encryption:
 //!   recipients: [age1...]
-//! compression: { algorithm: zstd, level: 1 }
+//! compression: { algorithm: zstd, level: 1 }   # threads: one per core by default
 //! schedule: "15 2 * * *"
 //! retention: { keep_last: 7, keep_daily: 14 }
 //! sources:
@@ -415,6 +415,11 @@ impl Policy {
                 range.start(),
                 range.end(),
                 c.algorithm
+            )));
+        }
+        if let Some(t) = c.threads.filter(|t| !(1..=64).contains(t)) {
+            return Err(invalid(format!(
+                "compression.threads {t} is out of range 1-64; leave it out to use one thread per core (at most {MAX_AUTO_THREADS})"
             )));
         }
         if let Some(r) = &self.retention {

@@ -464,3 +464,26 @@ fn unknown_source_lists_known_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn compression_threads_default_to_the_cores_and_are_bounded() {
+    let p = parse(&minimal()).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    assert_eq!(
+        p.compression.backup_threads(),
+        cores.clamp(1, MAX_AUTO_THREADS)
+    );
+    let p = parse(&format!(
+        "{}compression: {{ level: 3, threads: 4 }}\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(p.compression.backup_threads(), 4);
+    let e = parse(&format!("{}compression: {{ threads: 0 }}\n", minimal()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("compression.threads 0 is out of range 1-64"),
+        "{e}"
+    );
+}

@@ -56,8 +56,10 @@ fn keys(algorithm: Algorithm) -> Keys {
             compression: CompressionConfig {
                 algorithm,
                 level: None,
+                threads: None,
             },
             recipients: Arc::new(vec![recipient.parse().unwrap()]),
+            workers: 2,
         },
         _dir: dir,
     }

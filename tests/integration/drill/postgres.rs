@@ -156,6 +156,7 @@ fn skew_inventory(lb: &Lifeboat, repo: &Path, backup: &str, database: &str) {
     let settings = lifeboat::pipeline::EncodeSettings {
         compression: policy.compression,
         recipients: Arc::new(policy.encryption.all_recipients().unwrap()),
+        workers: 1,
     };
     let (stored, encoded) = lifeboat::pipeline::encode_bytes(
         &serde_json::to_vec(&inventory).unwrap(),
