@@ -343,7 +343,12 @@ async fn backup_source_locked(
     let settings = EncodeSettings {
         compression: policy.compression,
         recipients: Arc::new(recipients.clone()),
-        workers: policy.compression.backup_threads(),
+        // pg_basebackup only streams files: all cores compress. A dump's
+        // tool keeps one core busy.
+        workers: policy.compression.backup_threads(match kind {
+            BackupKind::Base => 0,
+            BackupKind::Dump => 1,
+        }),
     };
     let started_at = Utc::now();
     let mut run = Run {

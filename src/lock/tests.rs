@@ -18,6 +18,22 @@ fn timing(lease: Duration) -> Timing {
     }
 }
 
+/// Policy `p`'s lock on `source` for `operation`, with the default lease.
+async fn take(
+    store: &Arc<dyn ObjectStore>,
+    source: &str,
+    operation: &str,
+) -> Result<Lock, LockError> {
+    acquire(
+        Arc::clone(store),
+        "p",
+        source,
+        operation,
+        timing(DEFAULT_LEASE),
+    )
+    .await
+}
+
 fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")));
@@ -27,52 +43,19 @@ fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
 #[tokio::test(start_paused = true)]
 async fn the_second_contender_is_refused_and_told_who_holds_it() {
     let (_dir, store) = store();
-    let first = acquire(
-        Arc::clone(&store),
-        "p",
-        "db",
-        "backup",
-        timing(DEFAULT_LEASE),
-    )
-    .await
-    .unwrap();
-    let err = acquire(
-        Arc::clone(&store),
-        "p",
-        "db",
-        "backup",
-        timing(DEFAULT_LEASE),
-    )
-    .await
-    .err()
-    .expect("held");
+    let first = take(&store, "db", "backup").await.unwrap();
+    let err = take(&store, "db", "backup").await.err().expect("held");
     let msg = err.to_string();
     assert!(
         msg.contains("locked by") && msg.contains(&format!("pid {}", std::process::id())),
         "{msg}"
     );
     // Another source is free.
-    let other = acquire(
-        Arc::clone(&store),
-        "p",
-        "other",
-        "backup",
-        timing(DEFAULT_LEASE),
-    )
-    .await
-    .unwrap();
+    let other = take(&store, "other", "backup").await.unwrap();
     other.release().await;
     first.release().await;
     // Released: free again, and no claim is left.
-    let again = acquire(
-        Arc::clone(&store),
-        "p",
-        "db",
-        "prune",
-        timing(DEFAULT_LEASE),
-    )
-    .await
-    .unwrap();
+    let again = take(&store, "db", "prune").await.unwrap();
     again.release().await;
     assert!(store.list("locks/").await.unwrap().is_empty());
 }
@@ -80,15 +63,7 @@ async fn the_second_contender_is_refused_and_told_who_holds_it() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_contenders_get_exactly_one_lock() {
     let (_dir, store) = store();
-    let tries = (0..8).map(|_| {
-        acquire(
-            Arc::clone(&store),
-            "p",
-            "db",
-            "backup",
-            timing(DEFAULT_LEASE),
-        )
-    });
+    let tries = (0..8).map(|_| take(&store, "db", "backup"));
     let results = futures::future::join_all(tries).await;
     let won: Vec<Lock> = results.into_iter().filter_map(Result::ok).collect();
     assert_eq!(won.len(), 1);
@@ -137,15 +112,7 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_is_renewed() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_ne!(keys[0].key, first_key, "renewed");
     // Still held: a contender 1.2 s later (past the first lease) is refused.
-    assert!(acquire(
-        Arc::clone(&store),
-        "p",
-        "db",
-        "backup",
-        timing(DEFAULT_LEASE),
-    )
-    .await
-    .is_err());
+    assert!(take(&store, "db", "backup").await.is_err());
     lock.release().await;
 }
 
@@ -291,15 +258,7 @@ async fn a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once() {
                 .unwrap();
         }
     };
-    let take = || {
-        acquire(
-            Arc::clone(&store),
-            "p",
-            "db",
-            "backup",
-            timing(DEFAULT_LEASE),
-        )
-    };
+    let take = || take(&store, "db", "backup");
     // Still running (this very process): refused, with when it expires.
     put(claim("a-live-one", std::process::id(), Some(me.clone()))).await;
     let e = take().await.err().expect("refused").to_string();

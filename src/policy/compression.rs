@@ -14,8 +14,9 @@ pub struct CompressionConfig {
     /// (default 6).
     #[serde(default)]
     pub level: Option<i32>,
-    /// zstd worker threads for backups (default: one per core, at most
-    /// [`MAX_AUTO_THREADS`]). WAL segments and binlogs always use one.
+    /// zstd worker threads for backups (default: the cores the backup's
+    /// producer leaves free, at most [`MAX_AUTO_THREADS`]). WAL segments
+    /// and binlogs always use one.
     /// Memory grows by about 4x the window per thread (8 MiB at level 3).
     #[serde(default)]
     pub threads: Option<u32>,
@@ -35,13 +36,16 @@ impl Default for CompressionConfig {
 }
 
 impl CompressionConfig {
-    /// Compression threads for a backup: `threads:`, else one per core
-    /// this process may use (at most [`MAX_AUTO_THREADS`]).
-    pub fn backup_threads(&self) -> u32 {
+    /// Compression threads for a backup whose producer keeps `busy` cores
+    /// of this machine busy (pg_dump, mariadb-dump or the Kubernetes
+    /// export: 1; pg_basebackup, which only streams files: 0): `threads:`,
+    /// else the cores left, at least one and at most [`MAX_AUTO_THREADS`].
+    pub fn backup_threads(&self, busy: u32) -> u32 {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
                 .unwrap_or(1)
+                .saturating_sub(busy)
                 .clamp(1, MAX_AUTO_THREADS)
         })
     }

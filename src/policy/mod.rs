@@ -18,7 +18,7 @@
 //!   secret_access_key: { file: /var/run/secrets/lifeboat/s3-secret }
 //! encryption:
 //!   recipients: [age1...]
-//! compression: { algorithm: zstd, level: 1 }   # threads: one per core by default
+//! compression: { algorithm: zstd, level: 1 }   # threads: the cores the backup leaves free
 //! schedule: "15 2 * * *"
 //! retention: { keep_last: 7, keep_daily: 14 }
 //! sources:

@@ -469,16 +469,16 @@ fn unknown_source_lists_known_ones() {
 fn compression_threads_default_to_the_cores_and_are_bounded() {
     let p = parse(&minimal()).unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    assert_eq!(
-        p.compression.backup_threads(),
-        cores.clamp(1, MAX_AUTO_THREADS)
-    );
+    let c = p.compression;
+    assert_eq!(c.backup_threads(0), cores.clamp(1, MAX_AUTO_THREADS));
+    assert_eq!(c.backup_threads(1), (cores - 1).clamp(1, MAX_AUTO_THREADS));
+    assert_eq!(c.backup_threads(64), 1);
     let p = parse(&format!(
         "{}compression: {{ level: 3, threads: 4 }}\n",
         minimal()
     ))
     .unwrap();
-    assert_eq!(p.compression.backup_threads(), 4);
+    assert_eq!(p.compression.backup_threads(1), 4);
     let e = parse(&format!("{}compression: {{ threads: 0 }}\n", minimal()))
         .unwrap_err()
         .to_string();
