@@ -31,7 +31,11 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: Args,
+    cancel: &CancellationToken,
+    background: &crate::storage::Background,
+) -> anyhow::Result<ExitCode> {
     let policy = crate::policy::Policy::load(&args.policy)?;
     let sources: Vec<&crate::policy::Source> = if args.source.is_empty() {
         policy.sources.iter().collect()
@@ -41,7 +45,7 @@ pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitC
             .map(|s| policy.source(s))
             .collect::<Result<_, _>>()?
     };
-    let repo = super::open(&policy, true).await?;
+    let repo = super::open_in(&policy, true, background).await?;
     let mut done = Vec::new();
     let mut failed: Vec<anyhow::Error> = Vec::new();
     // One failing source does not stop the others.

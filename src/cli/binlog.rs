@@ -89,11 +89,15 @@ fn my_source<'a>(
     }
 }
 
-pub async fn archive(args: ArchiveArgs, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn archive(
+    args: ArchiveArgs,
+    cancel: &CancellationToken,
+    background: &crate::storage::Background,
+) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(&args.policy)?;
     let (source, my) = my_source(&policy, args.source.as_deref())?;
     let recipients = policy.encryption.all_recipients()?;
-    let repo = super::open(&policy, true).await?;
+    let repo = super::open_in(&policy, true, background).await?;
     let archiver = Archiver {
         repo: &repo,
         policy: policy.name.to_string(),

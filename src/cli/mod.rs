@@ -23,6 +23,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::storage::Background;
+
 use crate::repository::Repository;
 
 const EXIT_CODES: &str = "\
@@ -141,21 +143,23 @@ pub fn main() -> ExitCode {
     }
     // Fired on SIGINT/SIGTERM; the commands with cleanup to do watch it.
     let cancel = CancellationToken::new();
+    // Aborts of uploads dropped midway, awaited before the process exits.
+    let background = Background::default();
     let result = runtime.block_on(async {
         let work = async {
             match cli.command {
                 Command::Keygen(a) => keygen::run(a).await,
-                Command::Backup(a) => backup::run(a, &cancel).await,
+                Command::Backup(a) => backup::run(a, &cancel, &background).await,
                 Command::List(a) => list::run(a).await,
                 Command::Verify(a) => verify::run(a).await,
                 Command::Restore(a) => restore::run(*a, &cancel).await,
                 Command::Prune(a) => prune::run(a, &cancel).await,
                 Command::Drill(a) => drill::run(a, &cancel).await,
                 Command::Policy(c) => policy::run(c).await,
-                Command::WalPush(a) => wal::push(a).await,
+                Command::WalPush(a) => wal::push(a, &background).await,
                 Command::WalFetch(a) => wal::fetch(a).await,
                 Command::WalVerify(a) => wal::verify(a).await,
-                Command::BinlogArchive(a) => binlog::archive(a, &cancel).await,
+                Command::BinlogArchive(a) => binlog::archive(a, &cancel, &background).await,
                 Command::BinlogVerify(a) => binlog::verify(a).await,
                 Command::Status(a) => daemon::status(a).await,
                 Command::Catalog(c) => daemon::catalog(c).await,
@@ -181,7 +185,7 @@ pub fn main() -> ExitCode {
             }
         };
         drop(work);
-        crate::storage::s3::finish_background_aborts(std::time::Duration::from_secs(10)).await;
+        background.finish(std::time::Duration::from_secs(10)).await;
         match finished {
             // It finished within the grace period: its own outcome stands.
             Some(Ok(code)) => Ok(code),
@@ -257,12 +261,24 @@ impl crate::outcome::Classify for UsageError {
 }
 
 /// Opens a policy's repository after the storage healthcheck; `create`
-/// (for backups) makes a new repository where there is none.
+/// (for backups) makes a new repository where there is none. For commands
+/// that upload nothing (read, delete, put small objects): no writer of
+/// theirs is ever dropped mid-upload.
 pub(crate) async fn open(
     policy: &crate::policy::Policy,
     create: bool,
 ) -> anyhow::Result<Repository> {
-    let store = crate::storage::open(&policy.repository).await?;
+    open_in(policy, create, &Background::default()).await
+}
+
+/// [`open`] for commands that upload: the aborts of uploads dropped midway
+/// (a cancelled backup) go to `background`, which `main` awaits.
+pub(crate) async fn open_in(
+    policy: &crate::policy::Policy,
+    create: bool,
+    background: &Background,
+) -> anyhow::Result<Repository> {
+    let store = crate::storage::open(&policy.repository, background).await?;
     store.healthcheck(create).await?;
     let repo = Repository::new(Arc::clone(&store));
     repo.open(create).await?;

@@ -125,14 +125,21 @@ fn pg_source<'a>(policy: &'a Policy, name: Option<&str>) -> anyhow::Result<&'a S
 
 /// Opens the repository without the healthcheck round trip: these commands
 /// run once per segment and their own requests name any failure.
-async fn open_fast(policy: &Policy, create: bool) -> anyhow::Result<Repository> {
-    let store = crate::storage::open(&policy.repository).await?;
+async fn open_fast(
+    policy: &Policy,
+    create: bool,
+    background: &crate::storage::Background,
+) -> anyhow::Result<Repository> {
+    let store = crate::storage::open(&policy.repository, background).await?;
     let repo = Repository::new(Arc::clone(&store));
     repo.open(create).await?;
     Ok(repo)
 }
 
-pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+pub async fn push(
+    args: PushArgs,
+    background: &crate::storage::Background,
+) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     let policy = Policy::load(&args.policy)?;
     let source = pg_source(&policy, args.source.as_deref())?;
@@ -142,7 +149,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         // A 16 MiB segment: one thread, beside PostgreSQL's other work.
         workers: 1,
     };
-    let repo = open_fast(&policy, true).await?;
+    let repo = open_fast(&policy, true, background).await?;
     let pushed = archive::push(
         repo.store().as_ref(),
         policy.name.as_str(),
@@ -183,7 +190,8 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         let policy = Policy::load(&args.policy)?;
         let source = pg_source(&policy, args.source.as_deref())?;
         let identities = super::identities(&args.identity, "wal-fetch")?;
-        let repo = open_fast(&policy, false).await?;
+        // A fetch uploads nothing.
+        let repo = open_fast(&policy, false, &Default::default()).await?;
         let found = archive::fetch(
             repo.store().as_ref(),
             policy.name.as_str(),

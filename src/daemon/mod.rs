@@ -204,6 +204,8 @@ struct Ctx {
     /// Fired when running work must stop: backups and drills are dropped
     /// and clean up, archivers store the file in progress, probes end.
     cancel: CancellationToken,
+    /// Aborts of uploads dropped midway, awaited before `run` returns.
+    background: crate::storage::Background,
 }
 
 /// Binds the address `/metrics`, `/healthz` and `/readyz` are served on.
@@ -256,6 +258,7 @@ pub async fn run(
         shared,
         catalog,
         cancel: CancellationToken::new(),
+        background: Default::default(),
     };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for (path, text, policy) in good {
@@ -347,5 +350,5 @@ async fn stop(
             a.abort();
         }
     }
-    crate::storage::s3::finish_background_aborts(Duration::from_secs(10)).await;
+    ctx.background.finish(Duration::from_secs(10)).await;
 }

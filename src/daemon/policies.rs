@@ -130,7 +130,7 @@ pub(super) fn start_policy(
                     let _ = prev.await;
                 }
                 let shared = &ctx.shared;
-                let Some(repo) = open_repository(&policy, shared, &mut stop).await else {
+                let Some(repo) = open_repository(&policy, &ctx, &mut stop).await else {
                     return;
                 };
                 let _ = repo_tx.send(Some(repo.clone()));
@@ -253,13 +253,14 @@ pub(super) fn start_policy(
 /// or the policy is stopped; meanwhile `/readyz` says why not.
 pub(super) async fn open_repository(
     policy: &Policy,
-    shared: &Shared,
+    ctx: &Ctx,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Repository> {
+    let shared = &ctx.shared;
     let key = format!("policy {}", policy.name);
     loop {
         let attempt = async {
-            let store = crate::storage::open(&policy.repository)
+            let store = crate::storage::open(&policy.repository, &ctx.background)
                 .await
                 .map_err(|e| e.to_string())?;
             store.healthcheck(true).await.map_err(|e| e.to_string())?;

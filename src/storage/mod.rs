@@ -215,10 +215,34 @@ pub trait ObjectWriter: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// Work a store started in the background that must end before the
+/// process does: the abort of a multipart upload whose writer was dropped
+/// (a cancelled backup), so that no pending upload is left. Whoever opens
+/// the store owns it and calls [`Background::finish`] before exiting;
+/// clones share the list.
+#[derive(Clone, Default)]
+pub struct Background(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Background {
+    pub(crate) fn push(&self, task: tokio::task::JoinHandle<()>) {
+        self.0.lock().expect("background list").push(task);
+    }
+
+    /// Waits up to `limit` for the work started so far.
+    pub async fn finish(&self, limit: std::time::Duration) {
+        let tasks = std::mem::take(&mut *self.0.lock().expect("background list"));
+        if !tasks.is_empty() {
+            let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
+        }
+    }
+}
+
 /// Opens the store a policy's repository section names. Reads the S3
 /// credentials now; makes no request (call `healthcheck` for that).
+/// Aborts of uploads dropped midway are recorded in `background`.
 pub async fn open(
     cfg: &crate::policy::RepositoryConfig,
+    background: &Background,
 ) -> Result<std::sync::Arc<dyn ObjectStore>, crate::policy::PolicyError> {
     use crate::policy::RepositoryUrl;
     Ok(match &cfg.url {
@@ -242,7 +266,7 @@ pub async fn open(
                 request_timeout: cfg.request_timeout.0,
                 min_throughput: cfg.min_throughput.0,
             };
-            std::sync::Arc::new(S3Store::connect(&s3).await)
+            std::sync::Arc::new(S3Store::connect(&s3).await.in_background(background))
         }
     })
 }

@@ -16,7 +16,7 @@
 mod download;
 mod errors;
 mod upload;
-pub use upload::{finish_background_aborts, PendingUpload};
+pub use upload::PendingUpload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ use bytes::BytesMut;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StorageError};
+use super::{Background, ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StorageError};
 use crate::policy::Secret;
 use download::Download;
 use errors::classify;
@@ -75,6 +75,8 @@ pub struct S3Store {
     parts_in_flight: usize,
     request_timeout: Duration,
     min_throughput: u64,
+    /// Aborts started when a writer is dropped mid-upload.
+    pub(super) background: Background,
 }
 
 /// Per attempt: `request` plus `transfer` (the time a body may take); over
@@ -153,7 +155,15 @@ impl S3Store {
             parts_in_flight: cfg.parts_in_flight.max(1),
             request_timeout: cfg.request_timeout,
             min_throughput: cfg.min_throughput.max(1),
+            background: Background::default(),
         }
+    }
+
+    /// Records the aborts of writers dropped mid-upload in `background`
+    /// (shared with the caller, who awaits them before exiting).
+    pub fn in_background(mut self, background: &Background) -> S3Store {
+        self.background = background.clone();
+        self
     }
 
     fn full_key(&self, key: &str) -> String {

@@ -14,20 +14,6 @@ use tokio::task::JoinSet;
 use super::S3Store;
 use crate::storage::{ObjectStore, ObjectWriter, StorageError};
 
-/// Aborts started from `Drop` (a cancelled backup): awaited by
-/// [`finish_background_aborts`] before the process exits.
-static BACKGROUND_ABORTS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// Waits (up to `limit`) for the multipart aborts that dropped writers
-/// started, so an interrupted run leaves no pending upload behind.
-pub async fn finish_background_aborts(limit: Duration) {
-    let handles = std::mem::take(&mut *BACKGROUND_ABORTS.lock().expect("poisoned"));
-    if !handles.is_empty() {
-        let _ = tokio::time::timeout(limit, futures::future::join_all(handles)).await;
-    }
-}
-
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: i32 = 10_000;
 
@@ -324,7 +310,8 @@ impl Drop for S3Writer {
                         tracing::warn!(key = %pending.key, error = %e, "could not abort a multipart upload");
                     }
                 });
-                BACKGROUND_ABORTS.lock().expect("poisoned").push(task);
+                // Awaited by whoever opened the store before it exits.
+                self.store.background.push(task);
             }
         }
     }
