@@ -23,6 +23,8 @@ mod mysql;
 pub(crate) mod postgres;
 pub mod report;
 pub mod scratch;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
