@@ -313,6 +313,24 @@ pub async fn acquire(
     })
 }
 
+/// Takes the lock on a policy's source for `operation`, with the policy's
+/// lease (`repository.lock_lease`), the default settle and the wall clock.
+pub async fn acquire_source(
+    store: Arc<dyn ObjectStore>,
+    policy: &crate::policy::Policy,
+    source: &crate::policy::Source,
+    operation: &str,
+) -> Result<Lock, LockError> {
+    acquire(
+        store,
+        policy.name.as_str(),
+        source.name.as_str(),
+        operation,
+        Timing::with_lease(policy.repository.lock_lease.0),
+    )
+    .await
+}
+
 /// Decides between the live claims: the one the store recorded first
 /// (ties: the holder id) holds the lock. Returns my claim with its `since`
 /// set if it is mine, or the holder's claim. Stale claims of others are

@@ -508,14 +508,8 @@ pub async fn prune_source(
         .await?;
         return Ok((plan, None));
     }
-    let lock = crate::lock::acquire(
-        Arc::clone(repo.store()),
-        policy.name.as_str(),
-        source.name.as_str(),
-        "prune",
-        crate::lock::Timing::with_lease(policy.repository.lock_lease.0),
-    )
-    .await?;
+    let lock =
+        crate::lock::acquire_source(Arc::clone(repo.store()), policy, source, "prune").await?;
     let result = prune_locked(
         repo,
         policy.name.as_str(),

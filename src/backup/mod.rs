@@ -287,14 +287,8 @@ pub async fn backup_source(
     kind: BackupKind,
     cancel: &CancellationToken,
 ) -> Result<Finished, BackupError> {
-    let lock = crate::lock::acquire(
-        Arc::clone(repo.store()),
-        policy.name.as_str(),
-        source.name.as_str(),
-        "backup",
-        crate::lock::Timing::with_lease(policy.repository.lock_lease.0),
-    )
-    .await?;
+    let lock =
+        crate::lock::acquire_source(Arc::clone(repo.store()), policy, source, "backup").await?;
     let result = backup_source_locked(policy, source, repo, kind, &lock, cancel).await;
     let result = match result {
         Ok(manifest) => {

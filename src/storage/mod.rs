@@ -225,7 +225,10 @@ pub struct Background(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandl
 
 impl Background {
     pub(crate) fn push(&self, task: tokio::task::JoinHandle<()>) {
-        self.0.lock().expect("background list").push(task);
+        let mut tasks = self.0.lock().expect("background list");
+        // A daemon runs for months: what has ended is not kept.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// Waits up to `limit` for the work started so far.
