@@ -12,7 +12,7 @@
 //! | [`storage`] | the [`storage::ObjectStore`] trait; `s3` and `local` backends |
 //! | [`pipeline`] | encode: plaintext → sha256 → zstd/gzip → age → store; decode: the reverse, verifying hashes |
 //! | [`repository`] | object key layout, manifests, listing backups |
-//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`, `kubernetes`) |
+//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
 //! | [`layout`] | the repository's key layout: every object key is made here |
@@ -29,6 +29,8 @@
 //! | [`status`] | newest backup, last attempt and archive lag of each source |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
+//! | [`kinds`] | everything one kind of source knows, in its folder: [`kinds::kubernetes`] (config, export, backup, restore, drills) |
+//! | [`kube`] | the Kubernetes API client (kubeconfig, discovery, requests) used by backups, restores and drills |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
 //! | [`progress`] | progress reports on long steps |
 //! | [`clock`] | the wall clock behind a trait, so schedules and locks run under paused time in tests |
@@ -49,6 +51,8 @@ pub mod clock;
 pub mod daemon;
 pub mod drill;
 pub mod keys;
+pub mod kinds;
+pub mod kube;
 pub mod layout;
 pub mod lock;
 pub mod metrics;

@@ -179,7 +179,7 @@ pub struct Manifest {
     /// For Kubernetes exports: the server, the namespaces, and object
     /// counts per namespace and kind (no contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<crate::source::kubernetes::KubeExport>,
+    pub kubernetes: Option<crate::kinds::kubernetes::export::KubeExport>,
 }
 
 /// What a physical base backup needs from the WAL archive to be restored.

@@ -6,9 +6,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::restore::Args;
 use super::{Outcome, UsageError};
-use crate::policy::{KubernetesSource, Policy};
-use crate::restore::kubernetes::{self as kr, Options, Plan, Report};
-use crate::source::kubernetes::{Cluster, ConnectOptions};
+use crate::kinds::kubernetes::config::KubernetesSource;
+use crate::kinds::kubernetes::restore::{self as kr, Options, Plan, Report};
+use crate::kube::{Cluster, ConnectOptions};
+use crate::policy::Policy;
 
 fn refuse_database_flags(args: &Args) -> Result<(), UsageError> {
     let db_flags = [

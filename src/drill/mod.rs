@@ -13,12 +13,10 @@
 //!
 //! What each kind restores and checks lives in its own file: `postgres`
 //! (dumps; base backups recovered to the newest archived WAL), `mysql`
-//! (dumps into a scratch MariaDB), `kubernetes` (exports into scratch
-//! namespaces). This file picks the backup, runs the kind's drill, judges
+//! (dumps into a scratch MariaDB), `kinds::kubernetes::drill` (exports into
+//! scratch namespaces). This file picks the backup, runs the kind's drill, judges
 //! user checks and stores the report.
 
-pub mod kube;
-mod kubernetes;
 mod mysql;
 pub(crate) mod postgres;
 pub mod report;
@@ -26,7 +24,6 @@ pub mod scratch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -222,10 +219,10 @@ fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::M
 
 /// Checks collected in order.
 #[derive(Default)]
-struct Checks(Vec<Check>);
+pub(crate) struct Checks(Vec<Check>);
 
 impl Checks {
-    fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
+    pub(crate) fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
         self.0.push(Check {
             name: name.into(),
             status: if passed {
@@ -237,7 +234,7 @@ impl Checks {
         });
     }
 
-    fn skip(&mut self, name: impl Into<String>, why: &str) {
+    pub(crate) fn skip(&mut self, name: impl Into<String>, why: &str) {
         self.0.push(Check {
             name: name.into(),
             status: CheckStatus::Skipped,
@@ -247,7 +244,7 @@ impl Checks {
 }
 
 /// Runs `work` unless `cancel` fires first.
-async fn interruptible<T>(
+pub(crate) async fn interruptible<T>(
     cancel: &CancellationToken,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, DrillError> {
@@ -258,19 +255,19 @@ async fn interruptible<T>(
 }
 
 /// What the restore step of a drill produced.
-struct Restored {
+pub(crate) struct Restored {
     /// Where it was restored (`throwaway PostgreSQL 15 on ...`).
-    target: String,
+    pub(crate) target: String,
     rto: Option<f64>,
     rpo: Option<f64>,
     restored_point: Option<DateTime<Utc>>,
     /// Scratch targets of earlier, killed drills found on the way
     /// (namespaces, databases on a named server).
-    leftovers: Vec<scratch::Leftover>,
+    pub(crate) leftovers: Vec<scratch::Leftover>,
 }
 
 impl Restored {
-    fn nothing(target: impl Into<String>) -> Restored {
+    pub(crate) fn nothing(target: impl Into<String>) -> Restored {
         Restored {
             target: target.into(),
             rto: None,
@@ -281,7 +278,7 @@ impl Restored {
     }
 
     /// The target is usable now and holds data up to `point`.
-    fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
+    pub(crate) fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
         self.rto = Some(clock.elapsed().as_secs_f64());
         self.restored_point = Some(point);
         self.rpo = Some((Utc::now() - point).num_milliseconds() as f64 / 1000.0);
@@ -432,15 +429,15 @@ pub async fn drill_source(
 }
 
 /// One drill of one backup: what every restore path needs.
-struct Drill<'a> {
-    repo: &'a Repository,
-    policy: &'a Policy,
+pub(crate) struct Drill<'a> {
+    pub(crate) repo: &'a Repository,
+    pub(crate) policy: &'a Policy,
     source_name: &'a str,
-    manifest: &'a Manifest,
-    id: &'a str,
-    opts: &'a Options,
-    clock: Instant,
-    user_checks: &'a [&'a crate::policy::DrillCheck],
+    pub(crate) manifest: &'a Manifest,
+    pub(crate) id: &'a str,
+    pub(crate) opts: &'a Options,
+    pub(crate) clock: Instant,
+    pub(crate) user_checks: &'a [&'a crate::policy::DrillCheck],
 }
 
 impl Drill<'_> {
@@ -466,7 +463,11 @@ impl Drill<'_> {
     }
 }
 
-fn skip_user_checks(user_checks: &[&crate::policy::DrillCheck], checks: &mut Checks, why: &str) {
+pub(crate) fn skip_user_checks(
+    user_checks: &[&crate::policy::DrillCheck],
+    checks: &mut Checks,
+    why: &str,
+) {
     for c in user_checks {
         checks.skip(format!("check: {}", c.name), why);
     }
@@ -559,7 +560,10 @@ async fn user_check(
 }
 
 /// Compares a check's result with its expectation.
-fn judge(check: &crate::policy::DrillCheck, value: Option<Option<String>>) -> (bool, String) {
+pub(crate) fn judge(
+    check: &crate::policy::DrillCheck,
+    value: Option<Option<String>>,
+) -> (bool, String) {
     let shown = match &value {
         Some(Some(v)) => v.clone(),
         Some(None) => "NULL".into(),

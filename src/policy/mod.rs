@@ -37,6 +37,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::kubernetes::config::Namespaces;
+
 /// Errors from reading or validating a policy file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

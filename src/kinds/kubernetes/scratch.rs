@@ -15,13 +15,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::scratch::{self, Leftover};
+use crate::drill::scratch::{self, Leftover};
+use crate::kube::{Cluster, Discovery, KubeError, ResourceType};
 use crate::policy::ScratchKubernetesConfig;
-use crate::source::kubernetes::{Cluster, Discovery, KubeError, ResourceType};
 
 /// The label that marks scratch namespaces.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = crate::restore::kubernetes::DRILL_MANAGED_BY;
+pub const MANAGED_BY_VALUE: &str = crate::kinds::kubernetes::restore::DRILL_MANAGED_BY;
 const DRILL_LABEL: &str = "lifeboat.dev/drill";
 const OWNER_ANNOTATION: &str = "lifeboat.dev/drill-owner";
 const SOURCE_ANNOTATION: &str = "lifeboat.dev/drill-source-namespace";
@@ -152,7 +152,7 @@ pub fn namespace_type(discovery: &Discovery) -> Result<ResourceType, KubeDrillEr
 /// restore then finds each namespace holding what the backup has.
 /// Returns the scratch namespaces to create, by name.
 pub fn scratch_namespaces(
-    plan: &mut crate::restore::kubernetes::Plan,
+    plan: &mut crate::kinds::kubernetes::restore::Plan,
     id: &str,
 ) -> BTreeMap<String, Value> {
     // A namespace whose Namespace object the export lacks gets a bare one.
@@ -164,8 +164,8 @@ pub fn scratch_namespaces(
         if !planned {
             plan.objects.insert(
                 0,
-                crate::restore::kubernetes::Planned {
-                    stage: crate::restore::kubernetes::Stage::Namespaces,
+                crate::kinds::kubernetes::restore::Planned {
+                    stage: crate::kinds::kubernetes::restore::Stage::Namespaces,
                     source_namespace: Some(from),
                     namespace: Some(to.clone()),
                     api_version: "v1".into(),

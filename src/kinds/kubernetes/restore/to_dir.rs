@@ -110,7 +110,7 @@ pub fn write_dir(plan: &Plan, dir: &Path, into_existing: bool) -> Result<usize, 
     // Folders in the order kubectl should apply them.
     let mut order: Vec<(Stage, String)> = Vec::new();
     for p in plan.objects.iter().filter(|p| p.skip.is_none()) {
-        let rel = crate::source::kubernetes::entry_path(
+        let rel = crate::kinds::kubernetes::export::entry_path(
             p.namespace.as_deref().filter(|_| p.kind != "Namespace"),
             &p.api_version,
             &p.kind,
@@ -161,8 +161,12 @@ pub fn write_dir(plan: &Plan, dir: &Path, into_existing: bool) -> Result<usize, 
                 .iter()
                 .filter(|p| p.skip.is_none() && p.stage == Stage::Namespaces)
             {
-                let file =
-                    crate::source::kubernetes::entry_path(None, &p.api_version, &p.kind, &p.name);
+                let file = crate::kinds::kubernetes::export::entry_path(
+                    None,
+                    &p.api_version,
+                    &p.kind,
+                    &p.name,
+                );
                 if file.rsplit_once('/').map(|(f, _)| f) != Some(folder.as_str()) {
                     continue;
                 }

@@ -1,6 +1,101 @@
 //! The Kubernetes API client lifeboat uses (backup, restore and drills): connecting from a kubeconfig or in-cluster, discovery of resource types, paged lists, server-side apply, and errors that say what to do.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::kinds::kubernetes::config::KubernetesSource;
+
+/// Errors talking to a Kubernetes API server.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot load the Kubernetes client configuration ({what}): {detail}. Pass a kubeconfig (policy `kubeconfig:` or --kubeconfig) or run inside a Pod with a service account")]
+    Config { what: String, detail: String },
+    #[error("cannot reach the Kubernetes API server at {server}: {detail}. Check the kubeconfig's server address and that the cluster is up")]
+    Unreachable { server: String, detail: String },
+    #[error("the Kubernetes API server at {server} rejected the credentials (401 Unauthorized) while trying to {action}: the token or certificate in the kubeconfig (context {context}) is wrong or expired")]
+    Unauthorized {
+        server: String,
+        context: String,
+        action: String,
+    },
+    #[error("the Kubernetes API server at {} refused to {} {} {} (403 Forbidden: {}). Grant the identity lifeboat runs as: apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]{}", .0.server, .0.verb, .0.resource, .0.scope, .0.message, .0.group, .0.resource, .0.verb, .0.hint)]
+    Forbidden(Box<Denied>),
+    #[error("the Kubernetes API server at {server} answered {code} to {action}: {message}")]
+    Api {
+        server: String,
+        action: String,
+        code: u16,
+        message: String,
+    },
+    #[error("namespace '{namespace}' named in the policy does not exist on {server}; fix `namespaces:` in the policy or create it")]
+    NoSuchNamespace { namespace: String, server: String },
+    #[error("the policy selects no namespaces on {server} ({what}); check `namespaces:`, `namespace_selector:` and `exclude_namespaces:`")]
+    NoNamespaces { server: String, what: String },
+    #[error("cannot read the answer of {server} to {action}: {detail}")]
+    BadResponse {
+        server: String,
+        action: String,
+        detail: String,
+    },
+    #[error("the export stream stopped before all objects were written (the upload failed; see the error above)")]
+    SinkClosed,
+    #[error("{server} cannot list the resources of {detail}; objects of that group would be missing from the backup. Repair the API service (kubectl get apiservices), or if the group holds no configuration leave it out with `exclude_resources: [\"*.{group}\"]` in the policy")]
+    GroupUnavailable {
+        server: String,
+        group: String,
+        detail: String,
+    },
+    #[error("cannot get credentials for {server} (context {context}): {detail}. Check the kubeconfig's user entry (token, client certificate, or exec plugin)")]
+    Credentials {
+        server: String,
+        context: String,
+        detail: String,
+    },
+}
+
+impl crate::outcome::Classify for KubeError {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        use crate::outcome::Outcome;
+        match self {
+            Self::Config { .. }
+            | Self::Unreachable { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden(_)
+            | Self::Api { .. }
+            | Self::NoSuchNamespace { .. }
+            | Self::NoNamespaces { .. }
+            | Self::BadResponse { .. }
+            | Self::SinkClosed
+            | Self::GroupUnavailable { .. }
+            | Self::Credentials { .. } => Outcome::Failure,
+        }
+    }
+}
+
+impl KubeError {
+    /// True for 401 and 403: a permission problem, not a transient one.
+    pub fn is_permission(&self) -> bool {
+        matches!(
+            self,
+            KubeError::Unauthorized { .. } | KubeError::Forbidden(_)
+        )
+    }
+}
+
+/// A request the server refused (403), and what to grant.
+#[derive(Debug)]
+pub struct Denied {
+    pub server: String,
+    pub verb: String,
+    pub resource: String,
+    pub group: String,
+    pub scope: String,
+    pub message: String,
+    pub hint: String,
+}
 
 /// Where to connect: overrides of the policy's kubeconfig and context.
 #[derive(Debug, Clone, Default)]
@@ -139,8 +234,8 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-pub(super) const PAGE_SIZE: u32 = 500;
-pub(super) const FIELD_MANAGER: &str = "lifeboat";
+const PAGE_SIZE: u32 = 500;
+const FIELD_MANAGER: &str = "lifeboat";
 
 impl Cluster {
     /// Loads the client configuration: an explicit kubeconfig (and
@@ -529,7 +624,7 @@ impl Cluster {
 }
 
 #[derive(Deserialize)]
-pub(super) struct ListPage {
+struct ListPage {
     #[serde(default)]
     metadata: ListMeta,
     #[serde(default)]
@@ -537,12 +632,12 @@ pub(super) struct ListPage {
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct ListMeta {
+struct ListMeta {
     #[serde(default, rename = "continue")]
     continue_token: Option<String>,
 }
 
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -554,4 +649,46 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+pub fn object_name(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub fn object_namespace(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/namespace").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_match() {
+        let rt = ResourceType {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+            singular: "deployment".into(),
+            namespaced: true,
+            verbs: vec!["list".into()],
+            short_names: vec!["deploy".into()],
+            preferred: true,
+        };
+        for spec in [
+            "deployments",
+            "Deployment",
+            "deploy",
+            "deployments.apps",
+            "DEPLOYMENT",
+        ] {
+            assert!(rt.matches(spec), "{spec}");
+        }
+        for spec in ["deployments.extensions", "pods", "deployment.app"] {
+            assert!(!rt.matches(spec), "{spec}");
+        }
+    }
 }

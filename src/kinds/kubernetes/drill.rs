@@ -1,19 +1,23 @@
 //! Kubernetes drills: an export applied into scratch namespaces.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use super::scratch;
+use crate::drill::report;
+use crate::drill::{interruptible, judge, skip_user_checks, Checks, Drill, DrillError, Restored};
 
 impl Drill<'_> {
     /// A Kubernetes export: restored into scratch namespaces with the
     /// harmless-copy rules, every applied object read back, the policy's
     /// kind counts checked, the namespaces deleted. Also returns the
     /// scratch namespaces of earlier, killed drills it deleted.
-    pub(super) async fn kubernetes(
+    pub(crate) async fn kubernetes(
         &self,
-        k: &crate::policy::KubernetesSource,
+        k: &crate::kinds::kubernetes::config::KubernetesSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
-        use crate::restore::kubernetes as kr;
-        use crate::source::kubernetes::{Cluster, ConnectOptions};
+        use crate::kinds::kubernetes::restore as kr;
+        use crate::kube::{Cluster, ConnectOptions};
         let manifest = self.manifest;
         let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
             for n in &["restore", "objects"][from..] {
@@ -26,7 +30,7 @@ impl Drill<'_> {
                 .await
                 .map_err(|e| e.to_string())?;
             let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
-            let ns_type = kube::namespace_type(&discovery).map_err(|e| e.to_string())?;
+            let ns_type = scratch::namespace_type(&discovery).map_err(|e| e.to_string())?;
             Ok::<_, String>((cluster, discovery, ns_type))
         })
         .await?;
@@ -38,7 +42,8 @@ impl Drill<'_> {
                 return Ok(Restored::nothing("none (the cluster cannot be reached)"));
             }
         };
-        let leftovers = interruptible(&self.opts.cancel, kube::sweep(&cluster, &ns_type)).await?;
+        let leftovers =
+            interruptible(&self.opts.cancel, scratch::sweep(&cluster, &ns_type)).await?;
         // The export is read and verified whole before anything is applied.
         let loaded = {
             let (repo, m, ids) = (
@@ -46,7 +51,7 @@ impl Drill<'_> {
                 manifest.clone(),
                 self.opts.identities.clone(),
             );
-            match kube::on_blocking_thread(&self.opts.cancel, move || async move {
+            match scratch::on_blocking_thread(&self.opts.cancel, move || async move {
                 kr::load(&repo, &m, ids).await
             })
             .await
@@ -76,7 +81,7 @@ impl Drill<'_> {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mapping = kube::scratch_names(self.id, &sources);
+        let mapping = scratch::scratch_names(self.id, &sources);
         let names: Vec<String> = mapping.values().cloned().collect();
         let mut restored = Restored::nothing(format!(
             "scratch namespaces {} on {} (context {})",
@@ -102,8 +107,8 @@ impl Drill<'_> {
             };
             let mut plan =
                 kr::plan(manifest, objects, &opts).map_err(|e| ("restore", e.to_string()))?;
-            let scratch = kube::scratch_namespaces(&mut plan, self.id);
-            kube::create(
+            let scratch = scratch::scratch_namespaces(&mut plan, self.id);
+            scratch::create(
                 &cluster,
                 &discovery,
                 &ns_type,
@@ -113,7 +118,7 @@ impl Drill<'_> {
             .await
             .map_err(|e| ("scratch target", e.to_string()))?;
             let (c, id) = (cluster.clone(), manifest.id.clone());
-            let report = kube::on_blocking_thread(&self.opts.cancel, move || async move {
+            let report = scratch::on_blocking_thread(&self.opts.cancel, move || async move {
                 kr::execute(&c, plan, &opts, false, &id).await
             })
             .await
@@ -130,11 +135,11 @@ impl Drill<'_> {
         let outcome = interruptible(&self.opts.cancel, body).await;
         let report = match outcome {
             Err(interrupted) => {
-                kube::delete_logged(&cluster, &ns_type, &names).await;
+                scratch::delete_logged(&cluster, &ns_type, &names).await;
                 return Err(interrupted);
             }
             Ok(Err(("interrupted", _))) => {
-                kube::delete_logged(&cluster, &ns_type, &names).await;
+                scratch::delete_logged(&cluster, &ns_type, &names).await;
                 return Err(DrillError::Interrupted);
             }
             Ok(Err((step, e))) => {
@@ -222,7 +227,7 @@ impl Drill<'_> {
         let (kinds, missing) = match read_back {
             Ok(r) => r,
             Err(interrupted) => {
-                kube::delete_logged(&cluster, &ns_type, &names).await;
+                scratch::delete_logged(&cluster, &ns_type, &names).await;
                 return Err(interrupted);
             }
         };
@@ -256,13 +261,13 @@ impl Drill<'_> {
             let kind = c.kind.as_deref().unwrap_or("");
             let counted = interruptible(
                 &self.opts.cancel,
-                kube::count_kind(&cluster, &discovery, kind, &names),
+                scratch::count_kind(&cluster, &discovery, kind, &names),
             )
             .await;
             let counted = match counted {
                 Ok(r) => r,
                 Err(interrupted) => {
-                    kube::delete_logged(&cluster, &ns_type, &names).await;
+                    scratch::delete_logged(&cluster, &ns_type, &names).await;
                     return Err(interrupted);
                 }
             };
@@ -277,14 +282,14 @@ impl Drill<'_> {
         Ok(restored)
     }
 
-    pub(super) async fn delete_namespaces(
+    pub(crate) async fn delete_namespaces(
         &self,
-        cluster: &crate::source::kubernetes::Cluster,
-        ns_type: &crate::source::kubernetes::ResourceType,
+        cluster: &crate::kube::Cluster,
+        ns_type: &crate::kube::ResourceType,
         names: &[String],
         checks: &mut Checks,
     ) {
-        let deleted = kube::delete(cluster, ns_type, names).await;
+        let deleted = scratch::delete(cluster, ns_type, names).await;
         checks.add(
             "scratch removed",
             deleted.is_ok(),
@@ -295,8 +300,8 @@ impl Drill<'_> {
                 ),
                 Err(e) => format!(
                     "{e}; delete them by hand (`kubectl delete namespace -l {}={}`)",
-                    kube::MANAGED_BY,
-                    kube::MANAGED_BY_VALUE
+                    scratch::MANAGED_BY,
+                    scratch::MANAGED_BY_VALUE
                 ),
             },
         );

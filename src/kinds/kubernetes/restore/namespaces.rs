@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{KubeRestoreError, Planned};
-use crate::source::kubernetes::remove_node_ports;
+use crate::kinds::kubernetes::clean::remove_node_ports;
 
 /// Parses `FROM:TO` pairs.
 pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, KubeRestoreError> {

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::{Planned, Skip, SkipReason};
-use crate::source::kubernetes::remove_node_ports;
+use crate::kinds::kubernetes::clean::remove_node_ports;
 
 /// Annotation recording what the harmless-copy rules changed.
 pub const HARMLESS_ANNOTATION: &str = "lifeboat.dev/harmless-copy";

@@ -1,16 +1,22 @@
 //! Kubernetes backups: the cluster's objects exported as YAML into a tar, streamed through the pipeline.
 
-use super::*;
+use chrono::Utc;
+
+use crate::backup::{BackupError, Run};
+use crate::kinds::kubernetes::config::KubernetesSource;
+use crate::pipeline;
+use crate::repository::{self, Manifest};
 
 /// Exports a Kubernetes source: objects stream from the API server into a
 /// tar (on a blocking thread) and through the pipeline into storage; the
 /// manifest records counts per namespace and kind.
-pub(super) async fn backup_kubernetes(
+pub(crate) async fn backup_kubernetes(
     run: &mut Run<'_>,
-    k: &crate::policy::KubernetesSource,
+    k: &KubernetesSource,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest, BackupError> {
-    use crate::source::kubernetes::{self as kube_src, Cluster, ConnectOptions};
+    use crate::kinds::kubernetes::export as kube_src;
+    use crate::kube::{Cluster, ConnectOptions};
     let cluster = Cluster::connect(&ConnectOptions::from_source(k)).await?;
     let version = cluster.version().await?;
     let source_name = run.source.name.to_string();
@@ -41,7 +47,7 @@ pub(super) async fn backup_kubernetes(
     let summary = match (exported, tar) {
         (Ok(s), Ok(())) => s,
         // The export stopped because the tar writer did: its error is the cause.
-        (Err(crate::source::kubernetes::KubeError::SinkClosed), Err(e)) => {
+        (Err(crate::kube::KubeError::SinkClosed), Err(e)) => {
             pending.abort().await;
             return Err(BackupError::Tar(e));
         }

@@ -11,9 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::{KubeRestoreError, Options, Plan, Planned, Skip, SkipReason, RESTORED_FROM_ANNOTATION};
-use crate::source::kubernetes::{
-    clean, never_exported, object_name, Cluster, Discovery, KubeError, ResourceType,
-};
+use crate::kinds::kubernetes::clean::{clean, never_exported};
+use crate::kube::{object_name, Cluster, Discovery, KubeError, ResourceType};
 
 /// How many of a non-empty namespace's objects the refusal names.
 const SHOWN: usize = 12;

@@ -8,114 +8,19 @@
 //! `_cluster/...` for cluster-scoped objects). The tar goes through the
 //! usual pipeline, so Secrets are only ever stored encrypted.
 //!
-//! What is dropped, and why, is in [`clean`]; FORMAT.md §12 documents the
-//! layout.
-
-mod clean;
-mod client;
-pub mod yaml;
-
-pub use clean::*;
-pub use client::*;
+//! What is dropped, and why, is in [`clean`](super::clean); FORMAT.md §12
+//! documents the layout.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::policy::{KubernetesSource, Namespaces};
-
-/// Errors talking to a Kubernetes API server.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    #[error("cannot load the Kubernetes client configuration ({what}): {detail}. Pass a kubeconfig (policy `kubeconfig:` or --kubeconfig) or run inside a Pod with a service account")]
-    Config { what: String, detail: String },
-    #[error("cannot reach the Kubernetes API server at {server}: {detail}. Check the kubeconfig's server address and that the cluster is up")]
-    Unreachable { server: String, detail: String },
-    #[error("the Kubernetes API server at {server} rejected the credentials (401 Unauthorized) while trying to {action}: the token or certificate in the kubeconfig (context {context}) is wrong or expired")]
-    Unauthorized {
-        server: String,
-        context: String,
-        action: String,
-    },
-    #[error("the Kubernetes API server at {} refused to {} {} {} (403 Forbidden: {}). Grant the identity lifeboat runs as: apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]{}", .0.server, .0.verb, .0.resource, .0.scope, .0.message, .0.group, .0.resource, .0.verb, .0.hint)]
-    Forbidden(Box<Denied>),
-    #[error("the Kubernetes API server at {server} answered {code} to {action}: {message}")]
-    Api {
-        server: String,
-        action: String,
-        code: u16,
-        message: String,
-    },
-    #[error("namespace '{namespace}' named in the policy does not exist on {server}; fix `namespaces:` in the policy or create it")]
-    NoSuchNamespace { namespace: String, server: String },
-    #[error("the policy selects no namespaces on {server} ({what}); check `namespaces:`, `namespace_selector:` and `exclude_namespaces:`")]
-    NoNamespaces { server: String, what: String },
-    #[error("cannot read the answer of {server} to {action}: {detail}")]
-    BadResponse {
-        server: String,
-        action: String,
-        detail: String,
-    },
-    #[error("the export stream stopped before all objects were written (the upload failed; see the error above)")]
-    SinkClosed,
-    #[error("{server} cannot list the resources of {detail}; objects of that group would be missing from the backup. Repair the API service (kubectl get apiservices), or if the group holds no configuration leave it out with `exclude_resources: [\"*.{group}\"]` in the policy")]
-    GroupUnavailable {
-        server: String,
-        group: String,
-        detail: String,
-    },
-    #[error("cannot get credentials for {server} (context {context}): {detail}. Check the kubeconfig's user entry (token, client certificate, or exec plugin)")]
-    Credentials {
-        server: String,
-        context: String,
-        detail: String,
-    },
-}
-
-impl crate::outcome::Classify for KubeError {
-    fn outcome(&self) -> crate::outcome::Outcome {
-        use crate::outcome::Outcome;
-        match self {
-            Self::Config { .. }
-            | Self::Unreachable { .. }
-            | Self::Unauthorized { .. }
-            | Self::Forbidden(_)
-            | Self::Api { .. }
-            | Self::NoSuchNamespace { .. }
-            | Self::NoNamespaces { .. }
-            | Self::BadResponse { .. }
-            | Self::SinkClosed
-            | Self::GroupUnavailable { .. }
-            | Self::Credentials { .. } => Outcome::Failure,
-        }
-    }
-}
-
-impl KubeError {
-    /// True for 401 and 403: a permission problem, not a transient one.
-    pub fn is_permission(&self) -> bool {
-        matches!(
-            self,
-            KubeError::Unauthorized { .. } | KubeError::Forbidden(_)
-        )
-    }
-}
-
-/// A request the server refused (403), and what to grant.
-#[derive(Debug)]
-pub struct Denied {
-    pub server: String,
-    pub verb: String,
-    pub resource: String,
-    pub group: String,
-    pub scope: String,
-    pub message: String,
-    pub hint: String,
-}
+use super::clean::{clean, never_exported, NEVER_EXPORTED};
+use super::config::{KubernetesSource, Namespaces};
+use super::yaml;
+use crate::kube::{object_name, object_namespace, Cluster, Discovery, KubeError, ResourceType};
 
 /// The path of an object inside the export:
 /// `namespace/group-version-Kind/name.yaml`, `_cluster/...` for
@@ -248,16 +153,6 @@ async fn select_namespaces(
     }
     out.sort_by(|a, b| object_name(a).cmp(object_name(b)));
     Ok(out)
-}
-
-pub fn object_name(obj: &Value) -> &str {
-    obj.pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-pub fn object_namespace(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/namespace").and_then(Value::as_str)
 }
 
 /// Exports the source's objects into `sink`, one file per object, and
@@ -450,6 +345,7 @@ pub fn write_tar<W: std::io::Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::kubernetes::clean::Skip;
     use serde_json::json;
 
     #[test]
@@ -521,32 +417,5 @@ mod tests {
             job.pointer("/spec"),
             Some(&json!({"template": {"metadata": {"labels": {"app": "m"}}}}))
         );
-    }
-
-    #[test]
-    fn type_names_match() {
-        let rt = ResourceType {
-            group: "apps".into(),
-            version: "v1".into(),
-            kind: "Deployment".into(),
-            plural: "deployments".into(),
-            singular: "deployment".into(),
-            namespaced: true,
-            verbs: vec!["list".into()],
-            short_names: vec!["deploy".into()],
-            preferred: true,
-        };
-        for spec in [
-            "deployments",
-            "Deployment",
-            "deploy",
-            "deployments.apps",
-            "DEPLOYMENT",
-        ] {
-            assert!(rt.matches(spec), "{spec}");
-        }
-        for spec in ["deployments.extensions", "pods", "deployment.app"] {
-            assert!(!rt.matches(spec), "{spec}");
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! What an export leaves out and strips: resources never exported (events, leases, tokens...), objects a controller recreates, and server-set fields, so a restore applies cleanly.
 
-use super::*;
+use serde_json::Value;
+
+use crate::kube::ResourceType;
 
 /// Resource types never exported, and why.
 pub(super) const NEVER_EXPORTED: &[(&str, &str, &str)] = &[

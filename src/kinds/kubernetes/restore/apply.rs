@@ -10,7 +10,7 @@ use super::{
     contained, target, KubeRestoreError, ObjectResult, Options, Outcome, Plan, Planned, Report,
     SkipReason, Stage,
 };
-use crate::source::kubernetes::{object_name, Cluster, Discovery, KubeError, ResourceType};
+use crate::kube::{object_name, Cluster, Discovery, KubeError, ResourceType};
 
 /// How many objects are applied at once within a stage.
 const PARALLEL: usize = 16;

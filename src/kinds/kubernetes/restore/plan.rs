@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::harmless::make_harmless;
 use super::namespaces::{copy_namespace_metadata, release_node_ports, rewrite_namespaces};
 use super::{Exported, KubeRestoreError, Options};
+use crate::kube::{object_name, object_namespace, ResourceType};
 use crate::repository::Manifest;
-use crate::source::kubernetes::{object_name, object_namespace, ResourceType};
 
 /// Restore order: what others depend on first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

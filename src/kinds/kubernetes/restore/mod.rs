@@ -44,8 +44,9 @@ pub use report::{describe_skips, ObjectResult, Outcome, Report};
 pub use target::selects;
 pub use to_dir::write_dir;
 
+use crate::kinds::kubernetes::yaml;
+use crate::kube::KubeError;
 use crate::pipeline::PipelineError;
-use crate::source::kubernetes::{yaml, KubeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeRestoreError {
