@@ -12,14 +12,13 @@
 //! | [`storage`] | the [`storage::ObjectStore`] trait; `s3` and `local` backends |
 //! | [`pipeline`] | encode: plaintext → sha256 → zstd/gzip → age → store; decode: the reverse, verifying hashes |
 //! | [`repository`] | object key layout, manifests, listing backups |
-//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`, `kubernetes`) |
+//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `kubernetes`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
 //! | [`layout`] | the repository's key layout: every object key is made here |
 //! | [`lock`] | per-source locks in the repository (claims, leases, takeover) |
 //! | [`retention`] | pure planning: which backups to keep, and why |
 //! | [`prune`] | applying retention to a source: backups, WAL and binlog archives, leftovers of crashed runs |
-//! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
 //! | [`catalog`] | the local SQLite index of backups and history of runs (rebuildable from the repository) |
 //! | [`daemon`] | `lifeboat run`: schedules, supervised archivers, `/metrics`, reload and graceful stop |
@@ -29,6 +28,7 @@
 //! | [`status`] | newest backup, last attempt and archive lag of each source |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
+//! | [`kinds`] | source kinds: everything one kind of source knows lives in its folder (`mysql`) |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
 //! | [`progress`] | progress reports on long steps |
 //! | [`clock`] | the wall clock behind a trait, so schedules and locks run under paused time in tests |
@@ -42,13 +42,13 @@
 #![deny(unsafe_code)]
 
 pub mod backup;
-pub mod binlog;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod drill;
 pub mod keys;
+pub mod kinds;
 pub mod layout;
 pub mod lock;
 pub mod metrics;

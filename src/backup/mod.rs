@@ -15,11 +15,9 @@ use crate::source::postgres::{self, PgConn, PgError, PgTools};
 use crate::storage::StorageError;
 
 mod kubernetes;
-mod mysql;
 mod pg;
 
 use kubernetes::*;
-use mysql::*;
 use pg::*;
 
 /// Errors of a backup run.
@@ -30,7 +28,7 @@ pub enum BackupError {
     #[error(transparent)]
     Postgres(#[from] PgError),
     #[error(transparent)]
-    Mysql(#[from] crate::source::mysql::MyError),
+    Mysql(#[from] crate::kinds::mysql::source::MyError),
     #[error(transparent)]
     Kubernetes(#[from] crate::source::kubernetes::KubeError),
     #[error(transparent)]
@@ -121,12 +119,12 @@ pub use crate::policy::BackupKind;
 
 /// One backup in progress: what is needed to write its artifacts, and what
 /// was written so far (deleted again if the backup fails).
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     policy: &'a Policy,
-    source: &'a Source,
-    repo: &'a Repository,
-    settings: EncodeSettings,
-    id: String,
+    pub(crate) source: &'a Source,
+    pub(crate) repo: &'a Repository,
+    pub(crate) settings: EncodeSettings,
+    pub(crate) id: String,
     artifacts: Vec<Artifact>,
     recipients: Vec<String>,
     /// The lock's: beaten while bytes move, so a stuck run loses its lease.
@@ -136,7 +134,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Logs the progress of reading one artifact, and beats the lock's
     /// heartbeat while bytes move.
-    fn ticker(&self, artifact: String) -> crate::progress::ProgressTicker {
+    pub(crate) fn ticker(&self, artifact: String) -> crate::progress::ProgressTicker {
         crate::progress::ProgressTicker::start_beating(
             self.source.name.to_string(),
             artifact,
@@ -145,7 +143,7 @@ impl Run<'_> {
         )
     }
 
-    fn key(&self, file: &str) -> String {
+    pub(crate) fn key(&self, file: &str) -> String {
         Repository::artifact_key(
             self.policy.name.as_str(),
             self.source.name.as_str(),
@@ -157,7 +155,7 @@ impl Run<'_> {
         )
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         name: String,
         kind: &str,
@@ -181,7 +179,7 @@ impl Run<'_> {
 
     /// The manifest of this run's artifacts, for the kind-specific fields
     /// to be filled in by the caller.
-    fn manifest(
+    pub(crate) fn manifest(
         &mut self,
         kind: repository::ManifestKind,
         started_at: chrono::DateTime<Utc>,
@@ -208,7 +206,7 @@ impl Run<'_> {
 
     /// Stores a small artifact held in memory (an inventory, a manifest)
     /// and records it.
-    async fn store_small(
+    pub(crate) async fn store_small(
         &mut self,
         file: &str,
         name: String,
@@ -367,7 +365,7 @@ async fn backup_source_locked(
                     backup_postgres_base(&mut run, pg, started_at).await
                 }
                 (SourceKind::Mysql(my), BackupKind::Dump) => {
-                    backup_mysql(&mut run, my, started_at).await
+                    crate::kinds::mysql::backup::backup_mysql(&mut run, my, started_at).await
                 }
                 (SourceKind::Kubernetes(k), BackupKind::Dump) => {
                     backup_kubernetes(&mut run, k, started_at).await

@@ -13,13 +13,12 @@
 //!
 //! What each kind restores and checks lives in its own file: `postgres`
 //! (dumps; base backups recovered to the newest archived WAL), `mysql`
-//! (dumps into a scratch MariaDB), `kubernetes` (exports into scratch
-//! namespaces). This file picks the backup, runs the kind's drill, judges
+//! (dumps into a scratch MariaDB; `kinds::mysql::drill`), `kubernetes`
+//! (exports into scratch namespaces). This file picks the backup, runs the kind's drill, judges
 //! user checks and stores the report.
 
 pub mod kube;
 mod kubernetes;
-mod mysql;
 pub(crate) mod postgres;
 pub mod report;
 pub mod scratch;
@@ -38,7 +37,6 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
 use crate::repository::{BackupSelector, Manifest, Repository, RepositoryError};
-use crate::restore::mysql as my_restore;
 use crate::restore::pitr;
 use crate::restore::postgres as pg_restore;
 use crate::storage::StorageError;
@@ -222,10 +220,10 @@ fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::M
 
 /// Checks collected in order.
 #[derive(Default)]
-struct Checks(Vec<Check>);
+pub(crate) struct Checks(pub(crate) Vec<Check>);
 
 impl Checks {
-    fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
+    pub(crate) fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
         self.0.push(Check {
             name: name.into(),
             status: if passed {
@@ -237,7 +235,7 @@ impl Checks {
         });
     }
 
-    fn skip(&mut self, name: impl Into<String>, why: &str) {
+    pub(crate) fn skip(&mut self, name: impl Into<String>, why: &str) {
         self.0.push(Check {
             name: name.into(),
             status: CheckStatus::Skipped,
@@ -247,7 +245,7 @@ impl Checks {
 }
 
 /// Runs `work` unless `cancel` fires first.
-async fn interruptible<T>(
+pub(crate) async fn interruptible<T>(
     cancel: &CancellationToken,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, DrillError> {
@@ -258,9 +256,9 @@ async fn interruptible<T>(
 }
 
 /// What the restore step of a drill produced.
-struct Restored {
+pub(crate) struct Restored {
     /// Where it was restored (`throwaway PostgreSQL 15 on ...`).
-    target: String,
+    pub(crate) target: String,
     rto: Option<f64>,
     rpo: Option<f64>,
     restored_point: Option<DateTime<Utc>>,
@@ -270,7 +268,7 @@ struct Restored {
 }
 
 impl Restored {
-    fn nothing(target: impl Into<String>) -> Restored {
+    pub(crate) fn nothing(target: impl Into<String>) -> Restored {
         Restored {
             target: target.into(),
             rto: None,
@@ -281,7 +279,7 @@ impl Restored {
     }
 
     /// The target is usable now and holds data up to `point`.
-    fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
+    pub(crate) fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
         self.rto = Some(clock.elapsed().as_secs_f64());
         self.restored_point = Some(point);
         self.rpo = Some((Utc::now() - point).num_milliseconds() as f64 / 1000.0);
@@ -432,15 +430,15 @@ pub async fn drill_source(
 }
 
 /// One drill of one backup: what every restore path needs.
-struct Drill<'a> {
-    repo: &'a Repository,
-    policy: &'a Policy,
-    source_name: &'a str,
-    manifest: &'a Manifest,
-    id: &'a str,
-    opts: &'a Options,
-    clock: Instant,
-    user_checks: &'a [&'a crate::policy::DrillCheck],
+pub(crate) struct Drill<'a> {
+    pub(crate) repo: &'a Repository,
+    pub(crate) policy: &'a Policy,
+    pub(crate) source_name: &'a str,
+    pub(crate) manifest: &'a Manifest,
+    pub(crate) id: &'a str,
+    pub(crate) opts: &'a Options,
+    pub(crate) clock: Instant,
+    pub(crate) user_checks: &'a [&'a crate::policy::DrillCheck],
 }
 
 impl Drill<'_> {
@@ -466,14 +464,18 @@ impl Drill<'_> {
     }
 }
 
-fn skip_user_checks(user_checks: &[&crate::policy::DrillCheck], checks: &mut Checks, why: &str) {
+pub(crate) fn skip_user_checks(
+    user_checks: &[&crate::policy::DrillCheck],
+    checks: &mut Checks,
+    why: &str,
+) {
     for c in user_checks {
         checks.skip(format!("check: {}", c.name), why);
     }
 }
 
 /// The report line of an inventory comparison.
-fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
+pub(crate) fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
     if inv.passed() {
         return (
             true,
@@ -559,7 +561,10 @@ async fn user_check(
 }
 
 /// Compares a check's result with its expectation.
-fn judge(check: &crate::policy::DrillCheck, value: Option<Option<String>>) -> (bool, String) {
+pub(crate) fn judge(
+    check: &crate::policy::DrillCheck,
+    value: Option<Option<String>>,
+) -> (bool, String) {
     let shown = match &value {
         Some(Some(v)) => v.clone(),
         Some(None) => "NULL".into(),

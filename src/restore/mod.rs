@@ -7,7 +7,6 @@
 //! result with the inventory taken at backup time.
 
 pub mod kubernetes;
-pub mod mysql;
 pub mod pitr;
 pub mod postgres;
 

@@ -2,6 +2,5 @@
 //! consistency points they were taken at.
 
 pub mod kubernetes;
-pub mod mysql;
 pub mod postgres;
 pub mod tar;
