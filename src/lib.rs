@@ -12,14 +12,13 @@
 //! | [`storage`] | the [`storage::ObjectStore`] trait; `s3` and `local` backends |
 //! | [`pipeline`] | encode: plaintext → sha256 → zstd/gzip → age → store; decode: the reverse, verifying hashes |
 //! | [`repository`] | object key layout, manifests, listing backups |
-//! | [`source`] | producing plaintext streams and their consistency points (`postgres`, `mysql`) |
+//! | [`source`] | producing plaintext streams and their consistency points (`postgres`) |
 //! | [`backup`] | one backup run: source → pipeline → repository, manifest last |
 //! | [`restore`] | turning artifacts back into running state: dumps into a server, base backups + WAL into a data directory (`pitr`) |
 //! | [`layout`] | the repository's key layout: every object key is made here |
 //! | [`lock`] | per-source locks in the repository (claims, leases, takeover) |
 //! | [`retention`] | pure planning: which backups to keep, and why |
 //! | [`prune`] | applying retention to a source: backups, WAL and binlog archives, leftovers of crashed runs |
-//! | [`binlog`] | MySQL/MariaDB binlog archiving (supervised `mariadb-binlog --raw`) and its state |
 //! | [`wal`] | WAL file names and LSNs; the WAL archive (`wal-push`, `wal-fetch`); what PITR can reach |
 //! | [`catalog`] | the local SQLite index of backups and history of runs (rebuildable from the repository) |
 //! | [`daemon`] | `lifeboat run`: schedules, supervised archivers, `/metrics`, reload and graceful stop |
@@ -29,7 +28,7 @@
 //! | [`status`] | newest backup, last attempt and archive lag of each source |
 //! | [`verify`] | checking stored objects, with or without the key |
 //! | [`keys`] | age identities and recipients |
-//! | [`kinds`] | everything one kind of source knows, in its folder: [`kinds::kubernetes`] (config, export, backup, restore, drills) |
+//! | [`kinds`] | everything one kind of source knows, in its folder: [`kinds::kubernetes`] (config, export, backup, restore, drills), [`kinds::mysql`] (config, dump, binlog archive, restore, drills) |
 //! | [`kube`] | the Kubernetes API client (kubeconfig, discovery, requests) used by backups, restores and drills |
 //! | [`process`] | child processes (pg_dump, pg_restore) with secrets kept out of argv |
 //! | [`progress`] | progress reports on long steps |
@@ -44,7 +43,6 @@
 #![deny(unsafe_code)]
 
 pub mod backup;
-pub mod binlog;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -301,7 +301,7 @@ pub async fn plan(
     for prefix in [
         data_prefix.clone(),
         crate::wal::archive::prefix(policy, source),
-        crate::binlog::prefix(policy, source),
+        crate::kinds::mysql::binlog::prefix(policy, source),
         Repository::manifest_key(policy, source, ""),
     ] {
         for u in store.unfinished(&prefix).await? {
@@ -363,7 +363,7 @@ async fn binlog_plan(
     kept: &[&repository::Manifest],
     out: &mut Plan,
 ) -> Result<(), PruneError> {
-    let prefix = crate::binlog::prefix(policy, source);
+    let prefix = crate::kinds::mysql::binlog::prefix(policy, source);
     let objects = store.list(&prefix).await?;
     if objects.is_empty() {
         return Ok(());
@@ -371,7 +371,7 @@ async fn binlog_plan(
     let floor = kept
         .iter()
         .filter_map(|m| m.binlog.as_ref())
-        .map(|b| crate::binlog::file_order(&b.file))
+        .map(|b| crate::kinds::mysql::binlog::file_order(&b.file))
         .min_by_key(|(_, n)| *n);
     let Some((base, floor)) = floor else {
         out.notes
@@ -382,7 +382,7 @@ async fn binlog_plan(
         let Some((file, _)) = obj.key[prefix.len()..].split_once('/') else {
             continue;
         };
-        let (b, n) = crate::binlog::file_order(file);
+        let (b, n) = crate::kinds::mysql::binlog::file_order(file);
         // Another base name (the server's log_basename changed): not
         // comparable, kept.
         if b == base && n < floor {

@@ -175,7 +175,7 @@ pub struct Manifest {
     /// For MySQL/MariaDB dumps: the binlog position the dump is consistent
     /// at (point-in-time recovery replays binlogs from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binlog: Option<crate::source::mysql::BinlogPoint>,
+    pub binlog: Option<crate::kinds::mysql::source::BinlogPoint>,
     /// For Kubernetes exports: the server, the namespaces, and object
     /// counts per namespace and kind (no contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -156,13 +156,13 @@ pub async fn recoverable_end(
             let dump = listing.backups.iter().rev().find(|m| {
                 m.kind == crate::repository::ManifestKind::MysqlDump && m.binlog.is_some()
             })?;
-            let reader = crate::restore::mysql::EndReader { identities };
-            let plan = crate::restore::mysql::plan_replay(
+            let reader = crate::kinds::mysql::restore::EndReader { identities };
+            let plan = crate::kinds::mysql::restore::plan_replay(
                 repo,
                 p,
                 s,
                 dump,
-                &crate::restore::mysql::MyTarget::LatestReachable,
+                &crate::kinds::mysql::restore::MyTarget::LatestReachable,
                 Some(reader),
             )
             .await;
@@ -317,9 +317,9 @@ pub async fn archive_status(
             Ok(Some(st))
         }
         SourceKind::Mysql(my) => {
-            let state = match crate::binlog::load_state(repo, p, s).await {
+            let state = match crate::kinds::mysql::binlog::load_state(repo, p, s).await {
                 Ok(st) => st,
-                Err(crate::binlog::BinlogError::Storage(e)) => return Err(e.into()),
+                Err(crate::kinds::mysql::binlog::BinlogError::Storage(e)) => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(source = %s, error = %e, "cannot read the binlog archive's records");
                     Default::default()
@@ -330,7 +330,7 @@ pub async fn archive_status(
             }
             let newest = state
                 .values()
-                .max_by_key(|r| crate::binlog::file_order(&r.file));
+                .max_by_key(|r| crate::kinds::mysql::binlog::file_order(&r.file));
             let newest_at = state.values().map(|r| r.archived_at).max();
             let mut st = ArchiveStatus {
                 kind: "binlog",
@@ -395,7 +395,7 @@ pub fn wal_lag(current: &str, newest_archived: Option<&str>, segment_size: u64) 
 /// stored).
 pub fn binlog_lag(
     server: &[(String, u64)],
-    stored: &std::collections::BTreeMap<String, crate::binlog::BinlogRecord>,
+    stored: &std::collections::BTreeMap<String, crate::kinds::mysql::binlog::BinlogRecord>,
 ) -> (u64, u64) {
     let Some((current, current_size)) = server.last() else {
         return (0, 0);
@@ -444,10 +444,13 @@ async fn pg_current_segment(pg: &crate::policy::PostgresSource) -> Result<(Strin
     }
 }
 
-async fn server_binlogs(my: &crate::policy::MysqlSource) -> Result<Vec<(String, u64)>, String> {
+async fn server_binlogs(
+    my: &crate::kinds::mysql::config::MysqlSource,
+) -> Result<Vec<(String, u64)>, String> {
     use mysql_async::prelude::Queryable;
     let work = async {
-        let conn = crate::source::mysql::MyConn::from_source(my).map_err(|e| e.to_string())?;
+        let conn =
+            crate::kinds::mysql::source::MyConn::from_source(my).map_err(|e| e.to_string())?;
         let mut c = conn.connect().await.map_err(|e| e.to_string())?;
         let rows: Vec<mysql_async::Row> = c
             .query("SHOW BINARY LOGS")
@@ -458,7 +461,7 @@ async fn server_binlogs(my: &crate::policy::MysqlSource) -> Result<Vec<(String, 
             .iter()
             .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
             .collect();
-        files.sort_by_key(|(f, _)| crate::binlog::file_order(f));
+        files.sort_by_key(|(f, _)| crate::kinds::mysql::binlog::file_order(f));
         Ok::<_, String>(files)
     };
     match tokio::time::timeout(PROBE_TIMEOUT, work).await {

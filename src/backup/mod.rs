@@ -15,10 +15,8 @@ use crate::repository::{self, Artifact, Manifest, Repository, RepositoryError};
 use crate::source::postgres::{self, PgConn, PgError, PgTools};
 use crate::storage::StorageError;
 
-mod mysql;
 mod pg;
 
-use mysql::*;
 use pg::*;
 
 /// Errors of a backup run.
@@ -29,7 +27,7 @@ pub enum BackupError {
     #[error(transparent)]
     Postgres(#[from] PgError),
     #[error(transparent)]
-    Mysql(#[from] crate::source::mysql::MyError),
+    Mysql(#[from] crate::kinds::mysql::source::MyError),
     #[error(transparent)]
     Kubernetes(#[from] crate::kube::KubeError),
     #[error(transparent)]
@@ -207,7 +205,7 @@ impl Run<'_> {
 
     /// Stores a small artifact held in memory (an inventory, a manifest)
     /// and records it.
-    async fn store_small(
+    pub(crate) async fn store_small(
         &mut self,
         file: &str,
         name: String,
@@ -366,7 +364,7 @@ async fn backup_source_locked(
                     backup_postgres_base(&mut run, pg, started_at).await
                 }
                 (SourceKind::Mysql(my), BackupKind::Dump) => {
-                    backup_mysql(&mut run, my, started_at).await
+                    crate::kinds::mysql::backup::backup_mysql(&mut run, my, started_at).await
                 }
                 (SourceKind::Kubernetes(k), BackupKind::Dump) => {
                     backup_kubernetes(&mut run, k, started_at).await

@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use serde::Serialize;
 
 use super::{Outcome, UsageError};
-use crate::binlog::{self, Archiver, BinlogReport};
+use crate::kinds::mysql::binlog::{self, Archiver, BinlogReport};
+use crate::kinds::mysql::config::MysqlSource;
+use crate::kinds::mysql::source::{BinlogPoint, MyConn};
 use crate::pipeline::EncodeSettings;
-use crate::policy::{MysqlSource, Policy, Source, SourceKind};
-use crate::source::mysql::{BinlogPoint, MyConn};
+use crate::policy::{Policy, Source, SourceKind};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -185,12 +186,12 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             end: None,
         };
         if m.binlog.is_some() {
-            match crate::restore::mysql::plan_replay(
+            match crate::kinds::mysql::restore::plan_replay(
                 &repo,
                 pname,
                 sname,
                 m,
-                &crate::restore::mysql::MyTarget::LatestReachable,
+                &crate::kinds::mysql::restore::MyTarget::LatestReachable,
                 None,
             )
             .await
@@ -211,7 +212,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                Err(crate::restore::mysql::ReplayError::Gap(g)) => {
+                Err(crate::kinds::mysql::restore::ReplayError::Gap(g)) => {
                     w.gap_at = Some(g.missing);
                 }
                 Err(e) => return Err(e.into()),

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use super::restore::Args;
 use super::{Outcome, UsageError};
-use crate::policy::{MysqlSource, Policy};
+use crate::kinds::mysql::config::MysqlSource;
+use crate::kinds::mysql::restore::{self as mysql, MyPlan, MyTarget, ReplayPlan};
+use crate::policy::Policy;
 use crate::progress::human_bytes;
-use crate::restore::mysql::{self, MyPlan, MyTarget, ReplayPlan};
 
 fn until_target(args: &Args) -> Result<Option<MyTarget>, UsageError> {
     if args.until_lsn.is_some() || args.until_xid.is_some() || args.until_name.is_some() {

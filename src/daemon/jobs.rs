@@ -305,11 +305,11 @@ pub(super) async fn supervise_binlog(
                 unreachable!("only MySQL sources get a binlog archiver")
             };
             let recipients = policy.encryption.all_recipients()?;
-            let archiver = crate::binlog::Archiver {
+            let archiver = crate::kinds::mysql::binlog::Archiver {
                 repo: &repo,
                 policy: p.to_string(),
                 source: s.to_string(),
-                conn: crate::source::mysql::MyConn::from_source(my)?,
+                conn: crate::kinds::mysql::source::MyConn::from_source(my)?,
                 bin_dir: my.bin_dir.clone(),
                 settings: crate::pipeline::EncodeSettings {
                     compression: policy.compression,

@@ -13,11 +13,10 @@
 //!
 //! What each kind restores and checks lives in its own file: `postgres`
 //! (dumps; base backups recovered to the newest archived WAL), `mysql`
-//! (dumps into a scratch MariaDB), `kinds::kubernetes::drill` (exports into
-//! scratch namespaces). This file picks the backup, runs the kind's drill, judges
+//! (dumps into a scratch MariaDB; `kinds::mysql::drill`), `kinds::kubernetes::drill`
+//! (exports into scratch namespaces). This file picks the backup, runs the kind's drill, judges
 //! user checks and stores the report.
 
-mod mysql;
 pub(crate) mod postgres;
 pub mod report;
 pub mod scratch;
@@ -35,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
 use crate::repository::{BackupSelector, Manifest, Repository, RepositoryError};
-use crate::restore::mysql as my_restore;
 use crate::restore::pitr;
 use crate::restore::postgres as pg_restore;
 use crate::storage::StorageError;
@@ -219,7 +217,7 @@ fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::M
 
 /// Checks collected in order.
 #[derive(Default)]
-pub(crate) struct Checks(Vec<Check>);
+pub(crate) struct Checks(pub(crate) Vec<Check>);
 
 impl Checks {
     pub(crate) fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
@@ -432,7 +430,7 @@ pub async fn drill_source(
 pub(crate) struct Drill<'a> {
     pub(crate) repo: &'a Repository,
     pub(crate) policy: &'a Policy,
-    source_name: &'a str,
+    pub(crate) source_name: &'a str,
     pub(crate) manifest: &'a Manifest,
     pub(crate) id: &'a str,
     pub(crate) opts: &'a Options,
@@ -474,7 +472,7 @@ pub(crate) fn skip_user_checks(
 }
 
 /// The report line of an inventory comparison.
-fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
+pub(crate) fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
     if inv.passed() {
         return (
             true,

@@ -6,7 +6,6 @@
 //! identity decrypts, the inventory is intact), restores, and compares the
 //! result with the inventory taken at backup time.
 
-pub mod mysql;
 pub mod pitr;
 pub mod postgres;
 

@@ -1,6 +1,5 @@
 //! Sources: producing plaintext streams of protected systems, and the
 //! consistency points they were taken at.
 
-pub mod mysql;
 pub mod postgres;
 pub mod tar;

@@ -165,7 +165,7 @@ fn commit_times(m: &MariaDb) -> HashMap<String, (DateTime<Utc>, String)> {
         let mut after_at = false;
         for line in text.lines() {
             if after_at {
-                if let Some(h) = lifeboat::binlog::event_header(line.as_bytes()) {
+                if let Some(h) = lifeboat::kinds::mysql::binlog::event_header(line.as_bytes()) {
                     if let Some(g) = h.kind.strip_prefix("GTID ") {
                         gtid = g.split_whitespace().next().map(str::to_string);
                     } else if h.kind.starts_with("Xid") {
@@ -545,7 +545,7 @@ fn binlog_pitr_to_random_seconds_and_edges_matches_the_commit_history() {
     );
     // A GTID the archive does not hold (yet): refused, naming the newest.
     let last_gtid = h.last().gtid.clone();
-    let (d, srv, n) = lifeboat::binlog::parse_gtid(&last_gtid).unwrap();
+    let (d, srv, n) = lifeboat::kinds::mysql::binlog::parse_gtid(&last_gtid).unwrap();
     oracle.refused(
         "a GTID not archived",
         &["--until-gtid", &format!("{d}-{srv}-{}", n + 5)],

@@ -330,14 +330,14 @@ pub(crate) fn archived(
         // A running archiver replaces partial copies: a copy listed a moment
         // ago may be gone; read the state again then.
         'again: for _ in 0..20 {
-            let state = lifeboat::binlog::load_state(&repo, "test", "business-db")
+            let state = lifeboat::kinds::mysql::binlog::load_state(&repo, "test", "business-db")
                 .await
                 .unwrap();
             let mut out = Vec::new();
             for rec in state.values() {
-                match lifeboat::binlog::fetch(&repo, rec, ids.clone()).await {
+                match lifeboat::kinds::mysql::binlog::fetch(&repo, rec, ids.clone()).await {
                     Ok(bytes) => out.push((rec.file.clone(), rec.complete, bytes)),
-                    Err(lifeboat::binlog::BinlogError::Pipeline(
+                    Err(lifeboat::kinds::mysql::binlog::BinlogError::Pipeline(
                         lifeboat::pipeline::PipelineError::Storage(
                             lifeboat::storage::StorageError::NotFound { .. },
                         ),

@@ -16,16 +16,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ScratchMariaDbConfig, ScratchPostgresConfig, Secret};
-use crate::source::mysql::{self as my, MyConn, MyError};
+use crate::kinds::mysql::scratch::{kill_mariadbd, MARIADB};
+use crate::kinds::mysql::source::MyError;
+use crate::policy::{ScratchPostgresConfig, Secret};
 use crate::source::postgres::{PgConn, PgError, PgTools};
 
 mod databases;
-mod mariadb;
 mod postgres;
 
 pub use databases::*;
-pub use mariadb::*;
 pub use postgres::*;
 
 /// The folder-name prefix that marks scratch folders.
@@ -36,7 +35,7 @@ const OWNER_FILE: &str = "lifeboat-drill.json";
 /// would lock lifeboat out of its own scratch cluster. For a backup without
 /// globals the drill creates `postgres` ([`ScratchPostgres::create_postgres_role`]),
 /// so that a dump's ownership finds it.
-const SUPERUSER: &str = "lifeboat_drill";
+pub(crate) const SUPERUSER: &str = "lifeboat_drill";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchError {
@@ -107,7 +106,10 @@ impl crate::outcome::Classify for ScratchError {
     }
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ScratchError + 'a {
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ScratchError + 'a {
     move |source| ScratchError::Io {
         what,
         path: path.to_path_buf(),
@@ -135,7 +137,7 @@ struct Owner {
 /// Creates `<parent>/lifeboat-drill-<id>`, which only its owner enters:
 /// the restored copy of a base backup trusts whoever reaches the socket
 /// in it, and a scratch MariaDB's root has no password on its socket.
-fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
+pub(crate) fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = parent.join(format!("{PREFIX}{id}"));
     std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -147,7 +149,7 @@ fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
 }
 
 /// Describes this process as the folder's owner, for [`sweep`].
-fn write_owner(
+pub(crate) fn write_owner(
     dir: &Path,
     id: &str,
     pg_ctl: PathBuf,
@@ -248,14 +250,14 @@ pub(crate) fn alive(pid: u32, start: u64) -> bool {
 
 pub(crate) use crate::lock::process_start;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(55432)
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -287,7 +289,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
 }
 
 /// The uid and gid of a system user (`id -u`, `id -g`).
-async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
+pub(crate) async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
     let id = |flag: &'static str| async move {
         let out = tokio::process::Command::new("id")
             .arg(flag)
@@ -309,10 +311,52 @@ async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
     Ok((id("-u").await?, id("-g").await?))
 }
 
-fn last_lines(bytes: &[u8], n: usize) -> String {
+pub(crate) fn last_lines(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Whether the server's failure to start says its port is taken.
+pub(crate) fn port_taken(detail: &str) -> bool {
+    [
+        "could not bind",
+        "in use",
+        "Is another postmaster already running on port",
+        "could not create any TCP/IP sockets",
+    ]
+    .iter()
+    .any(|s| detail.contains(s))
+}
+
+/// Whether process `pid` is a server of `data`: its name starts with one
+/// of `names` and its arguments name that data directory (`-D DIR`, as
+/// pg_ctl starts postgres, or `--datadir=DIR`). A pid file's process is
+/// then the server of this folder, not a later process that got the same
+/// pid. Both files are world-readable, also for a server that dropped
+/// root (its cwd is not, without CAP_SYS_PTRACE).
+pub(crate) fn serves(pid: u32, data: &Path, names: &[&str]) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !names.iter().any(|n| comm.starts_with(n)) {
+        return false;
+    }
+    let (Ok(cmdline), Ok(want)) = (
+        std::fs::read(format!("/proc/{pid}/cmdline")),
+        std::fs::canonicalize(data),
+    ) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.iter().enumerate().any(|(i, arg)| {
+        let dir = match arg.strip_prefix(b"--datadir=") {
+            Some(dir) => Some(dir),
+            None if *arg == b"-D" => args.get(i + 1).copied(),
+            None => None,
+        };
+        dir.and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .is_some_and(|d| d == want)
+    })
 }
 
 #[cfg(test)]

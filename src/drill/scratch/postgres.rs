@@ -395,18 +395,6 @@ pub(super) fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// Whether the server's failure to start says its port is taken.
-pub(super) fn port_taken(detail: &str) -> bool {
-    [
-        "could not bind",
-        "in use",
-        "Is another postmaster already running on port",
-        "could not create any TCP/IP sockets",
-    ]
-    .iter()
-    .any(|s| detail.contains(s))
-}
-
 impl Drop for ScratchPostgres {
     /// A drill that ends early (an error, a panic, a signal) still removes
     /// its cluster.

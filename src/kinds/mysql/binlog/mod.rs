@@ -47,11 +47,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use crate::kinds::mysql::source::{MyConn, MyError};
 use crate::pipeline::{self, Digest, EncodeSettings, Expected, PipelineError};
 use crate::policy::Algorithm;
 use crate::process::{self, ProcessError};
 use crate::repository::Repository;
-use crate::source::mysql::{MyConn, MyError};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +299,7 @@ impl Archiver<'_> {
         };
         tracing::info!(source = %self.source, start = %start, "binlog archiving started");
 
-        let tool = crate::source::mysql::find_tool(
+        let tool = crate::kinds::mysql::source::find_tool(
             self.bin_dir.as_deref(),
             &["mariadb-binlog", "mysqlbinlog"],
         )?;

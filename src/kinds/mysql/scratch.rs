@@ -1,8 +1,16 @@
 //! A throwaway MariaDB server: mariadb-install-db and mariadbd on a free loopback port, in a folder of its own.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub(super) const MARIADB: &str = "mariadb";
+use crate::drill::scratch::{
+    create_folder, free_port, io, last_lines, port_taken, random_hex, serves, user_ids,
+    write_owner, ScratchError, SUPERUSER,
+};
+use crate::kinds::mysql::source::{self as my, MyConn};
+use crate::policy::ScratchMariaDbConfig;
+
+pub(crate) const MARIADB: &str = "mariadb";
 pub(super) const MARIADB_PID: &str = "mariadbd.pid";
 
 /// A running throwaway MariaDB server: `mariadb-install-db` and
@@ -253,7 +261,7 @@ pub(super) async fn client_sql(client: &Path, socket: &Path, sql: &str) -> Resul
 
 /// Kills the mariadbd a killed drill left (its pid file, if that process
 /// is a mariadbd), without an async runtime.
-pub(super) fn kill_mariadbd(dir: &Path) {
+pub(crate) fn kill_mariadbd(dir: &Path) {
     let Some(pid) = std::fs::read_to_string(dir.join(MARIADB_PID))
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
@@ -275,34 +283,4 @@ pub(super) fn kill_mariadbd(dir: &Path) {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Whether process `pid` is a server of `data`: its name starts with one
-/// of `names` and its arguments name that data directory (`-D DIR`, as
-/// pg_ctl starts postgres, or `--datadir=DIR`). A pid file's process is
-/// then the server of this folder, not a later process that got the same
-/// pid. Both files are world-readable, also for a server that dropped
-/// root (its cwd is not, without CAP_SYS_PTRACE).
-pub(super) fn serves(pid: u32, data: &Path, names: &[&str]) -> bool {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if !names.iter().any(|n| comm.starts_with(n)) {
-        return false;
-    }
-    let (Ok(cmdline), Ok(want)) = (
-        std::fs::read(format!("/proc/{pid}/cmdline")),
-        std::fs::canonicalize(data),
-    ) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.iter().enumerate().any(|(i, arg)| {
-        let dir = match arg.strip_prefix(b"--datadir=") {
-            Some(dir) => Some(dir),
-            None if *arg == b"-D" => args.get(i + 1).copied(),
-            None => None,
-        };
-        dir.and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| std::fs::canonicalize(d).ok())
-            .is_some_and(|d| d == want)
-    })
 }

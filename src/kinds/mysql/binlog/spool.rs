@@ -15,7 +15,7 @@ use crate::lock::process_start;
 
 const PREFIX: &str = "lifeboat-binlog-";
 /// How the client's option file in the spool is named (not a binlog).
-pub const CLIENT_FILE_PREFIX: &str = crate::source::mysql::DEFAULTS_FILE_PREFIX;
+pub const CLIENT_FILE_PREFIX: &str = crate::kinds::mysql::source::DEFAULTS_FILE_PREFIX;
 
 /// Creates this process's spool folder in `parent`.
 pub fn create(parent: &Path) -> std::io::Result<tempfile::TempDir> {

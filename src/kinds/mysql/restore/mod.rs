@@ -23,12 +23,12 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{InventoryCheck, Mismatch};
 use crate::keys::Identities;
+use crate::kinds::mysql::source::{self as my, MyConn, MyError, MyInventory};
 use crate::pipeline::{self, PipelineError};
 use crate::process::{self, ProcessError};
 use crate::repository::{Artifact, Manifest, Repository};
-use crate::source::mysql::{self as my, MyConn, MyError, MyInventory};
+use crate::restore::{InventoryCheck, Mismatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MyRestoreError {

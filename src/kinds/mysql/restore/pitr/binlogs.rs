@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{gtid_targets, utc, BinlogGap, EndReader, MyTarget, ReplayError, ReplayPlan};
-use crate::binlog::{file_order, BinlogEnd, BinlogRecord};
+use crate::kinds::mysql::binlog::{file_order, BinlogEnd, BinlogRecord};
+use crate::kinds::mysql::source::BinlogPoint;
 use crate::repository::{Manifest, Repository};
-use crate::source::mysql::BinlogPoint;
 
 /// A hole in the archive: the first file the replay lacks, and why.
 type Hole = (String, String);
@@ -36,7 +36,7 @@ pub async fn plan_replay(
         .ok_or_else(|| ReplayError::NoPosition {
             backup: chosen.id.clone(),
         })?;
-    let state = crate::binlog::load_state(repo, policy, source).await?;
+    let state = crate::kinds::mysql::binlog::load_state(repo, policy, source).await?;
     let (mut chain, mut hole) = contiguous(state.into_values(), &from.file);
     drop_missing_data(repo, &mut chain, &mut hole).await?;
     let Some(last) = chain.last().cloned() else {
@@ -46,7 +46,9 @@ pub async fn plan_replay(
         return Err(first_missing(target, &from, chosen, hole.as_ref()));
     }
     let end = match reader {
-        Some(r) => Some(crate::binlog::read_end(repo, &last, r.identities.clone()).await?),
+        Some(r) => {
+            Some(crate::kinds::mysql::binlog::read_end(repo, &last, r.identities.clone()).await?)
+        }
         None => None,
     };
     let mut warnings = Vec::new();
@@ -62,7 +64,7 @@ pub async fn plan_replay(
             None => format!(
                 "{} ({})",
                 last.file,
-                crate::binlog::copy_kind(last.complete)
+                crate::kinds::mysql::binlog::copy_kind(last.complete)
             ),
         },
         exact_until: end.as_ref().and_then(|e| e.exact_until()),
@@ -376,7 +378,7 @@ async fn stop_at_gtid(
             let newest = e
                 .gtids
                 .iter()
-                .find(|x| crate::binlog::parse_gtid(x).is_some_and(|p| p.0 == d))
+                .find(|x| crate::kinds::mysql::binlog::parse_gtid(x).is_some_and(|p| p.0 == d))
                 .map_or_else(
                     || format!("domain {d} has no archived GTID"),
                     |x| format!("the newest archived GTID of domain {d} is {x}"),
@@ -397,7 +399,9 @@ async fn stop_at_gtid(
         // next one starts past it, and mariadb-binlog refuses a stop
         // GTID it has already passed.
         for i in 1..chain.len() {
-            let state = crate::binlog::state_before(repo, &chain[i], r.identities.clone()).await?;
+            let state =
+                crate::kinds::mysql::binlog::state_before(repo, &chain[i], r.identities.clone())
+                    .await?;
             let covered = targets
                 .iter()
                 .all(|&(d, _, n)| state.iter().any(|&(sd, _, sn)| sd == d && sn >= n));

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use mysql_async::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Databases, MysqlSource, PolicyError, Secret};
+use super::config::MysqlSource;
+use crate::policy::{Databases, PolicyError, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MyError {

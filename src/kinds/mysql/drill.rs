@@ -1,14 +1,21 @@
 //! MySQL/MariaDB drills: a dump loaded into a scratch MariaDB.
 
-use super::*;
+use std::time::Instant;
+
+use crate::drill::{
+    interruptible, inventory_detail, judge, report, skip_user_checks, Checks, Drill, DrillError,
+    Restored,
+};
+use crate::kinds::mysql::restore as my_restore;
+use crate::kinds::mysql::scratch;
 
 impl Drill<'_> {
     /// A MySQL/MariaDB dump: a new server, the dump loaded and compared
     /// with its inventory (taken at the dump's consistency point), then
     /// the archived binlogs replayed to the newest archived event.
-    pub(super) async fn mysql(
+    pub(crate) async fn mysql(
         &self,
-        my_source: &crate::policy::MysqlSource,
+        my_source: &crate::kinds::mysql::config::MysqlSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
         let manifest = self.manifest;
@@ -85,7 +92,11 @@ impl Drill<'_> {
         // archive holds some (an archiver run by hand).
         let archived = interruptible(
             &self.opts.cancel,
-            crate::binlog::load_state(self.repo, self.policy.name.as_str(), self.source_name),
+            crate::kinds::mysql::binlog::load_state(
+                self.repo,
+                self.policy.name.as_str(),
+                self.source_name,
+            ),
         )
         .await?;
         let none_archived = archived.as_ref().is_ok_and(|a| a.is_empty());
@@ -254,7 +265,7 @@ pub(super) async fn remove_mariadb(server: scratch::ScratchMariaDb, checks: &mut
 
 /// Runs one user check on a restored MySQL/MariaDB server.
 pub(super) async fn mysql_check(
-    conn: &crate::source::mysql::MyConn,
+    conn: &crate::kinds::mysql::source::MyConn,
     check: &crate::policy::DrillCheck,
     databases: &[String],
 ) -> (bool, String) {
@@ -270,7 +281,10 @@ pub(super) async fn mysql_check(
     };
     if let Some(db) = &database {
         let used = c
-            .query_drop(format!("USE {}", crate::source::mysql::quote_ident(db)))
+            .query_drop(format!(
+                "USE {}",
+                crate::kinds::mysql::source::quote_ident(db)
+            ))
             .await;
         if let Err(e) = used {
             return (false, format!("cannot use database {db}: {e}"));

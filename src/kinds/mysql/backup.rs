@@ -1,11 +1,16 @@
 //! MySQL/MariaDB backups: a consistent mariadb-dump with its binlog position and per-table inventories.
 
-use super::*;
+use chrono::Utc;
+
+use crate::backup::{key_safe, BackupError, Run};
+use crate::pipeline;
+use crate::process;
+use crate::repository::{self, Manifest};
 
 /// Sends the snapshot marker's result once the dump's output shows it.
 pub(super) struct MarkerWatch<R> {
     inner: R,
-    marker: crate::source::mysql::SnapshotMarker,
+    marker: crate::kinds::mysql::source::SnapshotMarker,
     tx: Option<tokio::sync::oneshot::Sender<Option<(String, u64)>>>,
 }
 
@@ -32,12 +37,12 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkerWatch<R> {
 /// A consistent logical dump of a MySQL/MariaDB server: every listed
 /// database in one file (one consistency point across them), an inventory
 /// per database counted at that point, and the binlog coordinates.
-pub(super) async fn backup_mysql(
+pub(crate) async fn backup_mysql(
     run: &mut Run<'_>,
-    my: &crate::policy::MysqlSource,
+    my: &crate::kinds::mysql::config::MysqlSource,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest, BackupError> {
-    use crate::source::mysql::{self, MyConn};
+    use crate::kinds::mysql::source::{self as mysql, MyConn};
     use mysql_async::prelude::Queryable;
 
     let conn = MyConn::from_source(my)?;
@@ -66,7 +71,7 @@ pub(super) async fn backup_mysql(
     drop(admin);
     tracing::info!(source = %source_name, backup = %run.id, server = %info.version, tool = %tool_version, databases = databases.len(), "backup started");
 
-    // The consistency point (see source::mysql).
+    // The consistency point (see kinds::mysql::source).
     let mut snap = conn.connect().await?;
     for sql in [
         "FLUSH TABLES WITH READ LOCK",

@@ -8,10 +8,10 @@ use tokio::io::AsyncWriteExt;
 use super::super::{find_client, MyRestoreError};
 use super::{MyTarget, ReplayError, ReplayPlan};
 use crate::keys::Identities;
+use crate::kinds::mysql::source::{self as my, MyConn};
 use crate::pipeline::{self, PipelineError};
 use crate::process::{self, ProcessError};
 use crate::repository::Repository;
-use crate::source::mysql::{self as my, MyConn};
 
 /// Replays the planned binlog files into the target after the dump was
 /// loaded: each file is decoded into `mariadb-binlog -` (stdin) and its SQL
@@ -175,5 +175,5 @@ where
 /// zone, UTC here). Row events have no `SET TIMESTAMP`; every event has
 /// this header.
 pub(super) fn event_timestamp(line: &[u8]) -> Option<i64> {
-    crate::binlog::event_header(line).map(|h| h.time)
+    crate::kinds::mysql::binlog::event_header(line).map(|h| h.time)
 }

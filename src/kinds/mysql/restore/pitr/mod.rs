@@ -19,9 +19,9 @@ use serde::Serialize;
 
 use super::MyRestoreError;
 use crate::keys::Identities;
+use crate::kinds::mysql::source as my;
 use crate::pipeline::PipelineError;
 use crate::process::ProcessError;
-use crate::source::mysql as my;
 
 /// Where a MySQL point-in-time restore stops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,7 +109,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
-    Binlog(#[from] crate::binlog::BinlogError),
+    Binlog(#[from] crate::kinds::mysql::binlog::BinlogError),
     #[error(transparent)]
     Restore(#[from] MyRestoreError),
     #[error(transparent)]
@@ -168,7 +168,7 @@ pub struct ReplayPlan {
     pub files: Vec<(String, bool)>,
     /// The end of the last file replayed, read from its events (None in a
     /// dry run without an identity).
-    pub end: Option<crate::binlog::BinlogEnd>,
+    pub end: Option<crate::kinds::mysql::binlog::BinlogEnd>,
     /// The first hole after the dump's position, if any (the replay never
     /// goes past it).
     pub hole: Option<String>,
@@ -177,7 +177,7 @@ pub struct ReplayPlan {
     pub notice: Option<String>,
     pub warnings: Vec<String>,
     #[serde(skip)]
-    records: Vec<crate::binlog::BinlogRecord>,
+    records: Vec<crate::kinds::mysql::binlog::BinlogRecord>,
 }
 
 /// What the planner needs to read the end of the binlog archive: without
@@ -210,7 +210,9 @@ pub fn whole_second(t: &chrono::DateTime<chrono::Utc>) -> Result<(), ReplayError
 /// A `--until-gtid` list of MariaDB GTIDs (`0-1-42[,1-1-7]`); None for
 /// anything else (MySQL's `uuid:n` form is passed to the tool unchecked).
 fn gtid_targets(g: &str) -> Option<Vec<(u32, u32, u64)>> {
-    g.split(',').map(crate::binlog::parse_gtid).collect()
+    g.split(',')
+        .map(crate::kinds::mysql::binlog::parse_gtid)
+        .collect()
 }
 
 impl ReplayPlan {

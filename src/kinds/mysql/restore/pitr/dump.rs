@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{
     gtid_targets, plan_replay, utc, whole_second, EndReader, MyTarget, ReplayError, ReplayPlan,
 };
-use crate::binlog::{file_order, parse_gtid, BinlogRecord};
+use crate::kinds::mysql::binlog::{file_order, parse_gtid, BinlogRecord};
 use crate::repository::{Manifest, Repository};
 
 /// Picks the dump (`backup`, or the newest that fits) and the binlog files
@@ -91,7 +91,7 @@ async fn choose_dump<'a>(
             };
             // The archive's records, read once for all candidates.
             let state = match reader {
-                Some(_) => crate::binlog::load_state(repo, policy, source).await?,
+                Some(_) => crate::kinds::mysql::binlog::load_state(repo, policy, source).await?,
                 None => Default::default(),
             };
             let mut found = None;
@@ -210,7 +210,10 @@ async fn newest_event_before(
     let Some(rec) = state.get(&point.file) else {
         return Ok(None);
     };
-    Ok(crate::binlog::newest_before(repo, rec, point.position, r.identities.clone()).await?)
+    Ok(
+        crate::kinds::mysql::binlog::newest_before(repo, rec, point.position, r.identities.clone())
+            .await?,
+    )
 }
 
 /// The GTID of dump `m`'s position that already holds one of `targets`
