@@ -7,20 +7,19 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::kinds::postgres::backup::{backup_postgres, backup_postgres_base};
+use crate::kinds::postgres::source::PgError;
 use crate::pipeline::{self, EncodeSettings, PipelineError};
 use crate::policy::{Policy, PolicyError, Source, SourceKind};
 use crate::process::{self, ProcessError};
 use crate::repository::{self, Artifact, Manifest, Repository, RepositoryError};
-use crate::source::postgres::{self, PgConn, PgError, PgTools};
 use crate::storage::StorageError;
 
 mod kubernetes;
 mod mysql;
-mod pg;
 
 use kubernetes::*;
 use mysql::*;
-use pg::*;
 
 /// Errors of a backup run.
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +120,12 @@ pub use crate::policy::BackupKind;
 
 /// One backup in progress: what is needed to write its artifacts, and what
 /// was written so far (deleted again if the backup fails).
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     policy: &'a Policy,
-    source: &'a Source,
-    repo: &'a Repository,
-    settings: EncodeSettings,
-    id: String,
+    pub(crate) source: &'a Source,
+    pub(crate) repo: &'a Repository,
+    pub(crate) settings: EncodeSettings,
+    pub(crate) id: String,
     artifacts: Vec<Artifact>,
     recipients: Vec<String>,
     /// The lock's: beaten while bytes move, so a stuck run loses its lease.
@@ -136,7 +135,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Logs the progress of reading one artifact, and beats the lock's
     /// heartbeat while bytes move.
-    fn ticker(&self, artifact: String) -> crate::progress::ProgressTicker {
+    pub(crate) fn ticker(&self, artifact: String) -> crate::progress::ProgressTicker {
         crate::progress::ProgressTicker::start_beating(
             self.source.name.to_string(),
             artifact,
@@ -145,7 +144,7 @@ impl Run<'_> {
         )
     }
 
-    fn key(&self, file: &str) -> String {
+    pub(crate) fn key(&self, file: &str) -> String {
         Repository::artifact_key(
             self.policy.name.as_str(),
             self.source.name.as_str(),
@@ -157,7 +156,7 @@ impl Run<'_> {
         )
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         name: String,
         kind: &str,
@@ -181,7 +180,7 @@ impl Run<'_> {
 
     /// The manifest of this run's artifacts, for the kind-specific fields
     /// to be filled in by the caller.
-    fn manifest(
+    pub(crate) fn manifest(
         &mut self,
         kind: repository::ManifestKind,
         started_at: chrono::DateTime<Utc>,
@@ -208,7 +207,7 @@ impl Run<'_> {
 
     /// Stores a small artifact held in memory (an inventory, a manifest)
     /// and records it.
-    async fn store_small(
+    pub(crate) async fn store_small(
         &mut self,
         file: &str,
         name: String,
@@ -235,7 +234,7 @@ impl Run<'_> {
     /// waits for the child. The caller commits the artifact only if the
     /// child's exit status (returned alongside) is a success: a dump tool
     /// can close its output cleanly and still fail.
-    async fn child_artifact(
+    pub(crate) async fn child_artifact(
         &self,
         cmd: tokio::process::Command,
         program: &std::path::Path,

@@ -11,16 +11,15 @@
 //! the end, on an error, on SIGINT/SIGTERM (drop), and after a SIGKILL by
 //! the next drill ([`scratch::sweep`]).
 //!
-//! What each kind restores and checks lives in its own file: `postgres`
-//! (dumps; base backups recovered to the newest archived WAL), `mysql`
-//! (dumps into a scratch MariaDB), `kubernetes` (exports into scratch
-//! namespaces). This file picks the backup, runs the kind's drill, judges
-//! user checks and stores the report.
+//! What each kind restores and checks lives in its own file:
+//! `kinds::postgres::drill` (dumps; base backups recovered to the newest
+//! archived WAL), `mysql` (dumps into a scratch MariaDB), `kubernetes`
+//! (exports into scratch namespaces). This file picks the backup, runs the
+//! kind's drill, judges user checks and stores the report.
 
 pub mod kube;
 mod kubernetes;
 mod mysql;
-pub(crate) mod postgres;
 pub mod report;
 pub mod scratch;
 #[cfg(test)]
@@ -39,8 +38,6 @@ use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
 use crate::repository::{BackupSelector, Manifest, Repository, RepositoryError};
 use crate::restore::mysql as my_restore;
-use crate::restore::pitr;
-use crate::restore::postgres as pg_restore;
 use crate::storage::StorageError;
 
 /// Version of the stored report documents.
@@ -222,10 +219,10 @@ fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::M
 
 /// Checks collected in order.
 #[derive(Default)]
-struct Checks(Vec<Check>);
+pub(crate) struct Checks(Vec<Check>);
 
 impl Checks {
-    fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
+    pub(crate) fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
         self.0.push(Check {
             name: name.into(),
             status: if passed {
@@ -237,7 +234,7 @@ impl Checks {
         });
     }
 
-    fn skip(&mut self, name: impl Into<String>, why: &str) {
+    pub(crate) fn skip(&mut self, name: impl Into<String>, why: &str) {
         self.0.push(Check {
             name: name.into(),
             status: CheckStatus::Skipped,
@@ -247,7 +244,7 @@ impl Checks {
 }
 
 /// Runs `work` unless `cancel` fires first.
-async fn interruptible<T>(
+pub(crate) async fn interruptible<T>(
     cancel: &CancellationToken,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, DrillError> {
@@ -258,19 +255,19 @@ async fn interruptible<T>(
 }
 
 /// What the restore step of a drill produced.
-struct Restored {
+pub(crate) struct Restored {
     /// Where it was restored (`throwaway PostgreSQL 15 on ...`).
-    target: String,
+    pub(crate) target: String,
     rto: Option<f64>,
     rpo: Option<f64>,
     restored_point: Option<DateTime<Utc>>,
     /// Scratch targets of earlier, killed drills found on the way
     /// (namespaces, databases on a named server).
-    leftovers: Vec<scratch::Leftover>,
+    pub(crate) leftovers: Vec<scratch::Leftover>,
 }
 
 impl Restored {
-    fn nothing(target: impl Into<String>) -> Restored {
+    pub(crate) fn nothing(target: impl Into<String>) -> Restored {
         Restored {
             target: target.into(),
             rto: None,
@@ -281,7 +278,7 @@ impl Restored {
     }
 
     /// The target is usable now and holds data up to `point`.
-    fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
+    pub(crate) fn usable(&mut self, clock: Instant, point: DateTime<Utc>) {
         self.rto = Some(clock.elapsed().as_secs_f64());
         self.restored_point = Some(point);
         self.rpo = Some((Utc::now() - point).num_milliseconds() as f64 / 1000.0);
@@ -432,22 +429,22 @@ pub async fn drill_source(
 }
 
 /// One drill of one backup: what every restore path needs.
-struct Drill<'a> {
-    repo: &'a Repository,
-    policy: &'a Policy,
-    source_name: &'a str,
-    manifest: &'a Manifest,
-    id: &'a str,
-    opts: &'a Options,
-    clock: Instant,
-    user_checks: &'a [&'a crate::policy::DrillCheck],
+pub(crate) struct Drill<'a> {
+    pub(crate) repo: &'a Repository,
+    pub(crate) policy: &'a Policy,
+    pub(crate) source_name: &'a str,
+    pub(crate) manifest: &'a Manifest,
+    pub(crate) id: &'a str,
+    pub(crate) opts: &'a Options,
+    pub(crate) clock: Instant,
+    pub(crate) user_checks: &'a [&'a crate::policy::DrillCheck],
 }
 
 impl Drill<'_> {
     /// Runs the policy's checks on the restored target.
-    async fn user_checks(
+    pub(crate) async fn user_checks(
         &self,
-        conn: &crate::source::postgres::PgConn,
+        conn: &crate::kinds::postgres::source::PgConn,
         databases: &[(String, String)],
         restored: bool,
         checks: &mut Checks,
@@ -466,14 +463,18 @@ impl Drill<'_> {
     }
 }
 
-fn skip_user_checks(user_checks: &[&crate::policy::DrillCheck], checks: &mut Checks, why: &str) {
+pub(crate) fn skip_user_checks(
+    user_checks: &[&crate::policy::DrillCheck],
+    checks: &mut Checks,
+    why: &str,
+) {
     for c in user_checks {
         checks.skip(format!("check: {}", c.name), why);
     }
 }
 
 /// The report line of an inventory comparison.
-fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
+pub(crate) fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
     if inv.passed() {
         return (
             true,
@@ -509,7 +510,7 @@ fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, String) {
 
 /// Runs one user check on the restored data.
 async fn user_check(
-    conn: &crate::source::postgres::PgConn,
+    conn: &crate::kinds::postgres::source::PgConn,
     check: &crate::policy::DrillCheck,
     databases: &[(String, String)],
 ) -> (bool, String) {
@@ -546,7 +547,7 @@ async fn user_check(
                 false,
                 format!(
                     "the query failed in {database}: {}",
-                    crate::source::postgres::error_detail(&e)
+                    crate::kinds::postgres::source::error_detail(&e)
                 ),
             )
         }

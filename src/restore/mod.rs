@@ -8,8 +8,6 @@
 
 pub mod kubernetes;
 pub mod mysql;
-pub mod pitr;
-pub mod postgres;
 
 use serde::Serialize;
 

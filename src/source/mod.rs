@@ -3,5 +3,4 @@
 
 pub mod kubernetes;
 pub mod mysql;
-pub mod postgres;
 pub mod tar;

@@ -1,6 +1,7 @@
 //! A throwaway MariaDB server: mariadb-install-db and mariadbd on a free loopback port, in a folder of its own.
 
 use super::*;
+use crate::kinds::postgres::scratch::port_taken;
 
 pub(super) const MARIADB: &str = "mariadb";
 pub(super) const MARIADB_PID: &str = "mariadbd.pid";
@@ -36,7 +37,7 @@ impl ScratchMariaDb {
         let install_db = tool(&["mariadb-install-db", "mysql_install_db"])?;
         let mariadbd = tool(&["mariadbd", "mysqld"])?;
         let client = tool(&["mariadb", "mysql"])?;
-        let run_as = if crate::restore::pitr::running_as_root() {
+        let run_as = if crate::kinds::postgres::pitr::running_as_root() {
             Some(cfg.run_as.clone().unwrap_or_else(|| "mysql".into()))
         } else {
             None
@@ -283,7 +284,7 @@ pub(super) fn kill_mariadbd(dir: &Path) {
 /// then the server of this folder, not a later process that got the same
 /// pid. Both files are world-readable, also for a server that dropped
 /// root (its cwd is not, without CAP_SYS_PTRACE).
-pub(super) fn serves(pid: u32, data: &Path, names: &[&str]) -> bool {
+pub(crate) fn serves(pid: u32, data: &Path, names: &[&str]) -> bool {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if !names.iter().any(|n| comm.starts_with(n)) {
         return false;

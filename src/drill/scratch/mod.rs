@@ -16,17 +16,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ScratchMariaDbConfig, ScratchPostgresConfig, Secret};
+use crate::kinds::postgres::scratch::{postgres_server, stop_blocking};
+use crate::kinds::postgres::source::{PgConn, PgError};
+use crate::policy::ScratchMariaDbConfig;
 use crate::source::mysql::{self as my, MyConn, MyError};
-use crate::source::postgres::{PgConn, PgError, PgTools};
 
 mod databases;
 mod mariadb;
-mod postgres;
 
 pub use databases::*;
 pub use mariadb::*;
-pub use postgres::*;
 
 /// The folder-name prefix that marks scratch folders.
 pub const PREFIX: &str = "lifeboat-drill-";
@@ -36,7 +35,7 @@ const OWNER_FILE: &str = "lifeboat-drill.json";
 /// would lock lifeboat out of its own scratch cluster. For a backup without
 /// globals the drill creates `postgres` ([`ScratchPostgres::create_postgres_role`]),
 /// so that a dump's ownership finds it.
-const SUPERUSER: &str = "lifeboat_drill";
+pub(crate) const SUPERUSER: &str = "lifeboat_drill";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchError {
@@ -107,7 +106,10 @@ impl crate::outcome::Classify for ScratchError {
     }
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ScratchError + 'a {
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ScratchError + 'a {
     move |source| ScratchError::Io {
         what,
         path: path.to_path_buf(),
@@ -135,7 +137,7 @@ struct Owner {
 /// Creates `<parent>/lifeboat-drill-<id>`, which only its owner enters:
 /// the restored copy of a base backup trusts whoever reaches the socket
 /// in it, and a scratch MariaDB's root has no password on its socket.
-fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
+pub(crate) fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = parent.join(format!("{PREFIX}{id}"));
     std::fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -147,7 +149,7 @@ fn create_folder(parent: &Path, id: &str) -> Result<PathBuf, ScratchError> {
 }
 
 /// Describes this process as the folder's owner, for [`sweep`].
-fn write_owner(
+pub(crate) fn write_owner(
     dir: &Path,
     id: &str,
     pg_ctl: PathBuf,
@@ -248,21 +250,21 @@ pub(crate) fn alive(pid: u32, start: u64) -> bool {
 
 pub(crate) use crate::lock::process_start;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(55432)
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
+pub(crate) fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
     match user {
         Some(user) => {
             let mut c = tokio::process::Command::new("runuser");
@@ -274,7 +276,7 @@ fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
 }
 
 /// `chown -R` without following symbolic links.
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io("chown", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io("read", path))?;
     if meta.is_dir() {
@@ -287,7 +289,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
 }
 
 /// The uid and gid of a system user (`id -u`, `id -g`).
-async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
+pub(crate) async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
     let id = |flag: &'static str| async move {
         let out = tokio::process::Command::new("id")
             .arg(flag)
@@ -309,7 +311,7 @@ async fn user_ids(user: &str) -> Result<(u32, u32), ScratchError> {
     Ok((id("-u").await?, id("-g").await?))
 }
 
-fn last_lines(bytes: &[u8], n: usize) -> String {
+pub(crate) fn last_lines(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")

@@ -1,10 +1,19 @@
 //! PostgreSQL backups: pg_dump of each database on an exported snapshot with its row-count inventory, and pg_basebackup base backups for point-in-time recovery.
 
-use super::*;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-pub(super) async fn backup_postgres(
+use chrono::Utc;
+
+use crate::backup::{key_safe, BackupError, Run};
+use crate::kinds::postgres::source::{self as postgres, PgConn, PgTools};
+use crate::pipeline;
+use crate::process::{self, ProcessError};
+use crate::repository::{self, Manifest};
+
+pub(crate) async fn backup_postgres(
     run: &mut Run<'_>,
-    pg: &crate::policy::PostgresSource,
+    pg: &crate::kinds::postgres::config::PostgresSource,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest, BackupError> {
     let conn = PgConn::from_source(pg)?;
@@ -129,12 +138,12 @@ pub(super) async fn backup_postgres(
 /// A physical base backup: `pg_basebackup` as one tar on its stdout,
 /// without WAL (the archive has it), streamed into the pipeline while its
 /// `backup_label` and `backup_manifest` are read on the way through.
-pub(super) async fn backup_postgres_base(
+pub(crate) async fn backup_postgres_base(
     run: &mut Run<'_>,
-    pg: &crate::policy::PostgresSource,
+    pg: &crate::kinds::postgres::config::PostgresSource,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest, BackupError> {
-    use crate::wal;
+    use crate::kinds::postgres::wal;
     let conn = PgConn::from_source(pg)?;
     let admin = conn.connect("postgres").await?;
     let server = postgres::server_info(&conn, &admin).await?;
@@ -309,15 +318,21 @@ pub(super) async fn backup_postgres_base(
 }
 
 /// `WAL-Ranges` of a `backup_manifest`: (timeline, start, end), oldest first.
-pub(super) fn parse_wal_ranges(manifest: &[u8]) -> Vec<(u32, crate::wal::Lsn, crate::wal::Lsn)> {
+pub(super) fn parse_wal_ranges(
+    manifest: &[u8],
+) -> Vec<(
+    u32,
+    crate::kinds::postgres::wal::Lsn,
+    crate::kinds::postgres::wal::Lsn,
+)> {
     #[derive(serde::Deserialize)]
     struct Range {
         #[serde(rename = "Timeline")]
         timeline: u32,
         #[serde(rename = "Start-LSN")]
-        start: crate::wal::Lsn,
+        start: crate::kinds::postgres::wal::Lsn,
         #[serde(rename = "End-LSN")]
-        end: crate::wal::Lsn,
+        end: crate::kinds::postgres::wal::Lsn,
     }
     #[derive(serde::Deserialize)]
     struct M {

@@ -1,0 +1,3 @@
+//! Source kinds: everything one kind of source knows lives in its folder.
+
+pub mod postgres;
