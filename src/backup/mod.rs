@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::kinds::postgres::backup::{backup_postgres, backup_postgres_base};
+use crate::kinds::postgres::backup::backup_postgres;
+use crate::kinds::postgres::base::backup_postgres_base;
 use crate::kinds::postgres::source::PgError;
 use crate::pipeline::{self, EncodeSettings, PipelineError};
 use crate::policy::{Policy, PolicyError, Source, SourceKind};

@@ -2,9 +2,10 @@
 //!
 //! - [`config`]: the `postgres:` block of a source in a policy file;
 //! - [`source`]: connections, tool discovery, snapshots, inventories;
-//! - [`backup`]: dump backups (pg_dump of each database with its
-//!   row-count inventory) and base backups (pg_basebackup of the whole
-//!   cluster, for point-in-time recovery);
+//! - [`backup`]: the dump backup, pg_dump of each database with its
+//!   row-count inventory;
+//! - [`base`]: the base backup, pg_basebackup of the whole cluster for
+//!   point-in-time recovery;
 //! - [`restore`]: a dump restored into a database with pg_restore;
 //! - [`pitr`]: point-in-time recovery, a base backup and the archived WAL
 //!   into a data directory;
@@ -14,6 +15,7 @@
 //! - [`scratch`]: the throwaway PostgreSQL cluster of drills.
 
 pub(crate) mod backup;
+pub(crate) mod base;
 pub mod config;
 pub(crate) mod drill;
 pub mod pitr;
