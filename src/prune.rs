@@ -32,12 +32,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::kinds::postgres::wal::WalFile;
 use crate::lock::LockError;
 use crate::policy::{Policy, Retention, Source};
 use crate::repository::{self, Repository, RepositoryError};
 use crate::retention::{self, Candidate};
 use crate::storage::{StorageError, Unfinished};
-use crate::wal::WalFile;
 
 /// How old unlisted data and unfinished uploads must be before they are
 /// taken for leftovers of a crashed run rather than work in progress.
@@ -300,7 +300,7 @@ pub async fn plan(
     let mut seen = BTreeSet::new();
     for prefix in [
         data_prefix.clone(),
-        crate::wal::archive::prefix(policy, source),
+        crate::kinds::postgres::wal::archive::prefix(policy, source),
         crate::kinds::mysql::binlog::prefix(policy, source),
         Repository::manifest_key(policy, source, ""),
     ] {
@@ -320,7 +320,7 @@ async fn wal_plan(
     kept: &[&repository::Manifest],
     out: &mut Plan,
 ) -> Result<(), PruneError> {
-    let archive = crate::wal::archive::list(store, policy, source).await?;
+    let archive = crate::kinds::postgres::wal::archive::list(store, policy, source).await?;
     if archive.files.is_empty() {
         return Ok(());
     }

@@ -6,7 +6,7 @@
 //! lifeboat.json                                   repository marker: {"format": 1}
 //! data/<policy>/<source>/<backup-id>/<artifact>   artifacts: standard format → zstd|gzip → age
 //! manifests/<policy>/<source>/<backup-id>.json    one per complete backup, written last
-//! wal/<policy>/<source>/<wal file>/<digests>...   the WAL archive (`crate::wal::archive`)
+//! wal/<policy>/<source>/<wal file>/<digests>...   the WAL archive (`crate::kinds::postgres::wal::archive`)
 //! ```
 //!
 //! The manifest is the commit point: artifacts are written first, the
@@ -189,9 +189,9 @@ pub struct Physical {
     /// The timeline the backup was taken on.
     pub timeline: u32,
     /// Replay starts here (the backup's checkpoint redo point)...
-    pub start_lsn: crate::wal::Lsn,
+    pub start_lsn: crate::kinds::postgres::wal::Lsn,
     /// ...and the copy is consistent once replay passes this point.
-    pub stop_lsn: crate::wal::Lsn,
+    pub stop_lsn: crate::kinds::postgres::wal::Lsn,
     /// `pg_control_system().system_identifier`: WAL of another cluster
     /// does not fit.
     pub system_identifier: String,

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, RunRecord};
+use crate::kinds::postgres::wal::WalFile;
 use crate::policy::{Policy, Source, SourceKind};
 use crate::repository::{Repository, RepositoryError, Unreadable};
-use crate::wal::WalFile;
 
 /// How long a server may take to answer the lag query.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,16 +122,16 @@ pub async fn recoverable_end(
                 .iter()
                 .rev()
                 .find(|m| m.physical.is_some())?;
-            let reader = crate::restore::pitr::EndReader {
+            let reader = crate::kinds::postgres::pitr::EndReader {
                 identities,
                 bin_dir: pg.bin_dir.as_deref(),
             };
             let dir = std::env::temp_dir().join("lifeboat-status-unused");
-            let plan = crate::restore::pitr::plan(
+            let plan = crate::kinds::postgres::pitr::plan(
                 repo,
                 p,
                 s,
-                crate::restore::pitr::Target::LatestReachable,
+                crate::kinds::postgres::pitr::Target::LatestReachable,
                 Some(&base.id),
                 &dir,
                 Some(reader),
@@ -279,7 +279,8 @@ pub async fn archive_status(
     let (p, s) = (policy.name.as_str(), source.name.as_str());
     match source.kind() {
         SourceKind::Postgres(pg) => {
-            let listing = crate::wal::archive::list(repo.store().as_ref(), p, s).await?;
+            let listing =
+                crate::kinds::postgres::wal::archive::list(repo.store().as_ref(), p, s).await?;
             if listing.files.is_empty() {
                 return Ok(None);
             }
@@ -411,9 +412,12 @@ pub fn binlog_lag(
 /// The segment the server writes now and the segment size. Computed from
 /// the LSN: `pg_walfile_name()` names the previous segment for an LSN on a
 /// segment boundary (right after a switch).
-async fn pg_current_segment(pg: &crate::policy::PostgresSource) -> Result<(String, u64), String> {
+async fn pg_current_segment(
+    pg: &crate::kinds::postgres::config::PostgresSource,
+) -> Result<(String, u64), String> {
     let work = async {
-        let conn = crate::source::postgres::PgConn::from_source(pg).map_err(|e| e.to_string())?;
+        let conn =
+            crate::kinds::postgres::source::PgConn::from_source(pg).map_err(|e| e.to_string())?;
         let client = conn.connect("postgres").await.map_err(|e| e.to_string())?;
         let row = client
             .query_one(
@@ -422,14 +426,15 @@ async fn pg_current_segment(pg: &crate::policy::PostgresSource) -> Result<(Strin
                 &[],
             )
             .await
-            .map_err(|e| crate::source::postgres::error_detail(&e))?;
+            .map_err(|e| crate::kinds::postgres::source::error_detail(&e))?;
         let lsn: String = row.get(0);
         let timeline: i32 = row.get(1);
         let size: i64 = row.get(2);
-        let lsn = crate::wal::Lsn::parse(&lsn).ok_or_else(|| format!("unexpected LSN '{lsn}'"))?;
+        let lsn = crate::kinds::postgres::wal::Lsn::parse(&lsn)
+            .ok_or_else(|| format!("unexpected LSN '{lsn}'"))?;
         let size = size as u64;
         Ok::<_, String>((
-            crate::wal::segment_name(timeline as u32, lsn.segment(size), size),
+            crate::kinds::postgres::wal::segment_name(timeline as u32, lsn.segment(size), size),
             size,
         ))
     };

@@ -8,16 +8,14 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::kinds::kubernetes::backup::backup_kubernetes;
+use crate::kinds::postgres::backup::backup_postgres;
+use crate::kinds::postgres::base::backup_postgres_base;
+use crate::kinds::postgres::source::PgError;
 use crate::pipeline::{self, EncodeSettings, PipelineError};
 use crate::policy::{Policy, PolicyError, Source, SourceKind};
 use crate::process::{self, ProcessError};
 use crate::repository::{self, Artifact, Manifest, Repository, RepositoryError};
-use crate::source::postgres::{self, PgConn, PgError, PgTools};
 use crate::storage::StorageError;
-
-mod pg;
-
-use pg::*;
 
 /// Errors of a backup run.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +230,7 @@ impl Run<'_> {
     /// waits for the child. The caller commits the artifact only if the
     /// child's exit status (returned alongside) is a success: a dump tool
     /// can close its output cleanly and still fail.
-    async fn child_artifact(
+    pub(crate) async fn child_artifact(
         &self,
         cmd: tokio::process::Command,
         program: &std::path::Path,

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 
 use super::restore::Args;
 use super::{Outcome, UsageError};
+use crate::kinds::postgres::pitr::{self, PitrOptions, PitrPlan, Target};
+use crate::kinds::postgres::wal::Lsn;
 use crate::progress::human_bytes;
 use crate::repository::BackupSelector;
-use crate::restore::pitr::{self, PitrOptions, PitrPlan, Target};
-use crate::wal::Lsn;
 
 /// Reads `--until`: `latest`, PostgreSQL's `2026-11-21 14:03:00+00`, or RFC 3339.
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
+use crate::kinds::postgres::restore::{self as postgres, Options, Plan, TargetState};
+use crate::kinds::postgres::source::PgConn;
 use crate::progress::human_bytes;
 use crate::repository::BackupSelector;
-use crate::restore::postgres::{self, Options, Plan, TargetState};
-use crate::source::postgres::PgConn;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example (incident):\n  \

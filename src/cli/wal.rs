@@ -9,14 +9,14 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Outcome, UsageError};
+use crate::kinds::postgres::wal::archive::{self, Pushed};
+use crate::kinds::postgres::wal::end::WalEnd;
+use crate::kinds::postgres::wal::reach::{Gap, Reach, TimelineInfo, WalIndex};
+use crate::kinds::postgres::wal::{Lsn, DEFAULT_SEGMENT_SIZE};
 use crate::pipeline::EncodeSettings;
 use crate::policy::{Policy, Source, SourceKind};
 use crate::progress::human_bytes;
 use crate::repository::Repository;
-use crate::wal::archive::{self, Pushed};
-use crate::wal::end::WalEnd;
-use crate::wal::reach::{Gap, Reach, TimelineInfo, WalIndex};
-use crate::wal::{Lsn, DEFAULT_SEGMENT_SIZE};
 
 /// The exit status that makes PostgreSQL stop recovery instead of taking a
 /// failed fetch for the end of the archive (anything above 125 does).
@@ -305,10 +305,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 b.end = Some(e.clone());
                 continue;
             }
-            let major = crate::restore::pitr::server_major(&m.server_version);
-            let tools = crate::restore::pitr::waldump_tools(bin_dir.as_deref(), major).await?;
+            let major = crate::kinds::postgres::pitr::server_major(&m.server_version);
+            let tools =
+                crate::kinds::postgres::pitr::waldump_tools(bin_dir.as_deref(), major).await?;
             let p = m.physical.as_ref().expect("filtered");
-            let end = crate::wal::end::find(
+            let end = crate::kinds::postgres::wal::end::find(
                 repo.store().as_ref(),
                 &wal.files,
                 &b.reach,

@@ -11,13 +11,14 @@
 //! the end, on an error, on SIGINT/SIGTERM (drop), and after a SIGKILL by
 //! the next drill ([`scratch::sweep`]).
 //!
-//! What each kind restores and checks lives in its own file: `postgres`
-//! (dumps; base backups recovered to the newest archived WAL), `mysql`
-//! (dumps into a scratch MariaDB; `kinds::mysql::drill`), `kinds::kubernetes::drill`
-//! (exports into scratch namespaces). This file picks the backup, runs the kind's drill, judges
-//! user checks and stores the report.
+//! What each kind restores and checks lives in its own folder:
+//! `kinds::postgres::drill` (dumps; base backups recovered to the newest
+//! archived WAL), `kinds::mysql::drill` (dumps into a scratch MariaDB),
+//! `kinds::kubernetes::drill` (exports into scratch namespaces),
+//! `kinds::command` (the restore command into a scratch folder). This file
+//! picks the backup, runs the kind's drill, judges user checks and stores
+//! the report.
 
-pub(crate) mod postgres;
 pub mod report;
 pub mod scratch;
 #[cfg(test)]
@@ -34,8 +35,6 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::Identities;
 use crate::policy::{Policy, SourceKind};
 use crate::repository::{BackupSelector, Manifest, Repository, RepositoryError};
-use crate::restore::pitr;
-use crate::restore::postgres as pg_restore;
 use crate::storage::StorageError;
 
 /// Version of the stored report documents.
@@ -440,9 +439,9 @@ pub(crate) struct Drill<'a> {
 
 impl Drill<'_> {
     /// Runs the policy's checks on the restored target.
-    async fn user_checks(
+    pub(crate) async fn user_checks(
         &self,
-        conn: &crate::source::postgres::PgConn,
+        conn: &crate::kinds::postgres::source::PgConn,
         databases: &[(String, String)],
         restored: bool,
         checks: &mut Checks,
@@ -508,7 +507,7 @@ pub(crate) fn inventory_detail(inv: &crate::restore::InventoryCheck) -> (bool, S
 
 /// Runs one user check on the restored data.
 async fn user_check(
-    conn: &crate::source::postgres::PgConn,
+    conn: &crate::kinds::postgres::source::PgConn,
     check: &crate::policy::DrillCheck,
     databases: &[(String, String)],
 ) -> (bool, String) {
@@ -545,7 +544,7 @@ async fn user_check(
                 false,
                 format!(
                     "the query failed in {database}: {}",
-                    crate::source::postgres::error_detail(&e)
+                    crate::kinds::postgres::source::error_detail(&e)
                 ),
             )
         }

@@ -1,6 +1,7 @@
 //! The `drill:` section: scratch servers and the checks a drill runs.
 
 use super::*;
+use crate::kinds::postgres::config::default_pg_port;
 
 /// Restore drills: where the scratch targets run and what is checked
 /// beyond every object's hashes and the inventory.

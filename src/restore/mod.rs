@@ -6,9 +6,6 @@
 //! identity decrypts, the inventory is intact), restores, and compares the
 //! result with the inventory taken at backup time.
 
-pub mod pitr;
-pub mod postgres;
-
 use serde::Serialize;
 
 /// One table whose restored row count differs from the inventory.

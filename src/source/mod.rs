@@ -1,5 +1,4 @@
 //! Sources: producing plaintext streams of protected systems, and the
 //! consistency points they were taken at.
 
-pub mod postgres;
 pub mod tar;

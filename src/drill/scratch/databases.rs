@@ -59,14 +59,14 @@ impl ScratchDatabases {
             .await
             .map_err(|e| scratch.error(e.to_string()))?;
         for (db, name) in names {
-            let q = crate::source::postgres::quote_ident(&name);
+            let q = crate::kinds::postgres::source::quote_ident(&name);
             client
                 .batch_execute(&format!("CREATE DATABASE {q}"))
                 .await
                 .map_err(|e| {
                     scratch.error(format!(
                         "CREATE DATABASE {q}: {} (the role needs CREATEDB)",
-                        crate::source::postgres::error_detail(&e)
+                        crate::kinds::postgres::source::error_detail(&e)
                     ))
                 })?;
             // From here on, dropping `scratch` drops it.
@@ -74,10 +74,10 @@ impl ScratchDatabases {
             client
                 .batch_execute(&format!(
                     "COMMENT ON DATABASE {q} IS {}",
-                    crate::source::postgres::quote_literal(&owner)
+                    crate::kinds::postgres::source::quote_literal(&owner)
                 ))
                 .await
-                .map_err(|e| scratch.error(crate::source::postgres::error_detail(&e)))?;
+                .map_err(|e| scratch.error(crate::kinds::postgres::source::error_detail(&e)))?;
         }
         tracing::info!(server = %scratch.describe(), databases = ?scratch.names, "scratch databases created");
         Ok(scratch)
@@ -137,7 +137,7 @@ impl ScratchDatabases {
                     &[],
                 )
                 .await
-                .map_err(|e| crate::source::postgres::error_detail(&e))
+                .map_err(|e| crate::kinds::postgres::source::error_detail(&e))
         }
         .await;
         let rows = match listed {
@@ -239,14 +239,14 @@ pub(super) async fn drop_databases(conn: &PgConn, names: &[String]) -> Result<()
         .map_err(|e| e.to_string())?;
     let mut errors = Vec::new();
     for name in names {
-        let q = crate::source::postgres::quote_ident(name);
+        let q = crate::kinds::postgres::source::quote_ident(name);
         if let Err(e) = client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {q} WITH (FORCE)"))
             .await
         {
             errors.push(format!(
                 "DROP DATABASE {q}: {}",
-                crate::source::postgres::error_detail(&e)
+                crate::kinds::postgres::source::error_detail(&e)
             ));
         }
     }

@@ -18,14 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::mysql::scratch::{kill_mariadbd, MARIADB};
 use crate::kinds::mysql::source::MyError;
-use crate::policy::{ScratchPostgresConfig, Secret};
-use crate::source::postgres::{PgConn, PgError, PgTools};
+use crate::kinds::postgres::scratch::{postgres_server, stop_blocking};
+use crate::kinds::postgres::source::{PgConn, PgError};
 
 mod databases;
-mod postgres;
 
 pub use databases::*;
-pub use postgres::*;
 
 /// The folder-name prefix that marks scratch folders.
 pub const PREFIX: &str = "lifeboat-drill-";
@@ -264,7 +262,7 @@ pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
+pub(crate) fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
     match user {
         Some(user) => {
             let mut c = tokio::process::Command::new("runuser");
@@ -276,7 +274,7 @@ fn as_user(program: &Path, user: Option<&str>) -> tokio::process::Command {
 }
 
 /// `chown -R` without following symbolic links.
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ScratchError> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io("chown", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io("read", path))?;
     if meta.is_dir() {

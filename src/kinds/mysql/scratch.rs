@@ -44,7 +44,7 @@ impl ScratchMariaDb {
         let install_db = tool(&["mariadb-install-db", "mysql_install_db"])?;
         let mariadbd = tool(&["mariadbd", "mysqld"])?;
         let client = tool(&["mariadb", "mysql"])?;
-        let run_as = if crate::restore::pitr::running_as_root() {
+        let run_as = if crate::kinds::postgres::pitr::running_as_root() {
             Some(cfg.run_as.clone().unwrap_or_else(|| "mysql".into()))
         } else {
             None

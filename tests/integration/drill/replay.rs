@@ -120,14 +120,18 @@ fn a_base_backup_drill_replays_wal_to_the_newest_point_and_a_missing_segment_fai
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
                 let store = garage.store("drillbase").await;
-                lifeboat::wal::archive::list(&store as &dyn ObjectStore, "test", "main-db")
-                    .await
-                    .unwrap()
-                    .files
-                    .into_iter()
-                    .map(|f| f.name)
-                    .filter(|n| n.len() == 24)
-                    .collect()
+                lifeboat::kinds::postgres::wal::archive::list(
+                    &store as &dyn ObjectStore,
+                    "test",
+                    "main-db",
+                )
+                .await
+                .unwrap()
+                .files
+                .into_iter()
+                .map(|f| f.name)
+                .filter(|n| n.len() == 24)
+                .collect()
             })
         };
         segs.sort();

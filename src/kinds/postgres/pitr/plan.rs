@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use super::{decide, server_major, when, EndReader, PitrError, PitrPlan, Target};
+use crate::kinds::postgres::source::{PgError, PgTools};
+use crate::kinds::postgres::wal::archive;
+use crate::kinds::postgres::wal::reach::{Reach, WalIndex};
 use crate::repository::{Manifest, Physical, Repository, RepositoryError};
-use crate::source::postgres::{PgError, PgTools};
-use crate::wal::archive;
-use crate::wal::reach::{Reach, WalIndex};
 
 /// Builds the plan. `backup` picks a base backup by id instead of by target.
 pub async fn plan(
@@ -49,7 +49,7 @@ pub async fn plan(
             let major = server_major(&manifest.server_version);
             match waldump_tools(r.bin_dir, major).await {
                 Ok(tools) => Some(
-                    crate::wal::end::find(
+                    crate::kinds::postgres::wal::end::find(
                         repo.store().as_ref(),
                         &wal.files,
                         &reach,
@@ -179,7 +179,7 @@ fn check_consistent(
 ) -> Result<(), PitrError> {
     if reach.end_lsn <= physical.stop_lsn {
         let missing = reach.gap_at.clone().unwrap_or_else(|| {
-            crate::wal::segment_name(
+            crate::kinds::postgres::wal::segment_name(
                 physical.timeline,
                 reach.end_lsn.segment(physical.wal_segment_size),
                 physical.wal_segment_size,

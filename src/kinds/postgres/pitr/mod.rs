@@ -29,14 +29,14 @@ pub(crate) use recovery::wait_for_promotion;
 pub(crate) use settings::command_arg;
 
 use crate::keys::Identities;
+use crate::kinds::postgres::source::PgError;
+use crate::kinds::postgres::wal::end::WalEnd;
+use crate::kinds::postgres::wal::reach::Reach;
+use crate::kinds::postgres::wal::Lsn;
 use crate::pipeline::PipelineError;
 use crate::process::ProcessError;
 use crate::repository::{Manifest, Physical, RepositoryError};
-use crate::source::postgres::PgError;
 use crate::storage::StorageError;
-use crate::wal::end::WalEnd;
-use crate::wal::reach::Reach;
-use crate::wal::Lsn;
 
 /// Where recovery stops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,7 +105,7 @@ pub enum PitrError {
     #[error("cannot find pg_waldump {major} to read the end of the WAL archive: {source}. Install the PostgreSQL {major} server package (it ships pg_waldump) or set the source's bin_dir")]
     NoWaldump { major: u32, source: PgError },
     #[error(transparent)]
-    End(#[from] crate::wal::end::EndError),
+    End(#[from] crate::kinds::postgres::wal::end::EndError),
     #[error("the data directory {path} exists and is not empty; give a new or empty directory")]
     DatadirNotEmpty { path: String },
     #[error("{what} {path}: {source}")]

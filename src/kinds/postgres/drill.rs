@@ -1,23 +1,36 @@
 //! PostgreSQL drills: a dump restored into a scratch cluster or a named server, a base backup recovered with the archived WAL.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use crate::drill::{
+    interruptible, inventory_detail, report, scratch, skip_user_checks, Checks, Drill, DrillError,
+    Options, Restored,
+};
+use crate::kinds::postgres::pitr;
+use crate::kinds::postgres::restore as pg_restore;
+use crate::kinds::postgres::scratch::ScratchPostgres;
+use crate::repository::{Manifest, Repository};
+use crate::storage::StorageError;
 
 impl Drill<'_> {
     /// A dump: a new cluster, roles, then every database, each compared
     /// with the inventory taken at backup time.
-    pub(super) async fn dump(
+    pub(crate) async fn dump(
         &self,
-        pg_source: &crate::policy::PostgresSource,
+        pg_source: &crate::kinds::postgres::config::PostgresSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
         if let Some(server) = &self.policy.drill.postgres.server {
             return self.dump_on_server(pg_source, server, checks).await;
         }
         let manifest = self.manifest;
-        let major = crate::restore::pitr::server_major(&manifest.server_version);
+        let major = crate::kinds::postgres::pitr::server_major(&manifest.server_version);
         let started = interruptible(
             &self.opts.cancel,
-            scratch::ScratchPostgres::start(
+            ScratchPostgres::start(
                 &self.opts.scratch_dir,
                 self.id,
                 major,
@@ -88,7 +101,7 @@ impl Drill<'_> {
     /// belong to the drill's role), dropped afterwards.
     pub(super) async fn dump_on_server(
         &self,
-        pg_source: &crate::policy::PostgresSource,
+        pg_source: &crate::kinds::postgres::config::PostgresSource,
         server: &crate::policy::ScratchServer,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
@@ -162,16 +175,16 @@ impl Drill<'_> {
     /// `pg_verifybackup`, WAL replayed to the newest archived point, the
     /// server promoted, then `pg_amcheck` (where installed) and the
     /// policy's checks.
-    pub(super) async fn base(
+    pub(crate) async fn base(
         &self,
-        pg_source: &crate::policy::PostgresSource,
+        pg_source: &crate::kinds::postgres::config::PostgresSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
         let manifest = self.manifest;
-        let major = crate::restore::pitr::server_major(&manifest.server_version);
+        let major = crate::kinds::postgres::pitr::server_major(&manifest.server_version);
         let prepared = interruptible(
             &self.opts.cancel,
-            scratch::ScratchPostgres::prepare(
+            ScratchPostgres::prepare(
                 &self.opts.scratch_dir,
                 self.id,
                 major,
@@ -401,12 +414,12 @@ impl Drill<'_> {
     /// backup's start to the newest point the plan reaches.
     pub(super) async fn stage_wal(
         &self,
-        cluster: &scratch::ScratchPostgres,
+        cluster: &ScratchPostgres,
         plan: &pitr::PitrPlan,
     ) -> Result<(PathBuf, usize), RecoveryError> {
         let dir = cluster.make_dir("wal")?;
         let store = self.repo.store();
-        let listing = crate::wal::archive::list(
+        let listing = crate::kinds::postgres::wal::archive::list(
             store.as_ref(),
             self.policy.name.as_str(),
             self.pg_source_name(),
@@ -417,12 +430,12 @@ impl Drill<'_> {
         let first = plan.physical.start_lsn.segment(size);
         // The reach ends at the last segment before any hole.
         let last = plan.reach.end_lsn.0.saturating_sub(1) / size;
-        let wanted: Vec<&crate::wal::archive::ArchivedFile> = listing
+        let wanted: Vec<&crate::kinds::postgres::wal::archive::ArchivedFile> = listing
             .files
             .iter()
             .filter(|f| match f.file {
-                crate::wal::WalFile::History { .. } => true,
-                crate::wal::WalFile::Segment { timeline, .. } => {
+                crate::kinds::postgres::wal::WalFile::History { .. } => true,
+                crate::kinds::postgres::wal::WalFile::Segment { timeline, .. } => {
                     plan.reach.path.contains(&timeline)
                         && f.file.segno(size).is_some_and(|s| s >= first && s <= last)
                 }
@@ -431,12 +444,17 @@ impl Drill<'_> {
             .collect();
         for f in &wanted {
             let dest = dir.join(&f.name);
-            crate::wal::archive::fetch_to(store.as_ref(), f, &self.opts.identities, &dest)
-                .await
-                .map_err(|source| RecoveryError::Fetch {
-                    key: f.key.clone(),
-                    source,
-                })?;
+            crate::kinds::postgres::wal::archive::fetch_to(
+                store.as_ref(),
+                f,
+                &self.opts.identities,
+                &dest,
+            )
+            .await
+            .map_err(|source| RecoveryError::Fetch {
+                key: f.key.clone(),
+                source,
+            })?;
         }
         if let Some((uid, gid)) = cluster.owner_ids() {
             for f in &wanted {
@@ -453,7 +471,7 @@ impl Drill<'_> {
     /// report says, the newest restored point and the databases.
     pub(super) async fn recover(
         &self,
-        cluster: &mut scratch::ScratchPostgres,
+        cluster: &mut ScratchPostgres,
         plan: &pitr::PitrPlan,
         backup_user: &str,
     ) -> Result<(String, DateTime<Utc>, Vec<String>), RecoveryError> {
@@ -524,7 +542,7 @@ pub(crate) enum RecoveryError {
     Fetch {
         key: String,
         #[source]
-        source: crate::wal::archive::WalError,
+        source: crate::kinds::postgres::wal::archive::WalError,
     },
     #[error("cannot chown {}: {source}", path.display())]
     Chown {
@@ -535,7 +553,7 @@ pub(crate) enum RecoveryError {
     #[error(transparent)]
     Pitr(#[from] pitr::PitrError),
     #[error(transparent)]
-    Connect(#[from] crate::source::postgres::PgError),
+    Connect(#[from] crate::kinds::postgres::source::PgError),
     #[error("{0}")]
     Query(String),
     #[error("the server is still in recovery after it said it promoted")]
@@ -558,7 +576,7 @@ impl crate::outcome::Classify for RecoveryError {
 
 impl From<tokio_postgres::Error> for RecoveryError {
     fn from(e: tokio_postgres::Error) -> Self {
-        RecoveryError::Query(crate::source::postgres::error_detail(&e))
+        RecoveryError::Query(crate::kinds::postgres::source::error_detail(&e))
     }
 }
 
@@ -576,7 +594,7 @@ pub(super) fn dump_databases(manifest: &Manifest) -> Vec<String> {
 pub(super) const RECOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Stops and removes the scratch cluster, as a check.
-pub(super) async fn remove(cluster: scratch::ScratchPostgres, checks: &mut Checks) {
+pub(super) async fn remove(cluster: ScratchPostgres, checks: &mut Checks) {
     let removed = cluster.remove().await;
     checks.add(
         "scratch removed",
@@ -590,7 +608,7 @@ pub(super) async fn remove(cluster: scratch::ScratchPostgres, checks: &mut Check
 
 /// `pg_amcheck --all` on the restored cluster (tables and B-tree
 /// indexes); None when the tool is not installed.
-pub(super) async fn amcheck(cluster: &scratch::ScratchPostgres) -> Option<(bool, String)> {
+pub(super) async fn amcheck(cluster: &ScratchPostgres) -> Option<(bool, String)> {
     let tool = cluster.tools.tool("pg_amcheck");
     if cluster.tools.bin_dir.is_some() && !tool.exists() {
         return None;
@@ -631,7 +649,7 @@ pub(super) async fn restore_all(
     repo: &Repository,
     manifest: &Manifest,
     databases: &[(String, String)],
-    conn: &crate::source::postgres::PgConn,
+    conn: &crate::kinds::postgres::source::PgConn,
     shared: bool,
     bin_dir: Option<PathBuf>,
     opts: &Options,

@@ -13,12 +13,12 @@ use super::recovery::run_recovery;
 use super::settings::write_recovery_settings;
 use super::{io_err, server_major, PitrError, PitrPlan, Target};
 use crate::keys::Identities;
+use crate::kinds::postgres::source::{PgError, PgTools};
+use crate::kinds::postgres::wal::archive;
 use crate::pipeline;
 use crate::process::{self, ProcessError};
 use crate::repository::{Repository, RepositoryError};
-use crate::source::postgres::{PgError, PgTools};
 use crate::storage::StorageError;
-use crate::wal::archive;
 
 /// How the restored server is started and fetches WAL.
 #[derive(Debug, Clone)]

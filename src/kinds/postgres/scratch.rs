@@ -1,8 +1,16 @@
 //! A throwaway PostgreSQL cluster: initdb and pg_ctl on a free loopback port, or a restored base backup started in place.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub(super) fn postgres_server() -> String {
+use crate::drill::scratch::{
+    as_user, chown_tree, create_folder, free_port, io, last_lines, port_taken, random_hex, serves,
+    user_ids, write_owner, ScratchError, SUPERUSER,
+};
+use crate::kinds::postgres::source::{PgConn, PgTools};
+use crate::policy::{ScratchPostgresConfig, Secret};
+
+pub(crate) fn postgres_server() -> String {
     "postgres".into()
 }
 
@@ -74,7 +82,7 @@ impl ScratchPostgres {
                 tool: tools.tool("postgres"),
             });
         }
-        let run_as = if crate::restore::pitr::running_as_root() {
+        let run_as = if crate::kinds::postgres::pitr::running_as_root() {
             Some(cfg.run_as.clone().unwrap_or_else(|| "postgres".into()))
         } else {
             None
@@ -166,7 +174,7 @@ impl ScratchPostgres {
     }
 
     /// Starts the server on a restored data directory; it replays WAL
-    /// and promotes ([`crate::restore::pitr::wait_for_promotion`] waits).
+    /// and promotes ([`crate::kinds::postgres::pitr::wait_for_promotion`] waits).
     /// No TCP: only the socket in the scratch folder, trust, as
     /// [`Self::adopt_restored`] set up. Returns the server log.
     pub async fn start_recovery(&mut self, port: Option<u16>) -> Result<PathBuf, ScratchError> {
@@ -217,7 +225,7 @@ impl ScratchPostgres {
                             .await
                             .map_err(|e| ScratchError::Setup {
                                 port,
-                                detail: crate::source::postgres::error_detail(&e),
+                                detail: crate::kinds::postgres::source::error_detail(&e),
                             })?;
                         let name: String = row.get(0);
                         self.conn.user = name.clone();
@@ -251,7 +259,7 @@ impl ScratchPostgres {
             client
                 .batch_execute("CREATE ROLE postgres SUPERUSER LOGIN")
                 .await
-                .map_err(|e| crate::source::postgres::error_detail(&e))
+                .map_err(|e| crate::kinds::postgres::source::error_detail(&e))
         };
         setup
             .await
@@ -424,7 +432,7 @@ pub(super) fn blocking_pg_ctl(pg_ctl: &Path, run_as: Option<&str>) -> std::proce
 }
 
 /// Stops a cluster without an async runtime (drop, sweep).
-pub(super) fn stop_blocking(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
+pub(crate) fn stop_blocking(data: &Path, pg_ctl: &Path, run_as: Option<&str>) {
     if !data.join("postmaster.pid").exists() {
         return;
     }

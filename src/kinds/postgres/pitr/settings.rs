@@ -78,7 +78,7 @@ pub(super) fn write_recovery_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::pitr::server_major;
+    use crate::kinds::postgres::pitr::server_major;
 
     #[test]
     fn recovery_settings_quote_for_the_conf_file_and_the_shell() {

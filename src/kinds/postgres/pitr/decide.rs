@@ -3,8 +3,8 @@
 //! the missing segment and a target that restores. Pure: no I/O.
 
 use super::{when, GapError, PitrError, Target};
-use crate::wal::end::WalEnd;
-use crate::wal::reach::Reach;
+use crate::kinds::postgres::wal::end::WalEnd;
+use crate::kinds::postgres::wal::reach::Reach;
 
 /// What recovery is told, and what the user is told about it.
 #[derive(Debug, PartialEq)]
@@ -170,8 +170,8 @@ pub(super) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::end::XactEnd;
-    use crate::wal::Lsn;
+    use crate::kinds::postgres::wal::end::XactEnd;
+    use crate::kinds::postgres::wal::Lsn;
     use chrono::{DateTime, Utc};
 
     fn t(s: &str) -> DateTime<Utc> {

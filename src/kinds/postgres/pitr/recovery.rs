@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::PitrError;
+use crate::kinds::postgres::source::PgTools;
 use crate::process::{self, ProcessError};
-use crate::source::postgres::PgTools;
 
 /// Starts the server and waits until recovery has ended and it promoted.
 pub(super) async fn run_recovery(

@@ -25,8 +25,8 @@ use super::archive::{self, ArchivedFile, WalError};
 use super::reach::Reach;
 use super::{segment_name, Lsn, WalFile};
 use crate::keys::Identities;
+use crate::kinds::postgres::source::{PgError, PgTools};
 use crate::process::ProcessError;
-use crate::source::postgres::{PgError, PgTools};
 use crate::storage::ObjectStore;
 
 /// Segments decoded at first; doubled while no transaction end is found.

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
-use crate::policy::{Databases, PolicyError, PostgresSource, Secret};
+use crate::kinds::postgres::config::PostgresSource;
+use crate::policy::{Databases, PolicyError, Secret};
 
 /// Errors talking to PostgreSQL or finding its tools.
 #[derive(Debug, thiserror::Error)]

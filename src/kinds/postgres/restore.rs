@@ -7,12 +7,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{InventoryCheck, Mismatch};
 use crate::keys::Identities;
+use crate::kinds::postgres::source::{self as pg, Inventory, PgConn, PgError, PgTools};
 use crate::pipeline::{self, PipelineError};
 use crate::process::{self, ProcessError};
 use crate::repository::{Artifact, Manifest, Repository};
-use crate::source::postgres::{self as pg, Inventory, PgConn, PgError, PgTools};
+use crate::restore::{InventoryCheck, Mismatch};
 
 /// Errors of a PostgreSQL restore.
 #[derive(Debug, thiserror::Error)]

@@ -305,7 +305,7 @@ mod tests {
     use crate::pipeline::Digest;
     use crate::policy::Algorithm;
 
-    const SEG: u64 = crate::wal::DEFAULT_SEGMENT_SIZE;
+    const SEG: u64 = crate::kinds::postgres::wal::DEFAULT_SEGMENT_SIZE;
 
     fn at(min: i64) -> Option<DateTime<Utc>> {
         Some(DateTime::from_timestamp(1_700_000_000 + min * 60, 0).unwrap())
