@@ -5,6 +5,7 @@
 #   - MariaDB server and client tools (mariadbd, mariadb-install-db,
 #     mariadb, mariadb-dump, mariadb-binlog) for the MySQL/MariaDB tests
 #   - age and zstd (the "restore without lifeboat" test and the runbook)
+#   - sqlite3 (the test of the `command` source kind)
 #   - kubectl (the test that kubectl accepts a Kubernetes export)
 #   - with --garage: the Garage S3 server, built with `cargo install`
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
 command -v age >/dev/null || missing+=(age)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 command -v zstd >/dev/null || missing+=(zstd)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)

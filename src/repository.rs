@@ -83,70 +83,10 @@ struct Marker {
     created_by: String,
 }
 
-/// What kind of backup a manifest records, stored as the strings the
-/// repository format has always used.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum ManifestKind {
-    /// `postgres-dump`: pg_dump custom-format dumps with inventories.
-    PostgresDump,
-    /// `postgres-base`: a pg_basebackup tar, restored with the WAL archive.
-    PostgresBase,
-    /// `mysql-dump`: a mariadb-dump/mysqldump SQL dump with its binlog point.
-    MysqlDump,
-    /// `kubernetes-export`: the cluster's objects as YAML in a tar.
-    KubernetesExport,
-    /// A kind this lifeboat does not know (written by a newer one): listed
-    /// and kept, never restored.
-    Unknown(String),
-}
-
-impl ManifestKind {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::PostgresDump => "postgres-dump",
-            Self::PostgresBase => "postgres-base",
-            Self::MysqlDump => "mysql-dump",
-            Self::KubernetesExport => "kubernetes-export",
-            Self::Unknown(s) => s,
-        }
-    }
-
-    /// A backup of a PostgreSQL source.
-    pub fn is_postgres(&self) -> bool {
-        match self {
-            Self::PostgresDump | Self::PostgresBase => true,
-            Self::MysqlDump | Self::KubernetesExport | Self::Unknown(_) => false,
-        }
-    }
-}
-
-impl From<String> for ManifestKind {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "postgres-dump" => Self::PostgresDump,
-            "postgres-base" => Self::PostgresBase,
-            "mysql-dump" => Self::MysqlDump,
-            "kubernetes-export" => Self::KubernetesExport,
-            _ => Self::Unknown(s),
-        }
-    }
-}
-
-impl From<ManifestKind> for String {
-    fn from(k: ManifestKind) -> String {
-        match k {
-            ManifestKind::Unknown(s) => s,
-            known => known.as_str().to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for ManifestKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What kind of backup a manifest records: made from the list of kinds in
+/// `kinds::registry`, stored as the strings the repository format has
+/// always used.
+pub use crate::kinds::ManifestKind;
 
 /// One backup's manifest: the record that the backup exists and is complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -520,6 +460,7 @@ mod tests {
             (M::PostgresBase, "postgres-base"),
             (M::MysqlDump, "mysql-dump"),
             (M::KubernetesExport, "kubernetes-export"),
+            (M::CommandOutput, "command"),
             (M::Unknown("etcd-snapshot".into()), "etcd-snapshot"),
         ] {
             let json = serde_json::to_string(&kind).unwrap();
@@ -527,7 +468,9 @@ mod tests {
             assert_eq!(serde_json::from_str::<M>(&json).unwrap(), kind);
             assert_eq!(kind.to_string(), text);
         }
-        assert!(M::PostgresBase.is_postgres() && !M::MysqlDump.is_postgres());
+        assert_eq!(M::PostgresBase.block(), Some("postgres"));
+        assert_eq!(M::MysqlDump.block(), Some("mysql"));
+        assert_eq!(M::Unknown("etcd-snapshot".into()).block(), None);
     }
 
     use super::*;

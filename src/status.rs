@@ -17,11 +17,11 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, RunRecord};
 use crate::kinds::postgres::wal::WalFile;
-use crate::policy::{Policy, Source, SourceKind};
+use crate::policy::{Policy, Source};
 use crate::repository::{Repository, RepositoryError, Unreadable};
 
 /// How long a server may take to answer the lag query.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyStatus {
@@ -115,78 +115,22 @@ pub async fn recoverable_end(
         Ok(l) => l,
         Err(e) => return Some(RecoverableEnd::failed(String::new(), e.to_string())),
     };
-    match source.kind() {
-        SourceKind::Postgres(pg) => {
-            let base = listing
-                .backups
-                .iter()
-                .rev()
-                .find(|m| m.physical.is_some())?;
-            let reader = crate::kinds::postgres::pitr::EndReader {
-                identities,
-                bin_dir: pg.bin_dir.as_deref(),
-            };
-            let dir = std::env::temp_dir().join("lifeboat-status-unused");
-            let plan = crate::kinds::postgres::pitr::plan(
-                repo,
-                p,
-                s,
-                crate::kinds::postgres::pitr::Target::LatestReachable,
-                Some(&base.id),
-                &dir,
-                Some(reader),
-            )
-            .await;
-            Some(match plan {
-                Ok(plan) => match plan.end {
-                    Some(e) => RecoverableEnd {
-                        backup: base.id.clone(),
-                        newest_transaction: e.newest_xact.as_ref().map(|x| x.time),
-                        position: e.last_record.to_string(),
-                        exact_until: None,
-                        hole: plan.reach.gap_at.clone(),
-                        error: None,
-                    },
-                    None => RecoverableEnd::failed(base.id.clone(), "not read".into()),
-                },
-                Err(e) => RecoverableEnd::failed(base.id.clone(), e.to_string()),
-            })
-        }
-        SourceKind::Mysql(_) => {
-            let dump = listing.backups.iter().rev().find(|m| {
-                m.kind == crate::repository::ManifestKind::MysqlDump && m.binlog.is_some()
-            })?;
-            let reader = crate::kinds::mysql::restore::EndReader { identities };
-            let plan = crate::kinds::mysql::restore::plan_replay(
-                repo,
-                p,
-                s,
-                dump,
-                &crate::kinds::mysql::restore::MyTarget::LatestReachable,
-                Some(reader),
-            )
-            .await;
-            Some(match plan {
-                Ok(plan) => match plan.end {
-                    Some(e) => RecoverableEnd {
-                        backup: dump.id.clone(),
-                        newest_transaction: e.newest_event,
-                        position: format!("{}:{}", e.file, e.end_position),
-                        exact_until: e.exact_until(),
-                        hole: plan.hole.clone(),
-                        error: None,
-                    },
-                    None => RecoverableEnd::failed(dump.id.clone(), "not read".into()),
-                },
-                Err(e) => RecoverableEnd::failed(dump.id.clone(), e.to_string()),
-            })
-        }
-        SourceKind::Kubernetes(_) => None,
-    }
+    let query = crate::kinds::StatusQuery {
+        repo,
+        policy,
+        source,
+        now: chrono::Utc::now(),
+        probe: false,
+    };
+    source
+        .kind()
+        .imp()
+        .recoverable_end(query, &listing.backups, identities)
+        .await
 }
 
 impl RecoverableEnd {
-    fn failed(backup: String, error: String) -> RecoverableEnd {
+    pub(crate) fn failed(backup: String, error: String) -> RecoverableEnd {
         RecoverableEnd {
             backup,
             newest_transaction: None,
@@ -245,11 +189,7 @@ pub async fn policy_status(
         let archive = archive_status(repo, policy, source, now, probe).await?;
         sources.push(SourceStatus {
             source: source.name.to_string(),
-            kind: match source.kind() {
-                SourceKind::Postgres(_) => "postgres",
-                SourceKind::Mysql(_) => "mysql",
-                SourceKind::Kubernetes(_) => "kubernetes",
-            },
+            kind: source.kind().imp().name(),
             newest_backup: newest,
             backups: mine.len(),
             last_attempt,
@@ -276,96 +216,21 @@ pub async fn archive_status(
     now: DateTime<Utc>,
     probe: bool,
 ) -> Result<Option<ArchiveStatus>, RepositoryError> {
-    let (p, s) = (policy.name.as_str(), source.name.as_str());
-    match source.kind() {
-        SourceKind::Postgres(pg) => {
-            let listing =
-                crate::kinds::postgres::wal::archive::list(repo.store().as_ref(), p, s).await?;
-            if listing.files.is_empty() {
-                return Ok(None);
-            }
-            let newest = listing
-                .files
-                .iter()
-                .filter(|f| matches!(f.file, WalFile::Segment { .. }))
-                .max_by(|a, b| {
-                    (a.file.timeline(), a.file.segno(1 << 24))
-                        .cmp(&(b.file.timeline(), b.file.segno(1 << 24)))
-                });
-            let newest_at = listing.files.iter().filter_map(|f| f.archived_at).max();
-            let mut st = ArchiveStatus {
-                kind: "wal",
-                files: listing.files.len(),
-                newest: newest.map(|f| f.name.clone()),
-                newest_at,
-                server_current: None,
-                lag_seconds: None,
-                lag_segments: None,
-                server_error: None,
-                recoverable_end: None,
-            };
-            if probe {
-                match pg_current_segment(pg).await {
-                    Ok((current, size)) => {
-                        let segments = wal_lag(&current, newest.map(|f| f.name.as_str()), size);
-                        st.lag_segments = Some(segments);
-                        st.lag_seconds = Some(lag_seconds(segments, newest_at, now));
-                        st.server_current = Some(current);
-                    }
-                    Err(e) => st.server_error = Some(e),
-                }
-            }
-            Ok(Some(st))
-        }
-        SourceKind::Mysql(my) => {
-            let state = match crate::kinds::mysql::binlog::load_state(repo, p, s).await {
-                Ok(st) => st,
-                Err(crate::kinds::mysql::binlog::BinlogError::Storage(e)) => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(source = %s, error = %e, "cannot read the binlog archive's records");
-                    Default::default()
-                }
-            };
-            if state.is_empty() && !my.archive_binlogs {
-                return Ok(None);
-            }
-            let newest = state
-                .values()
-                .max_by_key(|r| crate::kinds::mysql::binlog::file_order(&r.file));
-            let newest_at = state.values().map(|r| r.archived_at).max();
-            let mut st = ArchiveStatus {
-                kind: "binlog",
-                files: state.len(),
-                newest: newest.map(|r| r.file.clone()),
-                newest_at,
-                server_current: None,
-                lag_seconds: None,
-                lag_segments: None,
-                server_error: None,
-                recoverable_end: None,
-            };
-            if probe {
-                match server_binlogs(my).await {
-                    Ok(files) => {
-                        let (segments, waiting_bytes) = binlog_lag(&files, &state);
-                        st.lag_segments = Some(segments);
-                        st.lag_seconds = Some(lag_seconds(
-                            segments + u64::from(waiting_bytes > 0),
-                            newest_at,
-                            now,
-                        ));
-                        st.server_current = files.last().map(|(f, _)| f.clone());
-                    }
-                    Err(e) => st.server_error = Some(e),
-                }
-            }
-            Ok(Some(st))
-        }
-        SourceKind::Kubernetes(_) => Ok(None),
-    }
+    let query = crate::kinds::StatusQuery {
+        repo,
+        policy,
+        source,
+        now,
+        probe,
+    };
+    source.kind().imp().archive_status(query).await
 }
 
-fn lag_seconds(waiting: u64, newest_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+pub(crate) fn lag_seconds(
+    waiting: u64,
+    newest_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> f64 {
     if waiting == 0 {
         return 0.0;
     }
@@ -389,94 +254,6 @@ pub fn wal_lag(current: &str, newest_archived: Option<&str>, segment_size: u64) 
     match newest {
         Some(n) => cur_no.saturating_sub(n.segno(segment_size).unwrap_or(0) + 1),
         None => cur_no,
-    }
-}
-
-/// (finished files not stored whole, bytes of the current file not yet
-/// stored).
-pub fn binlog_lag(
-    server: &[(String, u64)],
-    stored: &std::collections::BTreeMap<String, crate::kinds::mysql::binlog::BinlogRecord>,
-) -> (u64, u64) {
-    let Some((current, current_size)) = server.last() else {
-        return (0, 0);
-    };
-    let finished = server[..server.len() - 1]
-        .iter()
-        .filter(|(f, _)| !stored.get(f).is_some_and(|r| r.complete))
-        .count() as u64;
-    let have = stored.get(current).map_or(0, |r| r.plaintext.size);
-    (finished, current_size.saturating_sub(have))
-}
-
-/// The segment the server writes now and the segment size. Computed from
-/// the LSN: `pg_walfile_name()` names the previous segment for an LSN on a
-/// segment boundary (right after a switch).
-async fn pg_current_segment(
-    pg: &crate::kinds::postgres::config::PostgresSource,
-) -> Result<(String, u64), String> {
-    let work = async {
-        let conn =
-            crate::kinds::postgres::source::PgConn::from_source(pg).map_err(|e| e.to_string())?;
-        let client = conn.connect("postgres").await.map_err(|e| e.to_string())?;
-        let row = client
-            .query_one(
-                "SELECT pg_current_wal_lsn()::text, (SELECT timeline_id FROM pg_control_checkpoint()), \
-                 (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
-                &[],
-            )
-            .await
-            .map_err(|e| crate::kinds::postgres::source::error_detail(&e))?;
-        let lsn: String = row.get(0);
-        let timeline: i32 = row.get(1);
-        let size: i64 = row.get(2);
-        let lsn = crate::kinds::postgres::wal::Lsn::parse(&lsn)
-            .ok_or_else(|| format!("unexpected LSN '{lsn}'"))?;
-        let size = size as u64;
-        Ok::<_, String>((
-            crate::kinds::postgres::wal::segment_name(timeline as u32, lsn.segment(size), size),
-            size,
-        ))
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "{}:{} did not answer within {}s",
-            pg.host,
-            pg.port,
-            PROBE_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-async fn server_binlogs(
-    my: &crate::kinds::mysql::config::MysqlSource,
-) -> Result<Vec<(String, u64)>, String> {
-    use mysql_async::prelude::Queryable;
-    let work = async {
-        let conn =
-            crate::kinds::mysql::source::MyConn::from_source(my).map_err(|e| e.to_string())?;
-        let mut c = conn.connect().await.map_err(|e| e.to_string())?;
-        let rows: Vec<mysql_async::Row> = c
-            .query("SHOW BINARY LOGS")
-            .await
-            .map_err(|e| conn.query_error("SHOW BINARY LOGS", e).to_string())?;
-        let _ = c.disconnect().await;
-        let mut files: Vec<(String, u64)> = rows
-            .iter()
-            .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
-            .collect();
-        files.sort_by_key(|(f, _)| crate::kinds::mysql::binlog::file_order(f));
-        Ok::<_, String>(files)
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "{}:{} did not answer within {}s",
-            my.host,
-            my.port,
-            PROBE_TIMEOUT.as_secs()
-        )),
     }
 }
 

@@ -7,12 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::kinds::kubernetes::backup::backup_kubernetes;
-use crate::kinds::postgres::backup::backup_postgres;
-use crate::kinds::postgres::base::backup_postgres_base;
 use crate::kinds::postgres::source::PgError;
 use crate::pipeline::{self, EncodeSettings, PipelineError};
-use crate::policy::{Policy, PolicyError, Source, SourceKind};
+use crate::policy::{Policy, PolicyError, Source};
 use crate::process::{self, ProcessError};
 use crate::repository::{self, Artifact, Manifest, Repository, RepositoryError};
 use crate::storage::StorageError;
@@ -28,6 +25,8 @@ pub enum BackupError {
     Mysql(#[from] crate::kinds::mysql::source::MyError),
     #[error(transparent)]
     Kubernetes(#[from] crate::kube::KubeError),
+    #[error(transparent)]
+    Kind(#[from] crate::kinds::Failure),
     #[error(transparent)]
     Locked(#[from] crate::lock::LockError),
     #[error("writing the export's tar stream failed: {0}")]
@@ -93,6 +92,7 @@ impl crate::outcome::Classify for BackupError {
             Self::Postgres(e) => e.outcome(),
             Self::Mysql(e) => e.outcome(),
             Self::Kubernetes(e) => e.outcome(),
+            Self::Kind(e) => e.outcome(),
             Self::Locked(e) => e.outcome(),
             Self::Pipeline(e) => e.outcome(),
             Self::Storage(e) => e.outcome(),
@@ -116,7 +116,7 @@ pub use crate::policy::BackupKind;
 
 /// One backup in progress: what is needed to write its artifacts, and what
 /// was written so far (deleted again if the backup fails).
-pub(crate) struct Run<'a> {
+pub struct Run<'a> {
     policy: &'a Policy,
     pub(crate) source: &'a Source,
     pub(crate) repo: &'a Repository,
@@ -353,28 +353,7 @@ async fn backup_source_locked(
     // On SIGTERM the current step is dropped (its upload aborted, its child
     // killed) and the error path below deletes what was already written.
     let result = {
-        let work = async {
-            match (source.kind(), kind) {
-                (SourceKind::Postgres(pg), BackupKind::Dump) => {
-                    backup_postgres(&mut run, pg, started_at).await
-                }
-                (SourceKind::Postgres(pg), BackupKind::Base) => {
-                    backup_postgres_base(&mut run, pg, started_at).await
-                }
-                (SourceKind::Mysql(my), BackupKind::Dump) => {
-                    crate::kinds::mysql::backup::backup_mysql(&mut run, my, started_at).await
-                }
-                (SourceKind::Kubernetes(k), BackupKind::Dump) => {
-                    backup_kubernetes(&mut run, k, started_at).await
-                }
-                (SourceKind::Mysql(_) | SourceKind::Kubernetes(_), BackupKind::Base) => {
-                    Err(BackupError::KindNotSupported {
-                        kind: "base",
-                        source_name: source.name.to_string(),
-                    })
-                }
-            }
-        };
+        let work = async { source.kind().imp().backup(&mut run, kind, started_at).await };
         tokio::select! {
             r = work => r,
             _ = cancel.cancelled() => Err(BackupError::Interrupted),

@@ -59,16 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{:<24} {:<16} {:<10} {:<20} {:>8.1} {:>10} {:>10} {:>9}",
             m.id,
             m.source,
-            {
-                use crate::repository::ManifestKind as M;
-                match &m.kind {
-                    M::PostgresDump => "dump",
-                    M::PostgresBase => "base",
-                    M::MysqlDump => "mysql-dump",
-                    M::KubernetesExport => "k8s-export",
-                    M::Unknown(k) => k,
-                }
-            },
+            m.kind.label(),
             m.started_at.format("%Y-%m-%d %H:%M:%S"),
             (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
             human_bytes(m.plaintext_size()),

@@ -10,9 +10,9 @@ mod list;
 mod pitr;
 mod policy;
 mod prune;
-mod restore;
-mod restore_kube;
-mod restore_mysql;
+pub(crate) mod restore;
+pub(crate) mod restore_kube;
+pub(crate) mod restore_mysql;
 mod verify;
 mod wal;
 

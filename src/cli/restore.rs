@@ -43,92 +43,95 @@ A copy (--namespace-map) is made harmless unless --live, in the cluster and in -
 replicas, suspended Jobs, ClusterIP Services, no Ingresses/routes/autoscalers/bare Pods, budgets that\n\
 allow every eviction. A target namespace that exists and holds objects is refused (exit 5, before\n\
 anything is written) unless --into-existing; a namespace being deleted is refused always. In an\n\
-existing namespace, objects that would select pods the restore does not make are skipped.")]
+existing namespace, objects that would select pods the restore does not make are skipped.\n\n\
+A `command` source: the backup is piped into the source's restore command, run in a new or empty\n\
+folder; a command that exits before reading all of it, or a damaged object, fails the restore:\n  \
+lifeboat restore --policy app.yaml --source files --identity lifeboat.key --to-dir ./restored")]
 pub struct Args {
     // Fields are read by the dump restore here and by `super::pitr`.
     /// The policy file.
     #[arg(long, env = "LIFEBOAT_POLICY")]
-    pub(super) policy: PathBuf,
+    pub(crate) policy: PathBuf,
     /// The source whose backup to restore.
     #[arg(long)]
-    pub(super) source: String,
+    pub(crate) source: String,
     /// Backup id (see `lifeboat list`) or `latest`.
     #[arg(long, default_value = "latest")]
-    pub(super) backup: BackupSelector,
+    pub(crate) backup: BackupSelector,
     /// The age identity file (private key).
     #[arg(long)]
-    pub(super) identity: Option<PathBuf>,
+    pub(crate) identity: Option<PathBuf>,
     /// Target: postgres://user@host:port/dbname. Without a database name,
     /// the original name is used.
     #[arg(long, conflicts_with_all = ["to_datadir", "to_dir"])]
-    pub(super) to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Point-in-time recovery: unpack a base backup into this new (or
     /// empty) data directory and set it up to replay the WAL archive.
     #[arg(long, value_name = "DIR")]
-    pub(super) to_datadir: Option<PathBuf>,
+    pub(crate) to_datadir: Option<PathBuf>,
     /// Recover to this time ('2026-11-21 14:03:00+00', RFC 3339), `latest`
     /// (the default: every archived change; refused when the archive has a
     /// hole) or `latest-reachable` (everything before the first hole).
     #[arg(long, group = "until_target")]
-    pub(super) until: Option<String>,
+    pub(crate) until: Option<String>,
     /// MySQL/MariaDB: recover up to this binlog position (binlog.000005:1234;
     /// the event starting there is not applied).
     #[arg(long, group = "until_target", value_name = "FILE:POS")]
-    pub(super) until_position: Option<String>,
+    pub(crate) until_position: Option<String>,
     /// MySQL/MariaDB: recover up to and including this GTID (MariaDB 0-1-42).
     #[arg(long, group = "until_target")]
-    pub(super) until_gtid: Option<String>,
+    pub(crate) until_gtid: Option<String>,
     /// With --to-datadir: recover up to this WAL position (e.g. 0/5000060).
     #[arg(long, requires = "to_datadir", group = "until_target")]
-    pub(super) until_lsn: Option<String>,
+    pub(crate) until_lsn: Option<String>,
     /// With --to-datadir: recover up to this transaction id's commit.
     #[arg(long, requires = "to_datadir", group = "until_target")]
-    pub(super) until_xid: Option<u64>,
+    pub(crate) until_xid: Option<u64>,
     /// With --to-datadir: recover to a restore point (pg_create_restore_point).
     #[arg(long, requires = "to_datadir", group = "until_target")]
-    pub(super) until_name: Option<String>,
+    pub(crate) until_name: Option<String>,
     /// With --to-datadir: start the server, wait until recovery has
     /// finished and it has promoted, and report the point reached.
     #[arg(long, requires = "to_datadir")]
-    pub(super) start: bool,
+    pub(crate) start: bool,
     /// With --to-datadir: the port the restored server listens on
     /// (written to postgresql.auto.conf).
     #[arg(long, requires = "to_datadir")]
-    pub(super) port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// With --to-datadir: turn WAL archiving off in the restored server
     /// (archive_mode = off). By default it keeps the original's settings
     /// and, once promoted, archives a new timeline into the same source,
     /// which later `--until latest` restores then follow: use this for
     /// copies and drills that must not do that.
     #[arg(long, requires = "to_datadir")]
-    pub(super) no_archive: bool,
+    pub(crate) no_archive: bool,
     /// With --start: how long recovery may take.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub(super) timeout: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
     /// Which database of the backup (needed when it holds several).
     #[arg(long)]
-    pub(super) database: Option<String>,
+    pub(crate) database: Option<String>,
     /// pg_restore parallel jobs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub(super) jobs: u32,
+    pub(crate) jobs: u32,
     /// Replace objects that exist in a non-empty target (pg_restore --clean --if-exists).
     #[arg(long)]
-    pub(super) clean: bool,
+    pub(crate) clean: bool,
     /// Also restore roles and tablespaces (pg_dumpall --globals-only) first.
     #[arg(long)]
-    pub(super) globals: bool,
+    pub(crate) globals: bool,
     /// Do not restore ownership and privileges (for a target without the original roles).
     #[arg(long)]
-    pub(super) no_owner: bool,
+    pub(crate) no_owner: bool,
     /// Folder for the decoded dump when --jobs > 1.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
-    pub(super) scratch_dir: PathBuf,
+    pub(crate) scratch_dir: PathBuf,
     /// Show the plan and stop.
     #[arg(long)]
-    pub(super) dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Print the plan and the report as JSON.
     #[arg(long)]
-    pub(super) json: bool,
+    pub(crate) json: bool,
 
     /// Kubernetes: restore namespace FROM into TO (repeatable, or
     /// comma-separated). Only mapped namespaces are restored, unless
@@ -140,7 +143,7 @@ pub struct Args {
         value_delimiter = ',',
         help_heading = "Kubernetes"
     )]
-    pub(super) namespace_map: Vec<String>,
+    pub(crate) namespace_map: Vec<String>,
     /// Kubernetes: restore only these namespaces of the backup.
     #[arg(
         long,
@@ -148,7 +151,7 @@ pub struct Args {
         value_delimiter = ',',
         help_heading = "Kubernetes"
     )]
-    pub(super) namespace: Vec<String>,
+    pub(crate) namespace: Vec<String>,
     /// Kubernetes: restore only these kinds (kind or plural name:
     /// deployments,configmaps).
     #[arg(
@@ -157,7 +160,7 @@ pub struct Args {
         value_delimiter = ',',
         help_heading = "Kubernetes"
     )]
-    pub(super) include: Vec<String>,
+    pub(crate) include: Vec<String>,
     /// Kubernetes: do not restore these kinds (secrets).
     #[arg(
         long,
@@ -165,42 +168,90 @@ pub struct Args {
         value_delimiter = ',',
         help_heading = "Kubernetes"
     )]
-    pub(super) exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     /// Kubernetes: replace objects that exist and differ (server-side
     /// apply, taking over fields). Default: leave them alone.
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) overwrite: bool,
+    pub(crate) overwrite: bool,
     /// Kubernetes: restore a copy in another namespace as is (replicas,
     /// CronJobs, load balancers, Ingresses), not made harmless.
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) live: bool,
+    pub(crate) live: bool,
     /// Kubernetes: restore a copy into a target namespace that exists and
     /// holds objects (refused otherwise, exit 5). Objects that would
     /// select its pods (Services, NetworkPolicies, budgets, autoscalers)
     /// are still skipped.
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) into_existing: bool,
+    pub(crate) into_existing: bool,
     /// Kubernetes: also restore cluster-scoped objects (CRDs, ClusterRoles...)
     /// when restoring some namespaces or into mapped ones.
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) cluster_resources: bool,
+    pub(crate) cluster_resources: bool,
     /// Kubernetes: write the decrypted objects as YAML files into this new
-    /// folder (with apply.sh for kubectl) instead of applying them.
+    /// folder (with apply.sh for kubectl) instead of applying them. Command
+    /// sources: the new or empty folder the restore command runs in.
     #[arg(long, value_name = "DIR", help_heading = "Kubernetes")]
-    pub(super) to_dir: Option<PathBuf>,
+    pub(crate) to_dir: Option<PathBuf>,
     /// Kubernetes: kubeconfig of the target cluster (default: the
     /// source's).
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Kubernetes: kubeconfig context of the target cluster (default: the
     /// source's, then the current one).
     #[arg(long, help_heading = "Kubernetes")]
-    pub(super) context: Option<String>,
+    pub(crate) context: Option<String>,
 }
 
 impl Args {
+    /// A database restore's `--to`: Kubernetes flags are refused, `--to`
+    /// is required.
+    pub(crate) fn database_target(&self) -> Result<&str, super::UsageError> {
+        if let Some(flag) = self.kubernetes_flags().first() {
+            return Err(super::UsageError(format!(
+                "{flag} is for Kubernetes sources; source '{}' is a database",
+                self.source
+            )));
+        }
+        self.to.as_deref().ok_or_else(|| {
+            super::UsageError(
+                "say where to restore: --to postgres://user@host:port/db (or mysql://...), or --to-datadir DIR for point-in-time recovery".into(),
+            )
+        })
+    }
+
+    /// The flags given other than the ones every restore takes (--policy,
+    /// --source, --backup, --identity, --dry-run, --json) and `allowed`,
+    /// for a kind to refuse those that do not apply to it.
+    pub(crate) fn flags_given_besides(&self, allowed: &[&str]) -> Vec<&'static str> {
+        let mut given: Vec<&'static str> = [
+            ("--to", self.to.is_some()),
+            ("--to-datadir", self.to_datadir.is_some()),
+            ("--until", self.until.is_some()),
+            ("--until-position", self.until_position.is_some()),
+            ("--until-gtid", self.until_gtid.is_some()),
+            ("--until-lsn", self.until_lsn.is_some()),
+            ("--until-xid", self.until_xid.is_some()),
+            ("--until-name", self.until_name.is_some()),
+            ("--start", self.start),
+            ("--port", self.port.is_some()),
+            ("--no-archive", self.no_archive),
+            ("--database", self.database.is_some()),
+            ("--jobs", self.jobs != 1),
+            ("--clean", self.clean),
+            ("--globals", self.globals),
+            ("--no-owner", self.no_owner),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| f)
+        .collect();
+        given.extend(self.kubernetes_flags());
+        given.retain(|f| !allowed.contains(f));
+        given
+    }
+
     /// The Kubernetes-only flags given, for refusing them elsewhere.
-    pub(super) fn kubernetes_flags(&self) -> Vec<&'static str> {
+    pub(crate) fn kubernetes_flags(&self) -> Vec<&'static str> {
         [
             ("--namespace-map", !self.namespace_map.is_empty()),
             ("--namespace", !self.namespace.is_empty()),
@@ -253,34 +304,36 @@ fn print_plan(plan: &Plan) {
 }
 
 pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
+    let policy = crate::policy::Policy::load(&args.policy)?;
+    let source = policy.source(&args.source)?;
+    source.kind().imp().restore(args, &policy, cancel).await
+}
+
+/// Refuses `--to-datadir` for a source that is not PostgreSQL.
+pub(crate) fn refuse_datadir(args: &Args) -> Result<(), super::UsageError> {
+    match args.to_datadir {
+        Some(_) => Err(super::UsageError(format!(
+            "--to-datadir restores PostgreSQL base backups; source '{}' is not a PostgreSQL source",
+            args.source
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `lifeboat restore` of a PostgreSQL source: a dump into a server
+/// (`--to`), or a base backup and the WAL archive into a data directory
+/// (`--to-datadir`, [`super::pitr`]).
+pub(crate) async fn postgres(
+    args: Args,
+    policy: &crate::policy::Policy,
+    pg: &crate::kinds::postgres::config::PostgresSource,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
     if args.to_datadir.is_some() {
         return super::pitr::run(args).await;
     }
-    let policy = crate::policy::Policy::load(&args.policy)?;
-    let source = policy.source(&args.source)?;
-    if let crate::policy::SourceKind::Kubernetes(k) = source.kind() {
-        return super::restore_kube::run(args, &policy, k, cancel).await;
-    }
-    if let Some(flag) = args.kubernetes_flags().first() {
-        return Err(super::UsageError(format!(
-            "{flag} is for Kubernetes sources; source '{}' is a database",
-            args.source
-        ))
-        .into());
-    }
-    let Some(to) = args.to.as_deref() else {
-        return Err(super::UsageError(
-            "say where to restore: --to postgres://user@host:port/db (or mysql://...), or --to-datadir DIR for point-in-time recovery".into(),
-        )
-        .into());
-    };
-    let bin_dir = match source.kind() {
-        crate::policy::SourceKind::Postgres(pg) => pg.bin_dir.clone(),
-        crate::policy::SourceKind::Mysql(my) => {
-            return super::restore_mysql::run(args, &policy, my).await;
-        }
-        crate::policy::SourceKind::Kubernetes(_) => unreachable!("handled above"),
-    };
+    let to = args.database_target()?;
+    let bin_dir = pg.bin_dir.clone();
     if args.until.is_some() || args.until_position.is_some() || args.until_gtid.is_some() {
         return Err(super::UsageError(
             "point-in-time recovery of PostgreSQL restores a base backup into a data directory: add --to-datadir DIR (instead of --to); --until-position and --until-gtid are for MySQL/MariaDB".into(),

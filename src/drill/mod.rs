@@ -204,19 +204,12 @@ pub enum Kind {
 
 /// The manifest kinds a drill of a source picks from.
 fn kinds(kind: Option<Kind>, source: SourceKind<'_>) -> Vec<crate::repository::ManifestKind> {
-    use crate::repository::ManifestKind as M;
-    match (source, kind) {
-        (SourceKind::Mysql(_), _) => vec![M::MysqlDump],
-        (SourceKind::Kubernetes(_), _) => vec![M::KubernetesExport],
-        (SourceKind::Postgres(_), Some(Kind::Dump)) => vec![M::PostgresDump],
-        (SourceKind::Postgres(_), Some(Kind::Base)) => vec![M::PostgresBase],
-        (SourceKind::Postgres(_), None) => vec![M::PostgresDump, M::PostgresBase],
-    }
+    source.imp().drilled(kind)
 }
 
 /// Checks collected in order.
 #[derive(Default)]
-pub(crate) struct Checks(pub(crate) Vec<Check>);
+pub struct Checks(pub(crate) Vec<Check>);
 
 impl Checks {
     pub(crate) fn add(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
@@ -252,7 +245,7 @@ pub(crate) async fn interruptible<T>(
 }
 
 /// What the restore step of a drill produced.
-pub(crate) struct Restored {
+pub struct Restored {
     /// Where it was restored (`throwaway PostgreSQL 15 on ...`).
     pub(crate) target: String,
     rto: Option<f64>,
@@ -331,21 +324,13 @@ pub async fn drill_source(
         clock,
         user_checks: &user_checks,
     };
-    use crate::repository::ManifestKind as M;
-    let mut restored = match (&manifest.kind, source.kind()) {
-        (M::PostgresDump, SourceKind::Postgres(pg)) => drill.dump(pg, &mut checks).await?,
-        (M::PostgresBase, SourceKind::Postgres(pg)) => drill.base(pg, &mut checks).await?,
-        (M::MysqlDump, SourceKind::Mysql(my)) => drill.mysql(my, &mut checks).await?,
-        (M::KubernetesExport, SourceKind::Kubernetes(k)) => {
-            drill.kubernetes(k, &mut checks).await?
-        }
-        (other, _) => {
-            return Err(DrillError::UnsupportedBackup {
-                backup: manifest.id.clone(),
-                kind: other.to_string(),
-            })
-        }
-    };
+    if !kinds(opts.kind, source.kind()).contains(&manifest.kind) {
+        return Err(DrillError::UnsupportedBackup {
+            backup: manifest.id.clone(),
+            kind: manifest.kind.to_string(),
+        });
+    }
+    let mut restored = source.kind().imp().drill(&drill, &mut checks).await?;
     // Every object, read whole: stored and plaintext sizes and hashes.
     let verified = interruptible(
         &opts.cancel,
@@ -426,7 +411,7 @@ pub async fn drill_source(
 }
 
 /// One drill of one backup: what every restore path needs.
-pub(crate) struct Drill<'a> {
+pub struct Drill<'a> {
     pub(crate) repo: &'a Repository,
     pub(crate) policy: &'a Policy,
     pub(crate) source_name: &'a str,
@@ -588,7 +573,7 @@ async fn pick(
         // A kind the source's drills do not restore at all is refused
         // later, naming it; only a --kind the backup contradicts is here.
         if let [wanted] = kinds {
-            if manifest.kind != *wanted && manifest.kind.is_postgres() {
+            if manifest.kind != *wanted && manifest.kind.block() == wanted.block() {
                 return Err(DrillError::KindMismatch {
                     backup: manifest.id,
                     kind: manifest.kind.to_string(),

@@ -149,6 +149,23 @@ pub struct DrillCheck {
     pub expect: Expectation,
 }
 
+impl DrillCheck {
+    /// A check of a database source: a query, no `kind:` (`Err` is the
+    /// message).
+    pub fn validate_sql(&self) -> Result<(), String> {
+        if self.kind.is_some() {
+            return Err(format!(
+                "`kind:` is for checks of Kubernetes sources; source '{}' is a database: give `sql:`",
+                self.source
+            ));
+        }
+        if self.sql.trim().is_empty() {
+            return Err("sql is empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// A comparison a check's result must satisfy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expectation {

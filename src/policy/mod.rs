@@ -37,8 +37,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::kubernetes::config::Namespaces;
-
 /// Errors from reading or validating a policy file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -316,24 +314,8 @@ impl Policy {
             abs(p);
         }
         for src in &mut self.sources {
-            if let Some(pg) = &mut src.postgres {
-                if let Some(SecretRef::File(p)) = &mut pg.password {
-                    abs(p);
-                }
-                if let Some(p) = &mut pg.bin_dir {
-                    abs(p);
-                }
-            }
-            if let Some(p) = src.kubernetes.as_mut().and_then(|k| k.kubeconfig.as_mut()) {
-                abs(p);
-            }
-            if let Some(my) = &mut src.mysql {
-                if let Some(SecretRef::File(p)) = &mut my.password {
-                    abs(p);
-                }
-                if let Some(p) = &mut my.bin_dir {
-                    abs(p);
-                }
+            if let Some(kind) = src.kind_mut() {
+                kind.resolve_paths(&mut |p| abs(p));
             }
         }
     }
@@ -441,20 +423,17 @@ impl Policy {
             if !seen.insert(s.name.as_str()) {
                 return Err(invalid(format!("two sources are named '{}'", s.name)));
             }
-            let kinds: Vec<&str> = [
-                ("postgres", s.postgres.is_some()),
-                ("mysql", s.mysql.is_some()),
-                ("kubernetes", s.kubernetes.is_some()),
-            ]
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(k, _)| *k)
-            .collect();
+            let kinds = s.blocks();
             match kinds.as_slice() {
                 [] => {
                     return Err(invalid(format!(
-                        "source '{}' has no kind; add a `postgres:`, `mysql:` or `kubernetes:` block",
-                        s.name
+                        "source '{}' has no kind; add one of these blocks: {}",
+                        s.name,
+                        crate::kinds::BLOCKS
+                            .iter()
+                            .map(|b| format!("`{b}:`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )))
                 }
                 [_] => {}
@@ -465,34 +444,8 @@ impl Policy {
                     )))
                 }
             }
-            if let Some(k) = &s.kubernetes {
-                match (&k.namespaces, &k.namespace_selector) {
-                    (None, None) => {
-                        return Err(invalid(format!(
-                            "source '{}': say which namespaces to export: `namespaces: [prod]`, `namespaces: all` or `namespace_selector: team=payments`",
-                            s.name
-                        )))
-                    }
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(format!(
-                            "source '{}': give either `namespaces:` or `namespace_selector:`, not both",
-                            s.name
-                        )))
-                    }
-                    (Some(Namespaces::List(_)), None) if k.exclude_namespaces.is_some() => {
-                        return Err(invalid(format!(
-                            "source '{}': `exclude_namespaces:` applies to `namespaces: all` and `namespace_selector:`; with a list, just leave the namespace out",
-                            s.name
-                        )))
-                    }
-                    (None, Some(sel)) if sel.trim().is_empty() => {
-                        return Err(invalid(format!(
-                            "source '{}': namespace_selector is empty; write a label selector like `team=payments`",
-                            s.name
-                        )))
-                    }
-                    _ => {}
-                }
+            if let Err(message) = s.kind().imp().validate() {
+                return Err(invalid(format!("source '{}': {message}", s.name)));
             }
         }
         if let Some(sa) = &self.drill.kubernetes.service_account {
@@ -534,23 +487,8 @@ impl Policy {
                         .join(", ")
                 )));
             };
-            if source.kubernetes.is_some() {
-                if c.kind.as_deref().is_none_or(|k| k.trim().is_empty()) || !c.sql.is_empty() {
-                    return Err(invalid(format!(
-                        "{at}: source '{}' is a Kubernetes source: its checks count objects of a kind (`kind: Deployment`, `expect: \">= 1\"`), without `sql:`",
-                        c.source
-                    )));
-                }
-            } else {
-                if c.kind.is_some() {
-                    return Err(invalid(format!(
-                        "{at}: `kind:` is for checks of Kubernetes sources; source '{}' is a database: give `sql:`",
-                        c.source
-                    )));
-                }
-                if c.sql.trim().is_empty() {
-                    return Err(invalid(format!("{at}: sql is empty")));
-                }
+            if let Err(message) = source.kind().imp().validate_drill_check(c) {
+                return Err(invalid(format!("{at}: {message}")));
             }
         }
         Ok(())

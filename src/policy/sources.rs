@@ -1,9 +1,7 @@
-//! The `sources:` list: PostgreSQL, MySQL/MariaDB and Kubernetes sources, and the backup kinds.
+//! The `sources:` list (each source's block is its kind's, see
+//! `kinds::registry`), and the backup kinds.
 
 use super::*;
-use crate::kinds::kubernetes::config::KubernetesSource;
-use crate::kinds::mysql::config::MysqlSource;
-use crate::kinds::postgres::config::PostgresSource;
 
 /// What `lifeboat backup --kind` takes, and a schedule's `backup:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -17,51 +15,13 @@ pub enum BackupKind {
     Base,
 }
 
-/// One protected system. Exactly one kind block (`postgres`, `mysql`) is given.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    /// The source's name, used on the command line (`--source`) and in keys.
-    pub name: Name,
-    /// A PostgreSQL server whose databases are dumped with pg_dump.
-    #[serde(default)]
-    pub postgres: Option<PostgresSource>,
-    /// A MySQL or MariaDB server whose databases are dumped with
-    /// mariadb-dump or mysqldump.
-    #[serde(default)]
-    pub mysql: Option<MysqlSource>,
-    /// A Kubernetes cluster whose configuration (the objects of some
-    /// namespaces) is exported.
-    #[serde(default)]
-    pub kubernetes: Option<KubernetesSource>,
-}
+pub use crate::kinds::{Source, SourceKind};
 
 impl Source {
     /// What a backup of this source takes unless told otherwise.
     pub fn default_backup_kind(&self) -> BackupKind {
-        match self.kind() {
-            SourceKind::Postgres(pg) => pg.backup,
-            _ => BackupKind::Dump,
-        }
+        self.kind().imp().default_backup()
     }
-
-    /// The source's kind.
-    pub fn kind(&self) -> SourceKind<'_> {
-        match (&self.postgres, &self.mysql, &self.kubernetes) {
-            (Some(pg), _, _) => SourceKind::Postgres(pg),
-            (None, Some(my), _) => SourceKind::Mysql(my),
-            (None, None, Some(k)) => SourceKind::Kubernetes(k),
-            (None, None, None) => unreachable!("validated at load: every source has a kind"),
-        }
-    }
-}
-
-/// A source, by kind.
-#[derive(Debug, Clone, Copy)]
-pub enum SourceKind<'a> {
-    Postgres(&'a PostgresSource),
-    Mysql(&'a MysqlSource),
-    Kubernetes(&'a KubernetesSource),
 }
 
 pub(crate) fn default_true() -> bool {

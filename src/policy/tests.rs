@@ -27,7 +27,12 @@ fn kubernetes_sources_say_which_namespaces() {
     ))
     .unwrap();
     let k = p.sources[0].kubernetes.as_ref().unwrap();
-    assert_eq!(k.namespaces, Some(Namespaces::List(vec!["prod".into()])));
+    assert_eq!(
+        k.namespaces,
+        Some(crate::kinds::kubernetes::config::Namespaces::List(vec![
+            "prod".into()
+        ]))
+    );
     assert_eq!(
         k.kubeconfig.as_deref(),
         Some(Path::new("/etc/lifeboat/kube/config"))

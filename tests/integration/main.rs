@@ -5,6 +5,7 @@ mod fault_proxy;
 mod harness;
 
 mod binlog_oracle;
+mod command;
 mod deploy;
 mod drill;
 mod failures;

@@ -1,0 +1,260 @@
+//! Restoring a command source's backup: the decoded output is piped into
+//! the restore command, which runs in a new or empty folder.
+//!
+//! Success with other data is ruled out on every path: a damaged object
+//! stops the command before the end (the pipeline checks sizes and hashes
+//! as it streams), and a command that exits before reading the whole
+//! backup fails the restore even if its exit status is 0.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, CommandSource, ARTIFACT};
+use crate::keys::Identities;
+use crate::pipeline::{self, PipelineError};
+use crate::process::{self, ProcessError};
+use crate::repository::{Manifest, ManifestKind, Repository};
+
+/// A finished restore.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub backup: String,
+    pub dir: String,
+    /// Plaintext bytes the restore command read.
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Why a restore did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailed {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("stopped by a shutdown request before it finished")]
+    Interrupted,
+}
+
+impl crate::outcome::Classify for RestoreFailed {
+    fn outcome(&self) -> crate::outcome::Outcome {
+        match self {
+            Self::Command(e) => e.outcome(),
+            Self::Pipeline(e) => e.outcome(),
+            Self::Interrupted => crate::outcome::Outcome::Failure,
+        }
+    }
+}
+
+/// Makes sure `dir` is a new or empty folder.
+fn prepare(dir: &Path) -> Result<(), CommandError> {
+    let folder = |error| CommandError::Folder {
+        dir: dir.display().to_string(),
+        error,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(CommandError::NotEmpty {
+                    dir: dir.display().to_string(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(folder)
+        }
+        Err(e) => Err(folder(e)),
+    }
+}
+
+/// Pipes backup `manifest` of `source` into its restore command, run in
+/// `dir` (created if missing, refused if not empty).
+pub async fn restore_into(
+    repo: &Repository,
+    manifest: &Manifest,
+    identities: Arc<Identities>,
+    source: &CommandSource,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<Restored, RestoreFailed> {
+    let started = Instant::now();
+    let artifact = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name == ARTIFACT)
+        .ok_or_else(|| CommandError::NoOutput {
+            backup: manifest.id.clone(),
+        })?;
+    prepare(dir)?;
+    let dir_text = dir.display().to_string();
+    let failed = |error| CommandError::Restore {
+        backup: manifest.id.clone(),
+        dir: dir_text.clone(),
+        error,
+    };
+    let program = CommandSource::program(&source.restore);
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&source.restore[1..])
+        .current_dir(dir)
+        .envs(&source.env)
+        .env("LIFEBOAT_SOURCE", &manifest.source)
+        .env("LIFEBOAT_BACKUP_ID", &manifest.id)
+        .env("LIFEBOAT_RESTORE_DIR", dir);
+    let (child, stdin, _) = process::spawn(cmd, &program, true, false).map_err(failed)?;
+    let mut stdin = stdin.expect("stdin is piped");
+    let (writer, mut reader) = tokio::io::duplex(1 << 20);
+    let forward = async move {
+        let r = tokio::io::copy(&mut reader, &mut stdin).await;
+        (stdin, r)
+    };
+    let ticker = crate::progress::ProgressTicker::start(
+        manifest.source.clone(),
+        ARTIFACT.into(),
+        "restored",
+    );
+    let counter = ticker.counter();
+    let expected = artifact.expected();
+    let decode = pipeline::decode(
+        repo.store().as_ref(),
+        &expected,
+        identities,
+        writer,
+        "the restore command",
+        Some(Arc::clone(&counter)),
+    );
+    let both = async { tokio::join!(decode, forward) };
+    let (decoded, (mut stdin, forwarded)) = tokio::select! {
+        r = both => r,
+        _ = cancel.cancelled() => {
+            child.kill().await;
+            return Err(RestoreFailed::Interrupted);
+        }
+    };
+    drop(ticker);
+    let stopped_reading = |read| CommandError::StoppedReading {
+        backup: manifest.id.clone(),
+        dir: dir_text.clone(),
+        read,
+        size: artifact.plaintext.size,
+    };
+    match decoded {
+        Ok(()) => {}
+        Err(PipelineError::Output { .. }) => {
+            // The command closed its input early: whatever its status, it
+            // did not restore the whole backup.
+            drop(stdin);
+            let read = counter.load(std::sync::atomic::Ordering::Relaxed);
+            return Err(match child.wait().await {
+                Err(e) => failed(e).into(),
+                Ok(_) => stopped_reading(read).into(),
+            });
+        }
+        Err(e) => {
+            // A damaged object: stop the command before it can finish
+            // with part of the data.
+            child.kill().await;
+            drop(stdin);
+            return Err(e.into());
+        }
+    }
+    if let Err(e) = forwarded {
+        child.kill().await;
+        return Err(failed(ProcessError::Failed {
+            program: program.display().to_string(),
+            status: "its standard input closed early".into(),
+            stderr: e.to_string(),
+        })
+        .into());
+    }
+    let _ = stdin.shutdown().await;
+    drop(stdin);
+    let waited = tokio::select! {
+        r = child.wait() => r,
+        _ = cancel.cancelled() => return Err(RestoreFailed::Interrupted),
+    };
+    waited.map_err(failed)?;
+    Ok(Restored {
+        backup: manifest.id.clone(),
+        dir: dir_text,
+        bytes: artifact.plaintext.size,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `lifeboat restore` of a command source: `--to-dir DIR`.
+pub(super) async fn cli(
+    source: &CommandSource,
+    args: crate::cli::restore::Args,
+    policy: &crate::policy::Policy,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::UsageError;
+    let foreign = args.flags_given_besides(&["--to-dir"]);
+    if let Some(flag) = foreign.first() {
+        return Err(UsageError(format!(
+            "{flag} does not apply to source '{}', a command source: its backup is restored by piping it into its restore command in a new folder (--to-dir DIR)",
+            args.source
+        ))
+        .into());
+    }
+    let Some(dir) = args.to_dir.clone() else {
+        return Err(UsageError(format!(
+            "say where to restore source '{}': --to-dir DIR (a new or empty folder; the restore command runs there)",
+            args.source
+        ))
+        .into());
+    };
+    let repo = crate::cli::open(policy, false).await?;
+    let manifest = repo
+        .find_backup_of_kind(
+            policy.name.as_str(),
+            &args.source,
+            &args.backup,
+            Some(ManifestKind::CommandOutput),
+        )
+        .await?;
+    if args.dry_run {
+        let plan = serde_json::json!({
+            "dry_run": true,
+            "backup": manifest.id,
+            "source": manifest.source,
+            "to_dir": dir,
+            "restore_command": source.restore.first(),
+            "bytes": manifest.artifacts.iter().map(|a| a.plaintext.size).sum::<u64>(),
+        });
+        if args.json {
+            crate::cli::print_json(&plan);
+        } else {
+            println!("Restore plan");
+            println!("  backup     {} of source {}", manifest.id, manifest.source);
+            println!(
+                "  into       {} (new or empty), by {}",
+                dir.display(),
+                source.restore.join(" ")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let identities = crate::cli::identities(&args.identity, "restore")?;
+    let restored = restore_into(&repo, &manifest, identities, source, &dir, cancel)
+        .await
+        .map_err(crate::kinds::Failure::new)?;
+    if args.json {
+        crate::cli::print_json(&restored);
+    } else {
+        println!(
+            "Restored backup {} into {} ({}, {:.1} s); the restore command read all of it and exited 0.",
+            restored.backup,
+            restored.dir,
+            crate::progress::human_bytes(restored.bytes),
+            restored.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
