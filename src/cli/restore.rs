@@ -46,9 +46,8 @@ anything is written) unless --into-existing; a namespace being deleted is refuse
 existing namespace, objects that would select pods the restore does not make are skipped.")]
 pub struct Args {
     // Fields are read by the dump restore here and by `super::pitr`.
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    pub(super) policy: PathBuf,
+    #[command(flatten)]
+    pub(super) policy: super::PolicyArgs,
     /// The source whose backup to restore.
     #[arg(long)]
     pub(super) source: String,
@@ -256,7 +255,7 @@ pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitC
     if args.to_datadir.is_some() {
         return super::pitr::run(args).await;
     }
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let source = policy.source(&args.source)?;
     if let crate::policy::SourceKind::Kubernetes(k) = source.kind() {
         return super::restore_kube::run(args, &policy, k, cancel).await;
