@@ -1,6 +1,5 @@
 //! `lifeboat backup`
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -14,9 +13,8 @@ lifeboat backup --policy policies/app.yaml --source main-db --kind base\n\n\
 Artifacts are written first and the manifest last: a backup that fails leaves nothing listed."
 )]
 pub struct Args {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Back up only this source (repeatable). Default: every source.
     #[arg(long)]
     source: Vec<String>,
@@ -36,7 +34,7 @@ pub async fn run(
     cancel: &CancellationToken,
     background: &crate::storage::Background,
 ) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let sources: Vec<&crate::policy::Source> = if args.source.is_empty() {
         policy.sources.iter().collect()
     } else {

@@ -24,8 +24,8 @@ first file not yet stored whole. The user needs REPLICATION SLAVE and REPLICATIO
 Example:\n  lifeboat binlog-archive --policy app.yaml --source business-db --interval 10s"
 )]
 pub struct ArchiveArgs {
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// The MySQL/MariaDB source (needed when the policy has several).
     #[arg(long)]
     source: Option<String>,
@@ -43,8 +43,8 @@ there is a gap. Without a key it reads the records only. With --identity it also
 of the last file each window reaches: its newest event and the latest --until that restores exactly."
 )]
 pub struct VerifyArgs {
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     #[arg(long)]
     source: Option<String>,
     /// The age identity file: read the exact end of each window (its newest
@@ -95,7 +95,7 @@ pub async fn archive(
     cancel: &CancellationToken,
     background: &crate::storage::Background,
 ) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let (source, my) = my_source(&policy, args.source.as_deref())?;
     let recipients = policy.encryption.all_recipients()?;
     let repo = super::open_in(&policy, true, background).await?;
@@ -144,7 +144,7 @@ struct Report {
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let (source, _) = my_source(&policy, args.source.as_deref())?;
     let repo = super::open(&policy, false).await?;
     let (pname, sname) = (policy.name.as_str(), source.name.as_str());

@@ -133,8 +133,8 @@ binlogs and shows what a point-in-time restore of the newest backup can reach (t
 transaction), as `wal-verify --identity` and `binlog-verify --identity` do."
 )]
 pub struct StatusArgs {
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     #[command(flatten)]
     catalog: CatalogArg,
     /// Do not connect to the database servers (archive lag is then not measured).
@@ -150,7 +150,7 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let repo = super::open(&policy, false).await?;
     let path = args.catalog.path();
     let catalog = if path.exists() {
@@ -289,16 +289,16 @@ pub enum CatalogCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     #[command(flatten)]
     catalog: CatalogArg,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     #[arg(long)]
     source: Option<String>,
     /// How many runs, newest first.
@@ -313,7 +313,7 @@ pub struct RunsArgs {
 pub async fn catalog(cmd: CatalogCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CatalogCommand::Rebuild(args) => {
-            let policy = crate::policy::Policy::load(&args.policy)?;
+            let policy = args.policy.load()?;
             let repo = super::open(&policy, false).await?;
             let catalog = Catalog::open(&args.catalog.path()).await?;
             let (n, unreadable) = catalog.rebuild(&repo, policy.name.as_str()).await?;
@@ -334,7 +334,7 @@ pub async fn catalog(cmd: CatalogCommand) -> anyhow::Result<ExitCode> {
             .into())
         }
         CatalogCommand::Runs(args) => {
-            let policy = crate::policy::Policy::load(&args.policy)?;
+            let policy = args.policy.load()?;
             let catalog = Catalog::open(&args.catalog.path()).await?;
             let runs = catalog
                 .runs(

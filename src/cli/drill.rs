@@ -46,9 +46,8 @@ lifeboat drill --policy app.yaml --source cluster-config --identity lifeboat.key
 lifeboat drill --policy app.yaml --list"
 )]
 pub struct Args {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Drill only this source. Default: every source of the policy.
     #[arg(long)]
     source: Option<String>,
@@ -82,7 +81,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     if let Some(s) = &args.source {
         policy.source(s)?;
     }

@@ -1,6 +1,5 @@
 //! `lifeboat list`
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Outcome;
@@ -8,9 +7,8 @@ use crate::progress::human_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Only this source's backups.
     #[arg(long)]
     source: Option<String>,
@@ -20,7 +18,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     if let Some(s) = &args.source {
         policy.source(s)?;
     }

@@ -260,6 +260,22 @@ impl crate::outcome::Classify for UsageError {
     }
 }
 
+/// `--policy FILE`, flattened into every subcommand that works on one
+/// policy file.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PolicyArgs {
+    /// The policy file.
+    #[arg(long, env = "LIFEBOAT_POLICY")]
+    pub(crate) policy: PathBuf,
+}
+
+impl PolicyArgs {
+    /// Reads and validates the policy file.
+    pub(crate) fn load(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
+        crate::policy::Policy::load(&self.policy)
+    }
+}
+
 /// Opens a policy's repository after the storage healthcheck; `create`
 /// (for backups) makes a new repository where there is none. For commands
 /// that upload nothing (read, delete, put small objects): no writer of

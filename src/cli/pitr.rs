@@ -116,7 +116,7 @@ fn print_plan(plan: &PitrPlan) {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let datadir = args.to_datadir.clone().expect("called with --to-datadir");
     let target = target(&args)?;
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let source = policy.source(&args.source)?;
     let crate::policy::SourceKind::Postgres(pg_source) = source.kind() else {
         return Err(UsageError(format!(
@@ -173,7 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let opts = PitrOptions {
         exe: std::env::current_exe()?,
-        policy_file: std::path::absolute(&args.policy)?,
+        policy_file: std::path::absolute(&args.policy.policy)?,
         identity_file: identity.expect("loaded unless dry run"),
         start: args.start,
         port: args.port,

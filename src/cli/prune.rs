@@ -1,6 +1,5 @@
 //! `lifeboat prune`
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -24,9 +23,8 @@ Holds each source's lock, like a backup. A backup applies the retention by itsel
 after it succeeds; run prune to apply a changed retention or to clean up.\n\n\
 Examples:\n  lifeboat prune --policy app.yaml --dry-run\n  lifeboat prune --policy app.yaml --source main-db --json")]
 pub struct Args {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Prune only this source (repeatable). Default: every source.
     #[arg(long)]
     source: Vec<String>,
@@ -51,7 +49,7 @@ struct Report {
 }
 
 pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     if policy.retention.is_none() {
         return Err(UsageError(format!(
             "policy '{}' ({}) has no retention section, so there is nothing to prune by; add e.g. `retention: {{ keep_daily: 14, keep_monthly: 6 }}`",

@@ -49,9 +49,8 @@ folder; a command that exits before reading all of it, or a damaged object, fail
 lifeboat restore --policy app.yaml --source files --identity lifeboat.key --to-dir ./restored")]
 pub struct Args {
     // Fields are read by the dump restore here and by `super::pitr`.
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    pub(crate) policy: PathBuf,
+    #[command(flatten)]
+    pub(crate) policy: super::PolicyArgs,
     /// The source whose backup to restore.
     #[arg(long)]
     pub(crate) source: String,
@@ -304,7 +303,7 @@ fn print_plan(plan: &Plan) {
 }
 
 pub async fn run(args: Args, cancel: &CancellationToken) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let source = policy.source(&args.source)?;
     source.kind().imp().restore(args, &policy, cancel).await
 }

@@ -13,9 +13,8 @@ use crate::verify::Status;
 With --read-data --identity FILE, it also decrypts and decompresses and checks the plaintext sha256."
 )]
 pub struct Args {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Only this source.
     #[arg(long)]
     source: Option<String>,
@@ -34,7 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = crate::policy::Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     if let Some(s) = &args.source {
         policy.source(s)?;
     }

@@ -29,9 +29,8 @@ archive_command = 'lifeboat wal-push --policy /etc/lifeboat/app.yaml %p'\n\n\
 Exits 0 only once the file is durably stored. Pushing a file that is already archived with the\n\
 same content succeeds (PostgreSQL retries); the same name with different content is refused.")]
 pub struct PushArgs {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// The PostgreSQL source (needed when the policy has several).
     #[arg(long)]
     source: Option<String>,
@@ -48,9 +47,8 @@ Exit 255: any other failure (storage unreachable, corrupt object, wrong key): Po
 instead of ending it early, so nothing is promoted with changes missing."
 )]
 pub struct FetchArgs {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// The PostgreSQL source (needed when the policy has several).
     #[arg(long)]
     source: Option<String>,
@@ -76,9 +74,8 @@ reads them with pg_waldump: the newest archived transaction (time and LSN) and t
 record, which is what a restore can reach (--until at or after that time restores everything)."
 )]
 pub struct VerifyArgs {
-    /// The policy file.
-    #[arg(long, env = "LIFEBOAT_POLICY")]
-    policy: PathBuf,
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// The PostgreSQL source (needed when the policy has several).
     #[arg(long)]
     source: Option<String>,
@@ -141,7 +138,7 @@ pub async fn push(
     background: &crate::storage::Background,
 ) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
-    let policy = Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let source = pg_source(&policy, args.source.as_deref())?;
     let settings = EncodeSettings {
         compression: policy.compression,
@@ -187,7 +184,7 @@ pub async fn push(
 
 pub async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let result = async {
-        let policy = Policy::load(&args.policy)?;
+        let policy = args.policy.load()?;
         let source = pg_source(&policy, args.source.as_deref())?;
         let identities = super::identities(&args.identity, "wal-fetch")?;
         // A fetch uploads nothing.
@@ -246,7 +243,7 @@ struct Report {
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load(&args.policy)?;
+    let policy = args.policy.load()?;
     let source = pg_source(&policy, args.source.as_deref())?;
     let repo = super::open(&policy, false).await?;
     let (pname, sname) = (policy.name.as_str(), source.name.as_str());

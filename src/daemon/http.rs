@@ -43,7 +43,7 @@ fn respond<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
             shared.metrics.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

@@ -79,7 +79,7 @@ fn an_inventory_passes_only_when_every_count_matches_and_says_what_differs() {
 }
 
 fn check(expect: &str) -> DrillCheck {
-    serde_yaml::from_str(&format!(
+    yaml_serde::from_str(&format!(
         "name: orders\nsource: pg\nsql: SELECT count(*) FROM orders\nexpect: '{expect}'\n"
     ))
     .unwrap()

@@ -244,11 +244,11 @@ impl FromStr for Expectation {
 impl<'de> Deserialize<'de> for Expectation {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // `expect: 5` arrives as a number.
-        let v = serde_yaml::Value::deserialize(d)?;
+        let v = yaml_serde::Value::deserialize(d)?;
         let text = match v {
-            serde_yaml::Value::String(s) => s,
-            serde_yaml::Value::Number(n) => format!("== {n}"),
-            serde_yaml::Value::Bool(b) => format!("== {b}"),
+            yaml_serde::Value::String(s) => s,
+            yaml_serde::Value::Number(n) => format!("== {n}"),
+            yaml_serde::Value::Bool(b) => format!("== {b}"),
             _ => {
                 return Err(serde::de::Error::custom(
                     "expect must be a comparison such as '> 0' or '== 42'",

@@ -208,7 +208,7 @@ impl Policy {
     }
 }
 
-/// serde_yaml places errors raised by a value's own parser (a bad
+/// yaml_serde places errors raised by a value's own parser (a bad
 /// recipient, schedule or URL) at the start of the enclosing mapping. Those
 /// messages quote the offending value, so the value is looked up in the
 /// text from there on to point at its own line and column.
@@ -242,12 +242,12 @@ impl Policy {
 
     /// Parses policy text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-        let mut policy: Policy = serde_yaml::from_str(text).map_err(|e| {
+        let mut policy: Policy = yaml_serde::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
-            // serde_yaml appends " at line X column Y"; the prefix says it already.
+            // yaml_serde appends " at line X column Y"; the prefix says it already.
             let mut message = e.to_string();
             if let Some(i) = message.find(" at line ") {
                 message.truncate(i);

@@ -97,7 +97,7 @@ fn to_dir_writes_exactly_what_the_same_restore_creates_in_the_cluster() {
     yaml_files(&dir, &mut files);
     let written: Vec<Value> = files
         .iter()
-        .map(|f| serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .map(|f| yaml_serde::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
         .collect();
     // Each file is what the cluster holds, field by field...
     for w in &written {

@@ -3,7 +3,7 @@
 //! kubectl reads YAML 1.1 (sigs.k8s.io/yaml): there an unquoted `on`, `NO`,
 //! `y`, `0755` or `12:30` is a boolean or a number, and a ConfigMap value
 //! written that way no longer applies ("cannot unmarshal bool into Go
-//! struct field ConfigMap.data of type string"). serde_yaml writes YAML
+//! struct field ConfigMap.data of type string"). yaml_serde writes YAML
 //! 1.2 and leaves such strings bare, so exports use this small emitter:
 //! a string is written plain only when it reads back as the same string
 //! under both YAML versions, otherwise double-quoted with JSON escapes
@@ -222,7 +222,7 @@ mod tests {
 
     fn roundtrip(v: Value) {
         let text = to_yaml(&v);
-        let back: Value = serde_yaml::from_str(&text)
+        let back: Value = yaml_serde::from_str(&text)
             .unwrap_or_else(|e| panic!("cannot parse back:\n{text}\n{e}"));
         assert_eq!(back, v, "YAML was:\n{text}");
     }

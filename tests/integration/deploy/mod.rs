@@ -88,7 +88,7 @@ fn render(dir: &'static str) -> Rendered {
     );
     let text = String::from_utf8(out.stdout).expect("kubectl kustomize prints UTF-8");
     let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(&text) {
         let v = Value::deserialize(doc)
             .unwrap_or_else(|e| panic!("{dir}: a rendered document does not parse: {e}\n{text}"));
         if !v.is_null() {

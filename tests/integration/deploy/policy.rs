@@ -158,7 +158,7 @@ fn deploy_policy_parses_and_matches_the_pods() {
     let text = files
         .get(&file)
         .unwrap_or_else(|| panic!("the CronJob runs {file}, which the ConfigMap does not hold"));
-    let raw: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let raw: yaml_serde::Value = yaml_serde::from_str(text).unwrap();
     assert_eq!(
         raw["schedule"].as_str(),
         Some(cron_spec.schedule.as_str()),

@@ -223,7 +223,7 @@ pub(super) fn parse_body(body: &[u8], yaml: bool) -> Result<Value, Reply> {
                     "the request body is not a valid JSON object: {json_err}"
                 )));
             }
-            serde_yaml::from_slice(body)
+            yaml_serde::from_slice(body)
                 .map_err(|e| bad_request(&format!("error decoding YAML: {e}")))?
         }
     };

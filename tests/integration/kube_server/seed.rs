@@ -63,8 +63,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub(super) fn seed_realistic(state: &mut State, ns: &str) -> usize {
     let mut values = Placeholders::new(ns);
     let mut n = 0;
-    for (i, doc) in serde_yaml::Deserializer::from_str(SEED_YAML).enumerate() {
-        let doc = serde_yaml::Value::deserialize(doc)
+    for (i, doc) in yaml_serde::Deserializer::from_str(SEED_YAML).enumerate() {
+        let doc = yaml_serde::Value::deserialize(doc)
             .unwrap_or_else(|e| panic!("seed.yaml: document {}: {e}", i + 1));
         let mut obj: Value = serde_json::to_value(doc)
             .unwrap_or_else(|e| panic!("seed.yaml: document {}: {e}", i + 1));

@@ -55,11 +55,11 @@ fn the_plain_export_is_valid_kubernetes_yaml() {
         let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
         let text = std::fs::read_to_string(f).unwrap();
-        let v: Value = serde_yaml::from_str(&text).unwrap();
+        let v: Value = yaml_serde::from_str(&text).unwrap();
         let kind = v["kind"].as_str().unwrap().to_string();
         macro_rules! parse {
             ($t:ty) => {
-                serde_yaml::from_str::<$t>(&text)
+                yaml_serde::from_str::<$t>(&text)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             };
@@ -89,7 +89,7 @@ fn the_plain_export_is_valid_kubernetes_yaml() {
     }
     // The tricky ConfigMap values survive as strings.
     let cm = find_file(&files, "prod/core-v1-ConfigMap/app-settings.yaml");
-    let cm: Value = serde_yaml::from_str(&std::fs::read_to_string(cm).unwrap()).unwrap();
+    let cm: Value = yaml_serde::from_str(&std::fs::read_to_string(cm).unwrap()).unwrap();
     let original = server
         .get("v1", "ConfigMap", Some("prod"), "app-settings")
         .unwrap();

@@ -71,7 +71,7 @@ fn read_tar(bytes: &[u8], key: &str) -> Result<Vec<Exported>, KubeRestoreError> 
         entry
             .read_to_string(&mut text)
             .map_err(|e| bad(&path, e.to_string()))?;
-        let obj: Value = serde_yaml::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
+        let obj: Value = yaml_serde::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
         out.push(Exported { path, obj });
     }
     Ok(out)

@@ -104,7 +104,7 @@ fn mapping_rewrites_namespaces_and_references_and_makes_a_harmless_copy() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export");
     write_dir(&plan, &out, false).unwrap();
-    let deployment: Value = serde_yaml::from_str(
+    let deployment: Value = yaml_serde::from_str(
         &std::fs::read_to_string(out.join("drill/apps-v1-Deployment/web.yaml")).unwrap(),
     )
     .unwrap();
