@@ -349,7 +349,7 @@ pub(crate) async fn postgres(
     } else {
         Some(super::identities(&args.identity, "restore")?)
     };
-    let repo = super::open(&policy, false).await?;
+    let repo = super::open(policy, false).await?;
     let manifest = repo
         .find_backup_of_kind(
             policy.name.as_str(),

@@ -115,9 +115,7 @@ fn a_command_source_backs_up_restores_drills_and_prunes_byte_for_byte() {
     let list = lb.run(&["list", "--source", "files", "--json"]);
     list.ok();
     let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let backups = listed["backups"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{listed}"));
+    let backups = listed.as_array().unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(backups.len(), 2, "{listed}");
     assert!(backups.iter().all(|b| b["kind"] == "command"), "{listed}");
     lb.run(&["verify", "--read-data", "--identity", &identity])
