@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::schedule::{self, Trigger};
 use super::Ctx;
 use crate::catalog::{Catalog, RunEnd};
-use crate::policy::{Policy, SourceKind};
+use crate::policy::Policy;
 use crate::repository::Repository;
 
 /// One scheduled run of a policy: every source, one after the other.
@@ -290,6 +290,7 @@ pub(super) const HELPER_STOP: Duration = Duration::from_secs(30);
 pub(super) async fn supervise_binlog(
     policy: Arc<Policy>,
     source_name: String,
+    my: crate::kinds::mysql::config::MysqlSource,
     repo: Repository,
     ctx: Ctx,
 ) {
@@ -300,10 +301,7 @@ pub(super) async fn supervise_binlog(
     loop {
         let began = std::time::Instant::now();
         let result = async {
-            let source = policy.source(s)?;
-            let SourceKind::Mysql(my) = source.kind() else {
-                unreachable!("only MySQL sources get a binlog archiver")
-            };
+            let my = &my;
             let recipients = policy.encryption.all_recipients()?;
             let archiver = crate::kinds::mysql::binlog::Archiver {
                 repo: &repo,

@@ -223,6 +223,7 @@ pub(super) fn start_policy(
             let policy = Arc::clone(&policy);
             let ctx = ctx.clone();
             let source_name = source.name.to_string();
+            let my = my.clone();
             let mut repo_rx = repo_rx.clone();
             helpers.push(tokio::spawn(
                 async move {
@@ -231,7 +232,7 @@ pub(super) fn start_policy(
                         return;
                     };
                     let repo = repo.expect("waited for Some");
-                    supervise_binlog(policy, source_name, repo, ctx).await
+                    supervise_binlog(policy, source_name, my, repo, ctx).await
                 }
                 .instrument(span.clone()),
             ));

@@ -22,6 +22,8 @@ use crate::drill::{Checks, Drill, DrillError, Restored};
 use crate::policy::Policy;
 use crate::repository::{Manifest, Repository, RepositoryError};
 
+use super::{ManifestKind, Source};
+
 /// A boxed future, as the trait's async methods return (the trait is used
 /// as `dyn Kind`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -157,13 +159,15 @@ macro_rules! label {
     };
 }
 
-/// Makes [`Source`], [`SourceKind`] and [`ManifestKind`] from the list of
-/// kinds.
+/// Makes the kinds' modules, [`Source`], [`SourceKind`] and
+/// [`ManifestKind`] from the list of kinds in `kinds/mod.rs`.
 macro_rules! kinds {
     ($(
         $(#[$doc:meta])*
         $field:ident: $Variant:ident($Config:ty) => [$($Manifest:ident = $string:literal $(as $label:literal)?),+ $(,)?]
     ),+ $(,)?) => {
+        $(pub mod $field;)+
+
         /// One protected system: its name and exactly one kind block.
         #[derive(Debug, Clone, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -270,32 +274,76 @@ macro_rules! kinds {
     };
 }
 
-kinds! {
-    /// A PostgreSQL server whose databases are dumped with pg_dump (or
-    /// copied whole with pg_basebackup, for point-in-time recovery).
-    postgres: Postgres(crate::kinds::postgres::config::PostgresSource) => [PostgresDump = "postgres-dump" as "dump", PostgresBase = "postgres-base" as "base"],
-    /// A MySQL or MariaDB server whose databases are dumped with
-    /// mariadb-dump or mysqldump.
-    mysql: Mysql(crate::kinds::mysql::config::MysqlSource) => [MysqlDump = "mysql-dump"],
-    /// A Kubernetes cluster whose configuration (the objects of some
-    /// namespaces) is exported.
-    kubernetes: Kubernetes(crate::kinds::kubernetes::config::KubernetesSource) => [KubernetesExport = "kubernetes-export" as "k8s-export"],
-    /// Any tool that writes a backup to its standard output, restored by a
-    /// command that reads it from its standard input.
-    command: Command(crate::kinds::command::CommandSource) => [CommandOutput = "command"],
-}
+pub(crate) use {kinds, label};
 
-impl From<ManifestKind> for String {
-    fn from(k: ManifestKind) -> String {
-        match k {
-            ManifestKind::Unknown(s) => s,
-            known => known.as_str().to_string(),
+#[cfg(test)]
+mod tests {
+    use super::super::{Source, BLOCKS};
+    use super::ManifestKind as M;
+
+    /// One source of each kind, as small as its block allows.
+    fn one_of_each() -> Vec<Source> {
+        [
+            "name: a\npostgres: {}\n",
+            "name: b\nmysql: {}\n",
+            "name: c\nkubernetes: { namespaces: all }\n",
+            "name: d\ncommand: { backup: [tar, -cf, -, /srv], restore: [tar, -xf, -] }\n",
+        ]
+        .iter()
+        .map(|y| yaml_serde::from_str(y).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn each_block_is_its_kinds_name_and_every_kind_is_covered() {
+        let sources = one_of_each();
+        let names: Vec<&str> = sources.iter().map(|s| s.kind().imp().name()).collect();
+        assert_eq!(
+            names, BLOCKS,
+            "a kind in the list has no source here, or names itself wrongly"
+        );
+        for s in &sources {
+            assert_eq!(s.blocks(), vec![s.kind().imp().name()]);
+            assert_eq!(s.kind().imp().validate(), Ok(()), "{}", s.name);
         }
     }
-}
 
-impl std::fmt::Display for ManifestKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    #[test]
+    fn every_manifest_kind_belongs_to_the_kind_that_drills_it() {
+        for s in one_of_each() {
+            let kind = s.kind().imp();
+            for m in kind.drilled(None) {
+                assert_eq!(m.block(), Some(kind.name()), "{m}");
+                // The format's strings read back as the same kind.
+                assert_eq!(M::from(m.as_str().to_string()), m);
+            }
+        }
+    }
+
+    #[test]
+    fn manifest_strings_and_labels_are_unique() {
+        let all = [
+            M::PostgresDump,
+            M::PostgresBase,
+            M::MysqlDump,
+            M::KubernetesExport,
+            M::CommandOutput,
+        ];
+        let mut strings: Vec<&str> = all.iter().map(|m| m.as_str()).collect();
+        let mut labels: Vec<&str> = all.iter().map(|m| m.label()).collect();
+        strings.sort();
+        strings.dedup();
+        labels.sort();
+        labels.dedup();
+        assert_eq!((strings.len(), labels.len()), (all.len(), all.len()));
+        assert_eq!(M::from("etcd-snapshot".to_string()).block(), None);
+    }
+
+    #[test]
+    fn a_source_with_two_blocks_or_none_names_them() {
+        let two: Source = yaml_serde::from_str("name: x\npostgres: {}\nmysql: {}\n").unwrap();
+        assert_eq!(two.blocks(), vec!["postgres", "mysql"]);
+        let none: Source = yaml_serde::from_str("name: y\n").unwrap();
+        assert!(none.blocks().is_empty());
     }
 }

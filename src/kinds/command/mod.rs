@@ -7,7 +7,7 @@
 //! Everything the kind knows is in this folder: its policy block (here),
 //! the backup (`backup.rs`), the restore into a folder (`restore.rs`) and
 //! the drill (`drill.rs`). It is registered by one line in
-//! `kinds/registry.rs`.
+//! `kinds/mod.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -195,5 +195,51 @@ impl crate::kinds::Kind for CommandSource {
         _identities: &'a std::sync::Arc<crate::keys::Identities>,
     ) -> crate::kinds::BoxFuture<'a, Option<crate::status::RecoverableEnd>> {
         Box::pin(async { None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Kind;
+
+    fn source(backup: &[&str], restore: &[&str], check: Option<&[&str]>) -> CommandSource {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        CommandSource {
+            backup: v(backup),
+            restore: v(restore),
+            check: check.map(v),
+            working_dir: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn empty_commands_are_refused_with_an_example() {
+        let e = source(&[], &["cat"], None).validate().unwrap_err();
+        assert!(e.contains("`command.backup` is empty") && e.contains("[tar, -cf, -, /srv/data]"), "{e}");
+        let e = source(&["tar"], &[" "], None).validate().unwrap_err();
+        assert!(e.contains("`command.restore` starts with an empty program name"), "{e}");
+        let e = source(&["tar"], &["cat"], Some(&[])).validate().unwrap_err();
+        assert!(e.contains("`command.check` is empty"), "{e}");
+        assert_eq!(source(&["tar"], &["cat"], Some(&["true"])).validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_working_dir_defaults_to_the_policy_files_folder() {
+        let mut s = source(&["tar"], &["cat"], None);
+        s.resolve_paths(&mut |p| *p = std::path::Path::new("/etc/lifeboat").join(&*p));
+        assert_eq!(s.working_dir, Some(PathBuf::from("/etc/lifeboat/.")));
+    }
+
+    #[test]
+    fn errors_classify_refusals_apart_from_failures() {
+        let not_empty = CommandError::NotEmpty { dir: "/x".into() };
+        assert_eq!(not_empty.outcome(), Outcome::Refused);
+        let no_output = CommandError::NoOutput { backup: "b".into() };
+        assert_eq!(no_output.outcome(), Outcome::Integrity);
+        let wrapped = crate::kinds::Failure::new(not_empty);
+        assert_eq!(crate::outcome::Classify::outcome(&wrapped), Outcome::Refused);
+        assert!(wrapped.to_string().contains("Give another --to-dir"));
     }
 }

@@ -258,3 +258,22 @@ pub(super) async fn cli(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_goes_into_a_new_or_empty_folder_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("a/b");
+        prepare(&new).unwrap();
+        assert!(new.is_dir());
+        prepare(&new).unwrap();
+        std::fs::write(new.join("left"), b"x").unwrap();
+        assert!(matches!(prepare(&new), Err(CommandError::NotEmpty { .. })));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(prepare(&file), Err(CommandError::Folder { .. })));
+    }
+}
