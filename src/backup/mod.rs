@@ -436,3 +436,40 @@ fn endpoint_stuck(e: &BackupError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_endpoint_that_stopped_answering_skips_the_cleanup() {
+        let timed_out = || StorageError::TimedOut {
+            endpoint: "http://s3".into(),
+            operation: "PutObject",
+            target: "object k".into(),
+            attempts: 5,
+            detail: "no answer within 60s".into(),
+        };
+        let unreachable = StorageError::Unreachable {
+            endpoint: "http://s3".into(),
+            detail: "connection refused".into(),
+        };
+        assert!(endpoint_stuck(&BackupError::Storage(timed_out())));
+        assert!(endpoint_stuck(&BackupError::Pipeline(
+            PipelineError::Storage(timed_out())
+        )));
+        assert!(endpoint_stuck(&BackupError::Storage(unreachable)));
+        // Anything else: the cleanup runs (and deletes what was written).
+        let not_found = StorageError::NotFound {
+            store: "s3://b".into(),
+            key: "k".into(),
+        };
+        assert!(!endpoint_stuck(&BackupError::Storage(not_found)));
+        assert!(!endpoint_stuck(&BackupError::Interrupted));
+        assert!(!endpoint_stuck(&BackupError::Kind(
+            crate::kinds::Failure::new(crate::kinds::command::CommandError::Empty {
+                source_name: "files".into()
+            })
+        )));
+    }
+}
