@@ -69,16 +69,28 @@ pub struct Finished {
 /// Starts `cmd` with stdin/stdout piped as asked and stderr captured. The
 /// child is killed if the returned handle is dropped before `wait`.
 pub fn spawn(
-    mut cmd: Command,
+    cmd: Command,
     program: &Path,
     stdin: bool,
+    stdout: bool,
+) -> Result<(Child, Option<ChildStdin>, Option<ChildStdout>), ProcessError> {
+    let input = if stdin { Stdio::piped() } else { Stdio::null() };
+    spawn_with_stdin(cmd, program, input, stdout)
+}
+
+/// [`spawn`] with the child's stdin given (e.g. the read end of a pipe
+/// the caller keeps watching).
+pub fn spawn_with_stdin(
+    mut cmd: Command,
+    program: &Path,
+    stdin: Stdio,
     stdout: bool,
 ) -> Result<(Child, Option<ChildStdin>, Option<ChildStdout>), ProcessError> {
     let name = program
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| program.display().to_string());
-    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+    cmd.stdin(stdin)
         .stdout(if stdout {
             Stdio::piped()
         } else {
@@ -231,6 +243,12 @@ impl Child {
                 },
             })
         }
+    }
+
+    /// Waits until the child has exited, without taking it: [`Child::wait`]
+    /// afterwards returns at once with its verdict. Cancel-safe.
+    pub async fn exited(&mut self) {
+        let _ = self.inner.wait().await;
     }
 
     /// Kills the child and reaps it.

@@ -211,7 +211,7 @@ fn a_command_that_fails_or_lies_never_yields_a_backup_or_a_restore() {
     let extra = "\x20 - name: broken\n    command:\n      backup: [sh, -c, 'echo partial; exit 3']\n      restore: [cat]\n\
                  \x20 - name: silent\n    command:\n      backup: ['true']\n      restore: [cat]\n\
                  \x20 - name: lazy\n    command:\n      backup: [tar, -C, DATA, -cf, -, .]\n      restore: [sh, -c, 'head -c 1000 > part']\n\
-                 \x20 - name: fails-check\n    command:\n      backup: [tar, -C, DATA, -cf, -, .]\n      restore: [tar, -xf, -]\n      check: [sh, -c, 'echo no such table >&2; exit 1']\n"
+                 \x20 - name: deaf\n    command:\n      backup: [sh, -c, 'echo a small backup']\n      restore: [sh, -c, 'sleep 1']\n\x20 - name: fails-check\n    command:\n      backup: [tar, -C, DATA, -cf, -, .]\n      restore: [tar, -xf, -]\n      check: [sh, -c, 'echo no such table >&2; exit 1']\n"
         .replace("DATA", &data.display().to_string());
     let repo = work.path().join("repo");
     let lb = lifeboat(Repo::Local(repo.clone()), &data, &extra);
@@ -252,6 +252,27 @@ fn a_command_that_fails_or_lies_never_yields_a_backup_or_a_restore() {
         &[
             "exited before it had read the whole of backup",
             "must read its standard input to the end",
+        ],
+    );
+
+    // A backup small enough to sit in the pipe's buffer, and a command
+    // that never reads it but exits 0 a second later: still a failure.
+    lb.run(&["backup", "--source", "deaf"]).ok();
+    let to = work.path().join("deaf-restore");
+    lb.run(&[
+        "restore",
+        "--source",
+        "deaf",
+        "--identity",
+        &identity,
+        "--to-dir",
+        to.to_str().unwrap(),
+    ])
+    .fails_with(
+        1,
+        &[
+            "exited before it had read the whole of backup",
+            "(0 of 15 bytes)",
         ],
     );
 

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, CommandSource, ARTIFACT};
@@ -93,10 +92,10 @@ fn restore_command(
 /// Pipes backup `manifest` of `source` into its restore command, run in
 /// `dir` (created if missing, refused if not empty).
 ///
-/// Known limit: a command that exits 0 without reading its input at all is
-/// caught when the backup is larger than the pipe's buffer (64 KiB: the
-/// write fails); below that the bytes may sit unread in the buffer when it
-/// exits, and only its exit status (and a drill's `check:`) can tell.
+/// The command reads from a pipe whose read end lifeboat keeps a copy of:
+/// once the command has exited, bytes still in the pipe are bytes it never
+/// read, so a command that ignores its input fails the restore even when
+/// the whole backup fits in the pipe's buffer.
 pub async fn restore_into(
     repo: &Repository,
     manifest: &Manifest,
@@ -121,85 +120,117 @@ pub async fn restore_into(
         error,
     };
     let (cmd, program) = restore_command(source, manifest, dir);
-    let (child, stdin, _) = process::spawn(cmd, &program, true, false).map_err(failed)?;
-    let mut stdin = stdin.expect("stdin is piped");
-    let (writer, mut reader) = tokio::io::duplex(1 << 20);
-    let forward = async move {
-        let r = tokio::io::copy(&mut reader, &mut stdin).await;
-        (stdin, r)
+    let spawn_error = |source| ProcessError::Spawn {
+        program: program.display().to_string(),
+        source,
     };
-    let ticker = crate::progress::ProgressTicker::start(
-        manifest.source.clone(),
-        ARTIFACT.into(),
-        "restored",
-    );
+    // Close-on-exec: no other child may inherit an end of this pipe.
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| failed(spawn_error(e.into())))?;
+    let writer = std::fs::File::from(writer);
+    let mut watch = Some(reader.try_clone().map_err(|e| failed(spawn_error(e)))?);
+    let (mut child, _, _) =
+        process::spawn_with_stdin(cmd, &program, std::process::Stdio::from(reader), false)
+            .map_err(failed)?;
+    let ticker =
+        crate::progress::ProgressTicker::start(manifest.source.clone(), ARTIFACT.into(), "restored");
     let counter = ticker.counter();
+    let (into_copy, from_decode) = tokio::io::duplex(1 << 20);
+    let bridge = tokio_util::io::SyncIoBridge::new(from_decode);
+    // Blocking writes into the pipe; the write end closes when all is in.
+    let copy = tokio::task::spawn_blocking(move || {
+        let (mut from, mut to) = (bridge, writer);
+        std::io::copy(&mut from, &mut to)
+    });
     let expected = artifact.expected();
     let decode = pipeline::decode(
         repo.store().as_ref(),
         &expected,
         identities,
-        writer,
+        into_copy,
         "the restore command",
         Some(Arc::clone(&counter)),
     );
-    let both = async { tokio::join!(decode, forward) };
-    let (decoded, (mut stdin, forwarded)) = tokio::select! {
-        r = both => r,
+    let feed = async {
+        let decoded = decode.await;
+        if decoded.is_err() {
+            // Stop the command before the rest can reach it.
+            return (decoded, None);
+        }
+        (decoded, Some(copy.await))
+    };
+    tokio::pin!(feed);
+    let mut unread = None;
+    let (decoded, copied) = tokio::select! {
+        fed = &mut feed => fed,
+        _ = child.exited() => {
+            // It exited before everything was written: what it left in the
+            // pipe it never read. Letting go of the read end then fails a
+            // write still waiting for room.
+            unread = Some(pipe_holds(watch.take()));
+            feed.await
+        }
         _ = cancel.cancelled() => {
             child.kill().await;
             return Err(RestoreFailed::Interrupted);
         }
     };
     drop(ticker);
-    let stopped_reading = |read| CommandError::StoppedReading {
-        backup: manifest.id.clone(),
-        dir: dir_text.clone(),
-        read,
-        size: artifact.plaintext.size,
-    };
     match decoded {
-        Ok(()) => {}
-        Err(PipelineError::Output { .. }) => {
-            // The command closed its input early: whatever its status, it
-            // did not restore the whole backup.
-            drop(stdin);
-            let read = counter.load(std::sync::atomic::Ordering::Relaxed);
-            return Err(match child.wait().await {
-                Err(e) => failed(e).into(),
-                Ok(_) => stopped_reading(read).into(),
-            });
-        }
+        // The command stopped reading: judged below, with what it left.
+        Ok(()) | Err(PipelineError::Output { .. }) => {}
         Err(e) => {
-            // A damaged object: stop the command before it can finish
-            // with part of the data.
+            // A damaged object: the command must not finish with part of it.
             child.kill().await;
-            drop(stdin);
             return Err(e.into());
         }
     }
-    if let Err(e) = forwarded {
-        child.kill().await;
-        return Err(failed(ProcessError::Failed {
-            program: program.display().to_string(),
-            status: "its standard input closed early".into(),
-            stderr: e.to_string(),
-        })
-        .into());
-    }
-    let _ = stdin.shutdown().await;
-    drop(stdin);
-    let waited = tokio::select! {
-        r = child.wait() => r,
-        _ = cancel.cancelled() => return Err(RestoreFailed::Interrupted),
+    let unread = match unread {
+        Some(n) => n,
+        None => {
+            tokio::select! {
+                _ = child.exited() => {}
+                _ = cancel.cancelled() => {
+                    child.kill().await;
+                    return Err(RestoreFailed::Interrupted);
+                }
+            }
+            pipe_holds(watch.take())
+        }
     };
-    waited.map_err(failed)?;
+    let status = child.wait().await;
+    let written = match copied {
+        Some(Ok(Ok(n))) => Some(n),
+        _ => None,
+    };
+    if written != Some(artifact.plaintext.size) || unread > 0 {
+        let sent = written.unwrap_or_else(|| counter.load(std::sync::atomic::Ordering::Relaxed));
+        return Err(match status {
+            Err(e) => failed(e).into(),
+            Ok(_) => CommandError::StoppedReading {
+                backup: manifest.id.clone(),
+                dir: dir_text,
+                read: sent.saturating_sub(unread),
+                size: artifact.plaintext.size,
+            }
+            .into(),
+        });
+    }
+    status.map_err(failed)?;
     Ok(Restored {
         backup: manifest.id.clone(),
         dir: dir_text,
         bytes: artifact.plaintext.size,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Bytes still in the pipe (never read by the command), then lets go of
+/// lifeboat's read end.
+fn pipe_holds(watch: Option<std::os::fd::OwnedFd>) -> u64 {
+    watch
+        .map(|w| rustix::io::ioctl_fionread(&w).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// `lifeboat restore` of a command source: `--to-dir DIR`.
