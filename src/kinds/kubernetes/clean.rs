@@ -150,47 +150,79 @@ impl std::fmt::Display for Skip {
 /// token secrets.
 pub fn clean(obj: &mut Value, kind: &str) -> Result<(), Skip> {
     let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
-    if let Some(owners) = meta.get("ownerReferences").and_then(Value::as_array) {
-        for o in owners {
-            let controller = o
-                .get("controller")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let owner_kind = o.get("kind").and_then(Value::as_str).unwrap_or("");
-            if controller && RECREATING_OWNERS.contains(&owner_kind) {
-                return Err(Skip::ControllerOwned {
-                    owner_kind: owner_kind.to_string(),
-                    owner: o
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                });
-            }
-        }
+    if let Some(skip) = recreated_by_controller(&meta) {
+        return Err(skip);
     }
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "Secret"
-            if obj.get("type").and_then(Value::as_str)
-                == Some("kubernetes.io/service-account-token") =>
-        {
-            return Err(Skip::ServerOwned(
-                "a service-account token; the cluster issues new tokens",
-            ));
-        }
-        "ConfigMap" if name == "kube-root-ca.crt" => {
-            return Err(Skip::ServerOwned(
-                "the cluster's root CA, published into every namespace by a controller",
-            ));
-        }
-        _ => {}
+    if let Some(skip) = made_by_server(obj, kind, name) {
+        return Err(skip);
     }
 
     let Some(map) = obj.as_object_mut() else {
         return Ok(());
     };
     map.remove("status");
+    strip_metadata(map, kind);
+    let generated_selector = strip_spec(map, kind);
+    if generated_selector {
+        // The Job's own copies of the generated labels.
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            remove_keys(meta, "labels", JOB_GENERATED_LABELS);
+        }
+    }
+    if kind == "ServiceAccount" {
+        drop_token_secrets(map, name);
+    }
+    drop_null_timestamps(obj);
+    Ok(())
+}
+
+/// The skip for an object whose controlling owner is a kind that
+/// recreates what it owns (a Pod of a ReplicaSet).
+fn recreated_by_controller(meta: &Value) -> Option<Skip> {
+    let owners = meta.get("ownerReferences").and_then(Value::as_array)?;
+    for o in owners {
+        let controller = o
+            .get("controller")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let owner_kind = o.get("kind").and_then(Value::as_str).unwrap_or("");
+        if controller && RECREATING_OWNERS.contains(&owner_kind) {
+            return Some(Skip::ControllerOwned {
+                owner_kind: owner_kind.to_string(),
+                owner: o
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            });
+        }
+    }
+    None
+}
+
+/// The skip for an object the server or a built-in controller makes
+/// (service-account tokens, the root CA ConfigMap).
+fn made_by_server(obj: &Value, kind: &str, name: &str) -> Option<Skip> {
+    match kind {
+        "Secret"
+            if obj.get("type").and_then(Value::as_str)
+                == Some("kubernetes.io/service-account-token") =>
+        {
+            Some(Skip::ServerOwned(
+                "a service-account token; the cluster issues new tokens",
+            ))
+        }
+        "ConfigMap" if name == "kube-root-ca.crt" => Some(Skip::ServerOwned(
+            "the cluster's root CA, published into every namespace by a controller",
+        )),
+        _ => None,
+    }
+}
+
+/// Drops the server-set `metadata` fields and controller annotations (and a
+/// Namespace's generated name label).
+fn strip_metadata(map: &mut serde_json::Map<String, Value>, kind: &str) {
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
         for field in [
             "uid",
@@ -212,6 +244,11 @@ pub fn clean(obj: &mut Value, kind: &str) -> Result<(), Skip> {
             remove_keys(meta, "labels", &["kubernetes.io/metadata.name"]);
         }
     }
+}
+
+/// Drops the per-kind server-set parts of `spec`; true when a Job's
+/// generated selector was removed (its labels on the Job go too).
+fn strip_spec(map: &mut serde_json::Map<String, Value>, kind: &str) -> bool {
     let mut generated_selector = false;
     let spec = map.get_mut("spec").and_then(Value::as_object_mut);
     match (kind, spec) {
@@ -254,27 +291,22 @@ pub fn clean(obj: &mut Value, kind: &str) -> Result<(), Skip> {
         }
         _ => {}
     }
-    if generated_selector {
-        // The Job's own copies of the generated labels.
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            remove_keys(meta, "labels", JOB_GENERATED_LABELS);
+    generated_selector
+}
+
+/// A ServiceAccount's `<name>-token-*` secrets are made by the server.
+fn drop_token_secrets(map: &mut serde_json::Map<String, Value>, name: &str) {
+    let prefix = format!("{name}-token-");
+    if let Some(secrets) = map.get_mut("secrets").and_then(Value::as_array_mut) {
+        secrets.retain(|s| {
+            !s.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with(&prefix))
+        });
+        if secrets.is_empty() {
+            map.remove("secrets");
         }
     }
-    if kind == "ServiceAccount" {
-        let prefix = format!("{name}-token-");
-        if let Some(secrets) = map.get_mut("secrets").and_then(Value::as_array_mut) {
-            secrets.retain(|s| {
-                !s.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| n.starts_with(&prefix))
-            });
-            if secrets.is_empty() {
-                map.remove("secrets");
-            }
-        }
-    }
-    drop_null_timestamps(obj);
-    Ok(())
 }
 
 /// Removes `keys` from the map under `field`, and the field once empty.

@@ -171,9 +171,52 @@ pub async fn export(
         .collect();
     tracing::info!(server = %cluster.server, namespaces = %names.join(","), types = discovery.preferred().count(), "exporting");
 
-    // A group whose discovery failed may hold configuration: its objects
-    // would silently be missing. Only groups that never hold any, or that
-    // the policy leaves out, are passed over.
+    let groups_unavailable = unavailable_groups(cluster, src, &discovery)?;
+    let mut summary = KubeExport {
+        server: cluster.server.clone(),
+        context: cluster.context.clone(),
+        namespaces: names.clone(),
+        groups_unavailable,
+        ..Default::default()
+    };
+    let mut tally = Tally::default();
+
+    // The Namespace objects themselves come first.
+    for mut ns in namespaces {
+        clean(&mut ns, "Namespace").ok();
+        *tally
+            .counts
+            .entry((
+                String::new(),
+                "v1".into(),
+                "Namespace".into(),
+                "namespaces".into(),
+            ))
+            .or_default() += 1;
+        send(&sink, &ns).await?;
+    }
+
+    let mut types: Vec<&ResourceType> = discovery
+        .preferred()
+        .filter(|t| t.supports("list"))
+        .collect();
+    types.sort_by(|a, b| (&a.group, &a.kind).cmp(&(&b.group, &b.kind)));
+    for rt in types {
+        export_type(cluster, src, rt, &names, &sink, &mut summary, &mut tally).await?;
+    }
+    tally.into_summary(&mut summary);
+    Ok(summary)
+}
+
+/// The group versions whose discovery failed, as warnings; an error if
+/// one may hold configuration. A group whose discovery failed may hold
+/// configuration: its objects would silently be missing. Only groups that
+/// never hold any, or that the policy leaves out, are passed over.
+fn unavailable_groups(
+    cluster: &Cluster,
+    src: &KubernetesSource,
+    discovery: &Discovery,
+) -> Result<Vec<String>, KubeError> {
     let mut groups_unavailable = Vec::new();
     for (group, detail) in &discovery.unavailable {
         let never = NEVER_EXPORTED
@@ -193,123 +236,126 @@ pub async fn export(
         tracing::warn!(detail = %detail, "API group version unavailable; it holds no configuration to export");
         groups_unavailable.push(detail.clone());
     }
-    let mut summary = KubeExport {
-        server: cluster.server.clone(),
-        context: cluster.context.clone(),
-        namespaces: names.clone(),
-        groups_unavailable,
-        ..Default::default()
-    };
-    let mut counts: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
-    let mut skipped: BTreeMap<(String, String), u64> = BTreeMap::new();
+    Ok(groups_unavailable)
+}
 
-    // The Namespace objects themselves come first.
-    for mut ns in namespaces {
-        clean(&mut ns, "Namespace").ok();
-        *counts
-            .entry((
-                String::new(),
-                "v1".into(),
-                "Namespace".into(),
-                "namespaces".into(),
-            ))
-            .or_default() += 1;
-        send(&sink, &ns).await?;
-    }
+/// Objects exported and skipped so far, keyed for the summary's sorted counts.
+#[derive(Default)]
+struct Tally {
+    /// (namespace, apiVersion, kind, plural) to count.
+    counts: BTreeMap<(String, String, String, String), u64>,
+    /// (reason, kind) to count.
+    skipped: BTreeMap<(String, String), u64>,
+}
 
-    let mut types: Vec<&ResourceType> = discovery
-        .preferred()
-        .filter(|t| t.supports("list"))
-        .collect();
-    types.sort_by(|a, b| (&a.group, &a.kind).cmp(&(&b.group, &b.kind)));
-    for rt in types {
-        if rt.group.is_empty() && rt.plural == "namespaces" {
-            continue;
-        }
-        if let Some(why) = never_exported(rt) {
-            summary
-                .types_left_out
-                .push(format!("{}: {why}", rt.group_resource()));
-            continue;
-        }
-        if src
-            .exclude_resources
-            .iter()
-            .any(|e| rt.matches(e) || e.strip_prefix("*.") == Some(rt.group.as_str()))
-        {
-            summary
-                .types_left_out
-                .push(format!("{}: excluded by the policy", rt.group_resource()));
-            continue;
-        }
-        let scopes: Vec<Option<&str>> = if rt.namespaced {
-            names.iter().map(|n| Some(n.as_str())).collect()
-        } else if src.cluster_resources.iter().any(|c| rt.matches(c)) {
-            vec![None]
-        } else {
-            continue;
-        };
-        for scope in scopes {
-            let mut batch: Vec<Value> = Vec::new();
-            let listed = cluster
-                .list(rt, scope, None, |obj| {
-                    batch.push(obj);
-                    Ok(())
-                })
-                .await;
-            match listed {
-                Ok(()) => {}
-                Err(KubeError::Api { code: 404, .. }) => {
-                    tracing::warn!(resource = %rt.group_resource(), "resource type disappeared after discovery (its CRD was deleted?); not included");
-                    summary.types_vanished.push(rt.group_resource());
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-            for mut obj in batch {
-                match clean(&mut obj, &rt.kind) {
-                    Ok(()) => {
-                        *counts
-                            .entry((
-                                scope.unwrap_or("").to_string(),
-                                rt.api_version(),
-                                rt.kind.clone(),
-                                rt.plural.clone(),
-                            ))
-                            .or_default() += 1;
-                        send(&sink, &obj).await?;
-                    }
-                    Err(skip) => {
-                        tracing::debug!(kind = %rt.kind, name = %object_name(&obj), reason = %skip, "not exported");
-                        *skipped
-                            .entry((skip.key().to_string(), rt.kind.clone()))
-                            .or_default() += 1;
-                    }
-                }
-            }
-        }
-    }
-    summary.counts = counts
-        .into_iter()
-        .map(
-            |((namespace, api_version, kind, resource), count)| KindCount {
-                namespace,
-                api_version,
+impl Tally {
+    /// Moves the counts into the summary.
+    fn into_summary(self, summary: &mut KubeExport) {
+        summary.counts = self
+            .counts
+            .into_iter()
+            .map(
+                |((namespace, api_version, kind, resource), count)| KindCount {
+                    namespace,
+                    api_version,
+                    kind,
+                    resource,
+                    count,
+                },
+            )
+            .collect();
+        summary.skipped = self
+            .skipped
+            .into_iter()
+            .map(|((reason, kind), count)| SkipCount {
+                reason,
                 kind,
-                resource,
                 count,
-            },
-        )
-        .collect();
-    summary.skipped = skipped
-        .into_iter()
-        .map(|((reason, kind), count)| SkipCount {
-            reason,
-            kind,
-            count,
-        })
-        .collect();
-    Ok(summary)
+            })
+            .collect();
+    }
+}
+
+/// Exports one resource type: left out by rule or by the policy (noted in
+/// the summary), or listed in each selected namespace (or cluster-wide)
+/// and its objects cleaned, counted and sent.
+async fn export_type(
+    cluster: &Cluster,
+    src: &KubernetesSource,
+    rt: &ResourceType,
+    names: &[String],
+    sink: &mpsc::Sender<ExportFile>,
+    summary: &mut KubeExport,
+    tally: &mut Tally,
+) -> Result<(), KubeError> {
+    if rt.group.is_empty() && rt.plural == "namespaces" {
+        return Ok(());
+    }
+    if let Some(why) = never_exported(rt) {
+        summary
+            .types_left_out
+            .push(format!("{}: {why}", rt.group_resource()));
+        return Ok(());
+    }
+    if src
+        .exclude_resources
+        .iter()
+        .any(|e| rt.matches(e) || e.strip_prefix("*.") == Some(rt.group.as_str()))
+    {
+        summary
+            .types_left_out
+            .push(format!("{}: excluded by the policy", rt.group_resource()));
+        return Ok(());
+    }
+    let scopes: Vec<Option<&str>> = if rt.namespaced {
+        names.iter().map(|n| Some(n.as_str())).collect()
+    } else if src.cluster_resources.iter().any(|c| rt.matches(c)) {
+        vec![None]
+    } else {
+        return Ok(());
+    };
+    for scope in scopes {
+        let mut batch: Vec<Value> = Vec::new();
+        let listed = cluster
+            .list(rt, scope, None, |obj| {
+                batch.push(obj);
+                Ok(())
+            })
+            .await;
+        match listed {
+            Ok(()) => {}
+            Err(KubeError::Api { code: 404, .. }) => {
+                tracing::warn!(resource = %rt.group_resource(), "resource type disappeared after discovery (its CRD was deleted?); not included");
+                summary.types_vanished.push(rt.group_resource());
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        for mut obj in batch {
+            match clean(&mut obj, &rt.kind) {
+                Ok(()) => {
+                    *tally
+                        .counts
+                        .entry((
+                            scope.unwrap_or("").to_string(),
+                            rt.api_version(),
+                            rt.kind.clone(),
+                            rt.plural.clone(),
+                        ))
+                        .or_default() += 1;
+                    send(sink, &obj).await?;
+                }
+                Err(skip) => {
+                    tracing::debug!(kind = %rt.kind, name = %object_name(&obj), reason = %skip, "not exported");
+                    *tally
+                        .skipped
+                        .entry((skip.key().to_string(), rt.kind.clone()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn send(sink: &mpsc::Sender<ExportFile>, obj: &Value) -> Result<(), KubeError> {

@@ -3,6 +3,7 @@
 use chrono::Utc;
 
 use crate::backup::{key_safe, BackupError, Run};
+use crate::kinds::mysql::source::{self as mysql, MyConn};
 use crate::pipeline;
 use crate::process;
 use crate::repository::{self, Manifest};
@@ -42,19 +43,13 @@ pub(crate) async fn backup_mysql(
     my: &crate::kinds::mysql::config::MysqlSource,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest, BackupError> {
-    use crate::kinds::mysql::source::{self as mysql, MyConn};
     use mysql_async::prelude::Queryable;
 
     let conn = MyConn::from_source(my)?;
     let mut admin = conn.connect().await?;
     let info = mysql::server_info(&conn, &mut admin).await?;
     let tool = mysql::find_dump_tool(my.bin_dir.as_deref(), info.flavor)?;
-    let tool_version = tokio::process::Command::new(&tool)
-        .arg("--version")
-        .output()
-        .await
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let tool_version = dump_tool_version(&tool).await;
     let databases = mysql::databases(&conn, &mut admin, &my.databases).await?;
     let source_name = run.source.name.to_string();
     if !info.log_bin {
@@ -71,21 +66,7 @@ pub(crate) async fn backup_mysql(
     drop(admin);
     tracing::info!(source = %source_name, backup = %run.id, server = %info.version, tool = %tool_version, databases = databases.len(), "backup started");
 
-    // The consistency point (see kinds::mysql::source).
-    let mut snap = conn.connect().await?;
-    for sql in [
-        "FLUSH TABLES WITH READ LOCK",
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-        "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-    ] {
-        snap.query_drop(sql).await.map_err(|e| {
-            conn.query_error(
-                &format!("{sql} (the consistency point needs the RELOAD privilege)"),
-                e,
-            )
-        })?;
-    }
-    let binlog = mysql::binlog_point(&conn, &mut snap, &info).await?;
+    let (mut snap, binlog) = consistency_point(&conn, &info).await?;
 
     let defaults = conn.defaults_file()?;
     let mut cmd = tokio::process::Command::new(&tool);
@@ -133,6 +114,70 @@ pub(crate) async fn backup_mysql(
     let (dump, inventories) = tokio::join!(dump, inventories);
     drop(ticker);
     drop(defaults);
+    let (pending, inventories) = settle_dump(child, dump, inventories, &conn, &databases).await?;
+    let enc = pending.commit().await?;
+    tracing::info!(source = %source_name, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), binlog = ?binlog, "dump stored");
+    run.record("dump".into(), "mysql-dump-sql", None, key, enc);
+
+    store_inventories(run, inventories).await?;
+
+    Ok(Manifest {
+        binlog,
+        ..run.manifest(
+            repository::ManifestKind::MysqlDump,
+            started_at,
+            info.version,
+            tool_version,
+        )
+    })
+}
+
+/// The dump tool's `--version` line, empty if it cannot say.
+async fn dump_tool_version(tool: &std::path::Path) -> String {
+    tokio::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The consistency point (see kinds::mysql::source): a connection holding
+/// the global read lock and a consistent-snapshot transaction, and the
+/// binlog coordinates at that point.
+async fn consistency_point(
+    conn: &MyConn,
+    info: &mysql::ServerInfo,
+) -> Result<(mysql_async::Conn, Option<mysql::BinlogPoint>), BackupError> {
+    use mysql_async::prelude::Queryable;
+
+    let mut snap = conn.connect().await?;
+    for sql in [
+        "FLUSH TABLES WITH READ LOCK",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+    ] {
+        snap.query_drop(sql).await.map_err(|e| {
+            conn.query_error(
+                &format!("{sql} (the consistency point needs the RELOAD privilege)"),
+                e,
+            )
+        })?;
+    }
+    let binlog = mysql::binlog_point(conn, &mut snap, info).await?;
+    Ok((snap, binlog))
+}
+
+/// The dump's outcome once both it and the inventories are done: the
+/// pending object, or the first failure with the object aborted (or the
+/// tool killed when the pipeline failed).
+async fn settle_dump(
+    child: process::Child,
+    dump: Result<pipeline::Pending, pipeline::PipelineError>,
+    inventories: Result<Vec<mysql::MyInventory>, mysql::MyError>,
+    conn: &MyConn,
+    databases: &[String],
+) -> Result<(pipeline::Pending, Vec<mysql::MyInventory>), BackupError> {
     let pending = match dump {
         Ok(p) => p,
         Err(e) => {
@@ -158,10 +203,14 @@ pub(crate) async fn backup_mysql(
             return Err(e.into());
         }
     };
-    let enc = pending.commit().await?;
-    tracing::info!(source = %source_name, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), binlog = ?binlog, "dump stored");
-    run.record("dump".into(), "mysql-dump-sql", None, key, enc);
+    Ok((pending, inventories))
+}
 
+/// One small object per database: its inventory as JSON.
+async fn store_inventories(
+    run: &mut Run<'_>,
+    inventories: Vec<mysql::MyInventory>,
+) -> Result<(), BackupError> {
     for inv in inventories {
         let body = serde_json::to_vec_pretty(&inv).expect("inventory serializes");
         run.store_small(
@@ -173,14 +222,5 @@ pub(crate) async fn backup_mysql(
         )
         .await?;
     }
-
-    Ok(Manifest {
-        binlog,
-        ..run.manifest(
-            repository::ManifestKind::MysqlDump,
-            started_at,
-            info.version,
-            tool_version,
-        )
-    })
+    Ok(())
 }

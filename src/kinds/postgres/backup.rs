@@ -34,96 +34,11 @@ pub(crate) async fn backup_postgres(
     let source_name = run.source.name.to_string();
     tracing::info!(source = %source_name, backup = %run.id, server = %server.version, tool = %tools.version, databases = databases.len(), "backup started");
 
-    let dump_err = |what: &'static str, database: &str, source: ProcessError| BackupError::Dump {
-        what,
-        database: database.to_string(),
-        host: conn.host.clone(),
-        port: conn.port,
-        source,
-    };
-
     if pg.globals {
-        let program = tools.tool("pg_dumpall");
-        let mut cmd = conn.command(&program, "postgres");
-        cmd.args(["--globals-only", "--no-password"]);
-        if !superuser {
-            tracing::warn!(source = %source_name, user = %conn.user, "not a superuser: roles are dumped without their passwords (pg_dumpall --no-role-passwords)");
-            cmd.arg("--no-role-passwords");
-        }
-        let counter = Arc::new(AtomicU64::new(0));
-        let (key, pending, status) = run
-            .child_artifact(cmd, &program, "globals.sql", counter)
-            .await?;
-        match status {
-            Ok(()) => {
-                let enc = pending.commit().await?;
-                run.record("globals".into(), "pg-globals-sql", None, key, enc);
-            }
-            Err(e) => {
-                pending.abort().await;
-                return Err(dump_err("pg_dumpall --globals-only", "(globals)", e));
-            }
-        }
+        dump_globals(run, &conn, &tools, superuser, &source_name).await?;
     }
-
     for db in &databases {
-        // The snapshot transaction stays open until pg_dump has finished, so
-        // the inventory counted here is exactly what the dump contains.
-        let snap_client = conn.connect(db).await?;
-        let snapshot = postgres::export_snapshot(&conn, &snap_client, db).await?;
-        let program = tools.tool("pg_dump");
-        let mut cmd = conn.command(&program, db);
-        cmd.args([
-            "--format=custom",
-            "--compress=0",
-            "--no-password",
-            &format!("--snapshot={snapshot}"),
-        ]);
-        let safe = key_safe(db);
-        let ticker = run.ticker(format!("db/{db}"));
-        let counter = ticker.counter();
-        let file = format!("db-{safe}.pgdump");
-        let dump = run.child_artifact(cmd, &program, &file, counter);
-        let inventory = postgres::take_inventory(&conn, &snap_client, db, Some(snapshot.clone()));
-        let (dump, inventory) = tokio::join!(dump, inventory);
-        let (key, pending, status) = dump?;
-        let inventory = match (status, inventory) {
-            (Ok(()), Ok(inv)) => inv,
-            (Ok(()), Err(e)) => {
-                pending.abort().await;
-                return Err(e.into());
-            }
-            (Err(e), Ok(_)) => {
-                pending.abort().await;
-                return Err(dump_err("pg_dump", db, e));
-            }
-            // Both: the inventory's error is often the cause (it aborts the
-            // snapshot's transaction), so both are reported.
-            (Err(dump), Err(inventory)) => {
-                pending.abort().await;
-                return Err(BackupError::DumpAndInventory {
-                    database: db.clone(),
-                    host: conn.host.clone(),
-                    port: conn.port,
-                    inventory,
-                    dump,
-                });
-            }
-        };
-        let enc = pending.commit().await?;
-        tracing::info!(source = %source_name, database = %db, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), tables = inventory.tables.len(), "database dumped");
-        run.record(format!("db/{db}"), "pg-dump-custom", Some(db), key, enc);
-        let _ = snap_client.batch_execute("COMMIT").await;
-
-        let body = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
-        run.store_small(
-            &format!("inventory-{safe}.json"),
-            format!("inventory/{db}"),
-            "inventory-json",
-            Some(db),
-            body,
-        )
-        .await?;
+        dump_database(run, &conn, &tools, db, &source_name).await?;
     }
 
     Ok(run.manifest(
@@ -132,4 +47,117 @@ pub(crate) async fn backup_postgres(
         server.version,
         tools.version,
     ))
+}
+
+/// A failed dump tool, with the server it ran against.
+fn dump_err(conn: &PgConn, what: &'static str, database: &str, source: ProcessError) -> BackupError {
+    BackupError::Dump {
+        what,
+        database: database.to_string(),
+        host: conn.host.clone(),
+        port: conn.port,
+        source,
+    }
+}
+
+/// `pg_dumpall --globals-only` (roles, tablespaces) as `globals.sql`;
+/// without role passwords when not a superuser.
+async fn dump_globals(
+    run: &mut Run<'_>,
+    conn: &PgConn,
+    tools: &PgTools,
+    superuser: bool,
+    source_name: &str,
+) -> Result<(), BackupError> {
+    let program = tools.tool("pg_dumpall");
+    let mut cmd = conn.command(&program, "postgres");
+    cmd.args(["--globals-only", "--no-password"]);
+    if !superuser {
+        tracing::warn!(source = %source_name, user = %conn.user, "not a superuser: roles are dumped without their passwords (pg_dumpall --no-role-passwords)");
+        cmd.arg("--no-role-passwords");
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    let (key, pending, status) = run
+        .child_artifact(cmd, &program, "globals.sql", counter)
+        .await?;
+    match status {
+        Ok(()) => {
+            let enc = pending.commit().await?;
+            run.record("globals".into(), "pg-globals-sql", None, key, enc);
+        }
+        Err(e) => {
+            pending.abort().await;
+            return Err(dump_err(conn, "pg_dumpall --globals-only", "(globals)", e));
+        }
+    }
+    Ok(())
+}
+
+/// One database: `pg_dump` on an exported snapshot while its inventory is
+/// counted on the same snapshot, then both stored.
+async fn dump_database(
+    run: &mut Run<'_>,
+    conn: &PgConn,
+    tools: &PgTools,
+    db: &str,
+    source_name: &str,
+) -> Result<(), BackupError> {
+    // The snapshot transaction stays open until pg_dump has finished, so
+    // the inventory counted here is exactly what the dump contains.
+    let snap_client = conn.connect(db).await?;
+    let snapshot = postgres::export_snapshot(conn, &snap_client, db).await?;
+    let program = tools.tool("pg_dump");
+    let mut cmd = conn.command(&program, db);
+    cmd.args([
+        "--format=custom",
+        "--compress=0",
+        "--no-password",
+        &format!("--snapshot={snapshot}"),
+    ]);
+    let safe = key_safe(db);
+    let ticker = run.ticker(format!("db/{db}"));
+    let counter = ticker.counter();
+    let file = format!("db-{safe}.pgdump");
+    let dump = run.child_artifact(cmd, &program, &file, counter);
+    let inventory = postgres::take_inventory(conn, &snap_client, db, Some(snapshot.clone()));
+    let (dump, inventory) = tokio::join!(dump, inventory);
+    let (key, pending, status) = dump?;
+    let inventory = match (status, inventory) {
+        (Ok(()), Ok(inv)) => inv,
+        (Ok(()), Err(e)) => {
+            pending.abort().await;
+            return Err(e.into());
+        }
+        (Err(e), Ok(_)) => {
+            pending.abort().await;
+            return Err(dump_err(conn, "pg_dump", db, e));
+        }
+        // Both: the inventory's error is often the cause (it aborts the
+        // snapshot's transaction), so both are reported.
+        (Err(dump), Err(inventory)) => {
+            pending.abort().await;
+            return Err(BackupError::DumpAndInventory {
+                database: db.to_string(),
+                host: conn.host.clone(),
+                port: conn.port,
+                inventory,
+                dump,
+            });
+        }
+    };
+    let enc = pending.commit().await?;
+    tracing::info!(source = %source_name, database = %db, plaintext = %crate::progress::human_bytes(enc.plaintext.size), stored = %crate::progress::human_bytes(enc.stored.size), tables = inventory.tables.len(), "database dumped");
+    run.record(format!("db/{db}"), "pg-dump-custom", Some(db), key, enc);
+    let _ = snap_client.batch_execute("COMMIT").await;
+
+    let body = serde_json::to_vec_pretty(&inventory).expect("inventory serializes");
+    run.store_small(
+        &format!("inventory-{safe}.json"),
+        format!("inventory/{db}"),
+        "inventory-json",
+        Some(db),
+        body,
+    )
+    .await?;
+    Ok(())
 }
