@@ -287,16 +287,7 @@ pub async fn drill_source(
     let clock = Instant::now();
     let started_at = Utc::now();
     let source = policy.source(source_name)?;
-    // Stopping a leftover server blocks (pg_ctl): off the async workers.
-    let mut leftovers = {
-        let dir = opts.scratch_dir.clone();
-        tokio::task::spawn_blocking(move || scratch::sweep(&dir))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "looking for leftovers of earlier drills failed");
-                Vec::new()
-            })
-    };
+    let mut leftovers = sweep_scratch_dir(&opts.scratch_dir).await;
     let manifest = pick(
         repo,
         policy.name.as_str(),
@@ -331,53 +322,8 @@ pub async fn drill_source(
         });
     }
     let mut restored = source.kind().imp().drill(&drill, &mut checks).await?;
-    // Every object, read whole: stored and plaintext sizes and hashes.
-    let verified = interruptible(
-        &opts.cancel,
-        crate::verify::verify(
-            repo,
-            std::slice::from_ref(&manifest),
-            Some(opts.identities.clone()),
-        ),
-    )
-    .await?;
-    let bad: Vec<String> = verified
-        .iter()
-        .filter(|o| o.status != crate::verify::Status::Ok)
-        .map(|o| {
-            format!(
-                "{} {:?}: {}",
-                o.key,
-                o.status,
-                o.detail.clone().unwrap_or_default()
-            )
-        })
-        .collect();
-    checks.add(
-        "object hashes",
-        bad.is_empty(),
-        if bad.is_empty() {
-            format!(
-                "{} objects: stored and plaintext sha256 match the manifest",
-                verified.len()
-            )
-        } else {
-            bad.join("; ")
-        },
-    );
-    match (policy.drill.max_rpo, restored.rpo) {
-        (Some(max), Some(seconds)) => checks.add(
-            "recovery point",
-            seconds <= max.0.as_secs_f64(),
-            format!(
-                "restored data is {} old (max_rpo {})",
-                report::human_seconds(seconds),
-                humantime::format_duration(max.0)
-            ),
-        ),
-        (Some(_), None) => checks.skip("recovery point", "nothing was restored"),
-        (None, _) => {}
-    }
+    check_object_hashes(repo, &manifest, opts, &mut checks).await?;
+    check_recovery_point(policy, &restored, &mut checks);
     leftovers.append(&mut restored.leftovers);
     let checks = checks.0;
     let first_failure = checks
@@ -408,6 +354,80 @@ pub async fn drill_source(
     };
     tracing::info!(drill = %report.id, passed = report.passed, rto = ?report.rto_seconds, "drill finished");
     Ok(report)
+}
+
+/// Removes what earlier, killed drills left in the scratch folder.
+/// Stopping a leftover server blocks (pg_ctl): off the async workers.
+async fn sweep_scratch_dir(dir: &std::path::Path) -> Vec<scratch::Leftover> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || scratch::sweep(&dir))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "looking for leftovers of earlier drills failed");
+            Vec::new()
+        })
+}
+
+/// The "object hashes" check: every object of the backup, read whole,
+/// its stored and plaintext sizes and hashes compared with the manifest.
+async fn check_object_hashes(
+    repo: &Repository,
+    manifest: &Manifest,
+    opts: &Options,
+    checks: &mut Checks,
+) -> Result<(), DrillError> {
+    let verified = interruptible(
+        &opts.cancel,
+        crate::verify::verify(
+            repo,
+            std::slice::from_ref(manifest),
+            Some(opts.identities.clone()),
+        ),
+    )
+    .await?;
+    let bad: Vec<String> = verified
+        .iter()
+        .filter(|o| o.status != crate::verify::Status::Ok)
+        .map(|o| {
+            format!(
+                "{} {:?}: {}",
+                o.key,
+                o.status,
+                o.detail.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    checks.add(
+        "object hashes",
+        bad.is_empty(),
+        if bad.is_empty() {
+            format!(
+                "{} objects: stored and plaintext sha256 match the manifest",
+                verified.len()
+            )
+        } else {
+            bad.join("; ")
+        },
+    );
+    Ok(())
+}
+
+/// The "recovery point" check: how old the restored data is, against
+/// the policy's `max_rpo` (none without one).
+fn check_recovery_point(policy: &Policy, restored: &Restored, checks: &mut Checks) {
+    match (policy.drill.max_rpo, restored.rpo) {
+        (Some(max), Some(seconds)) => checks.add(
+            "recovery point",
+            seconds <= max.0.as_secs_f64(),
+            format!(
+                "restored data is {} old (max_rpo {})",
+                report::human_seconds(seconds),
+                humantime::format_duration(max.0)
+            ),
+        ),
+        (Some(_), None) => checks.skip("recovery point", "nothing was restored"),
+        (None, _) => {}
+    }
 }
 
 /// One drill of one backup: what every restore path needs.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use super::scratch;
 use crate::drill::report;
 use crate::drill::{interruptible, judge, skip_user_checks, Checks, Drill, DrillError, Restored};
+use crate::kinds::kubernetes::restore as kr;
+use crate::kube::{Cluster, ConnectOptions, Discovery, ResourceType};
 
 impl Drill<'_> {
     /// A Kubernetes export: restored into scratch namespaces with the
@@ -16,8 +18,6 @@ impl Drill<'_> {
         k: &crate::kinds::kubernetes::config::KubernetesSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
-        use crate::kinds::kubernetes::restore as kr;
-        use crate::kube::{Cluster, ConnectOptions};
         let manifest = self.manifest;
         let skip_rest = |checks: &mut Checks, from: usize, why: &str| {
             for n in &["restore", "objects"][from..] {
@@ -25,15 +25,7 @@ impl Drill<'_> {
             }
             skip_user_checks(self.user_checks, checks, why);
         };
-        let connected = interruptible(&self.opts.cancel, async {
-            let cluster = Cluster::connect(&ConnectOptions::from_source(k))
-                .await
-                .map_err(|e| e.to_string())?;
-            let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
-            let ns_type = scratch::namespace_type(&discovery).map_err(|e| e.to_string())?;
-            Ok::<_, String>((cluster, discovery, ns_type))
-        })
-        .await?;
+        let connected = interruptible(&self.opts.cancel, connect(k)).await?;
         let (cluster, discovery, ns_type) = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -45,23 +37,7 @@ impl Drill<'_> {
         let leftovers =
             interruptible(&self.opts.cancel, scratch::sweep(&cluster, &ns_type)).await?;
         // The export is read and verified whole before anything is applied.
-        let loaded = {
-            let (repo, m, ids) = (
-                self.repo.clone(),
-                manifest.clone(),
-                self.opts.identities.clone(),
-            );
-            match scratch::on_blocking_thread(&self.opts.cancel, move || async move {
-                kr::load(&repo, &m, ids).await
-            })
-            .await
-            {
-                Ok(loaded) => loaded.ok_or(DrillError::Interrupted)?,
-                // Nothing made yet: a bug, reported as one.
-                Err(panic) => panic!("reading the export panicked: {panic}"),
-            }
-        };
-        let objects = match loaded {
+        let objects = match self.load_export().await? {
             Ok(o) => o,
             Err(e) => {
                 checks.add(
@@ -75,63 +51,13 @@ impl Drill<'_> {
                 return Ok(r);
             }
         };
-        let sources: Vec<String> = objects
-            .iter()
-            .filter_map(|e| kr::home_namespace(&e.obj).map(str::to_string))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mapping = scratch::scratch_names(self.id, &sources);
+        let mapping = scratch_mapping(self.id, &objects);
         let names: Vec<String> = mapping.values().cloned().collect();
-        let mut restored = Restored::nothing(format!(
-            "scratch namespaces {} on {} (context {})",
-            mapping
-                .iter()
-                .map(|(from, to)| format!("{to} (from {from})"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            cluster.server,
-            cluster.context
-        ));
+        let mut restored = Restored::nothing(describe_target(&mapping, &cluster));
         restored.leftovers = leftovers;
         // From here on the namespaces are deleted on every path, an
         // interruption included.
-        let body = async {
-            // The scratch namespaces were just made: into_existing. They
-            // get the backup's labels and annotations (what a copy keeps),
-            // so that admission rules keyed on them apply as in production.
-            let opts = kr::Options {
-                namespace_map: mapping.clone(),
-                into_existing: true,
-                ..Default::default()
-            };
-            let mut plan =
-                kr::plan(manifest, objects, &opts).map_err(|e| ("restore", e.to_string()))?;
-            let scratch = scratch::scratch_namespaces(&mut plan, self.id);
-            scratch::create(
-                &cluster,
-                &discovery,
-                &ns_type,
-                &scratch,
-                &self.policy.drill.kubernetes,
-            )
-            .await
-            .map_err(|e| ("scratch target", e.to_string()))?;
-            let (c, id) = (cluster.clone(), manifest.id.clone());
-            let report = scratch::on_blocking_thread(&self.opts.cancel, move || async move {
-                kr::execute(&c, plan, &opts, false, &id).await
-            })
-            .await
-            .map_err(|panic| {
-                (
-                    "restore",
-                    format!("the restore panicked (a bug; please report it): {panic}"),
-                )
-            })?
-            .ok_or(("interrupted", String::new()))?
-            .map_err(|e| ("restore", e.to_string()))?;
-            Ok::<_, (&str, String)>(report)
-        };
+        let body = self.restore_into_scratch(&cluster, &discovery, &ns_type, &mapping, objects);
         let outcome = interruptible(&self.opts.cancel, body).await;
         let report = match outcome {
             Err(interrupted) => {
@@ -158,72 +84,10 @@ impl Drill<'_> {
             Ok(Ok(report)) => report,
         };
         checks.add("scratch target", true, restored.target.clone());
-        let count = |o: kr::Outcome| report.count(o);
-        let failed: Vec<String> = report
-            .objects
-            .iter()
-            .filter(|o| o.outcome == kr::Outcome::Failed)
-            .take(5)
-            .map(|o| {
-                format!(
-                    "{} {}/{}: {}",
-                    o.kind,
-                    o.namespace.as_deref().unwrap_or("-"),
-                    o.name,
-                    o.detail
-                )
-            })
-            .collect();
-        checks.add(
-            "restore",
-            failed.is_empty(),
-            if failed.is_empty() {
-                format!(
-                    "{} objects created, {} updated, {} unchanged, {} skipped ({}), {} not selected (cluster-scoped) in {}",
-                    count(kr::Outcome::Created),
-                    count(kr::Outcome::Updated),
-                    count(kr::Outcome::Unchanged),
-                    count(kr::Outcome::Skipped),
-                    kr::describe_skips(&report.skipped_by_reason()),
-                    report.not_selected,
-                    report::human_seconds(report.seconds)
-                )
-            } else {
-                format!("{} objects failed: {}", count(kr::Outcome::Failed), failed.join("; "))
-            },
-        );
+        let applied = restore_check(&report, checks);
         // Every object applied is there, read back from the server.
-        let read_back = interruptible(&self.opts.cancel, async {
-            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-            let mut missing = Vec::new();
-            for o in &report.objects {
-                if !matches!(
-                    o.outcome,
-                    kr::Outcome::Created | kr::Outcome::Updated | kr::Outcome::Unchanged
-                ) {
-                    continue;
-                }
-                let Some(rt) = discovery.find(&o.api_version, &o.kind) else {
-                    missing.push(format!(
-                        "{} {} (type unknown to the server)",
-                        o.kind, o.name
-                    ));
-                    continue;
-                };
-                match cluster.get(rt, o.namespace.as_deref(), &o.name).await {
-                    Ok(Some(_)) => *kinds.entry(o.kind.clone()).or_default() += 1,
-                    Ok(None) => missing.push(format!(
-                        "{} {}/{}",
-                        o.kind,
-                        o.namespace.as_deref().unwrap_or("-"),
-                        o.name
-                    )),
-                    Err(e) => missing.push(format!("{} {}: {e}", o.kind, o.name)),
-                }
-            }
-            (kinds, missing)
-        })
-        .await;
+        let read_back =
+            interruptible(&self.opts.cancel, read_back(&cluster, &discovery, &report)).await;
         let (kinds, missing) = match read_back {
             Ok(r) => r,
             Err(interrupted) => {
@@ -231,43 +95,109 @@ impl Drill<'_> {
                 return Err(interrupted);
             }
         };
-        let total: usize = kinds.values().sum();
-        checks.add(
-            "objects",
-            missing.is_empty(),
-            if missing.is_empty() {
-                format!(
-                    "{total} objects read back: {}",
-                    kinds
-                        .iter()
-                        .map(|(k, n)| format!("{k} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else {
-                format!(
-                    "{} missing after the restore: {}",
-                    missing.len(),
-                    missing.join("; ")
-                )
-            },
-        );
-        if failed.is_empty() && missing.is_empty() {
+        let all_there = objects_check(&kinds, &missing, checks);
+        if applied && all_there {
             // An export is a listing as of its start.
             restored.usable(self.clock, manifest.started_at);
         }
+        self.kubernetes_user_checks(&cluster, &discovery, &ns_type, &names, checks)
+            .await?;
+        self.delete_namespaces(&cluster, &ns_type, &names, checks)
+            .await;
+        Ok(restored)
+    }
+
+    /// Reads and verifies the whole export on a blocking thread; the
+    /// outer error is an interruption, the inner one an unreadable export.
+    async fn load_export(
+        &self,
+    ) -> Result<Result<Vec<kr::Exported>, kr::KubeRestoreError>, DrillError> {
+        let (repo, m, ids) = (
+            self.repo.clone(),
+            self.manifest.clone(),
+            self.opts.identities.clone(),
+        );
+        match scratch::on_blocking_thread(&self.opts.cancel, move || async move {
+            kr::load(&repo, &m, ids).await
+        })
+        .await
+        {
+            Ok(loaded) => loaded.ok_or(DrillError::Interrupted),
+            // Nothing made yet: a bug, reported as one.
+            Err(panic) => panic!("reading the export panicked: {panic}"),
+        }
+    }
+
+    /// Creates the scratch namespaces and applies the export into them.
+    /// An error names the step that failed ("scratch target", "restore"
+    /// or "interrupted") with its detail.
+    async fn restore_into_scratch(
+        &self,
+        cluster: &Cluster,
+        discovery: &Discovery,
+        ns_type: &ResourceType,
+        mapping: &BTreeMap<String, String>,
+        objects: Vec<kr::Exported>,
+    ) -> Result<kr::Report, (&'static str, String)> {
+        let manifest = self.manifest;
+        // The scratch namespaces were just made: into_existing. They
+        // get the backup's labels and annotations (what a copy keeps),
+        // so that admission rules keyed on them apply as in production.
+        let opts = kr::Options {
+            namespace_map: mapping.clone(),
+            into_existing: true,
+            ..Default::default()
+        };
+        let mut plan =
+            kr::plan(manifest, objects, &opts).map_err(|e| ("restore", e.to_string()))?;
+        let scratch = scratch::scratch_namespaces(&mut plan, self.id);
+        scratch::create(
+            cluster,
+            discovery,
+            ns_type,
+            &scratch,
+            &self.policy.drill.kubernetes,
+        )
+        .await
+        .map_err(|e| ("scratch target", e.to_string()))?;
+        let (c, id) = (cluster.clone(), manifest.id.clone());
+        let report = scratch::on_blocking_thread(&self.opts.cancel, move || async move {
+            kr::execute(&c, plan, &opts, false, &id).await
+        })
+        .await
+        .map_err(|panic| {
+            (
+                "restore",
+                format!("the restore panicked (a bug; please report it): {panic}"),
+            )
+        })?
+        .ok_or(("interrupted", String::new()))?
+        .map_err(|e| ("restore", e.to_string()))?;
+        Ok(report)
+    }
+
+    /// The policy's checks: each counts objects of a kind in the scratch
+    /// namespaces. On an interruption the namespaces are deleted first.
+    async fn kubernetes_user_checks(
+        &self,
+        cluster: &Cluster,
+        discovery: &Discovery,
+        ns_type: &ResourceType,
+        names: &[String],
+        checks: &mut Checks,
+    ) -> Result<(), DrillError> {
         for c in self.user_checks {
             let name = format!("check: {}", c.name);
             let kind = c.kind.as_deref().unwrap_or("");
             let counted = interruptible(
                 &self.opts.cancel,
-                scratch::count_kind(&cluster, &discovery, kind, &names),
+                scratch::count_kind(cluster, discovery, kind, names),
             )
             .await;
             let counted = match counted {
                 Ok(r) => r,
                 Err(interrupted) => {
-                    scratch::delete_logged(&cluster, &ns_type, &names).await;
+                    scratch::delete_logged(cluster, ns_type, names).await;
                     return Err(interrupted);
                 }
             };
@@ -277,9 +207,7 @@ impl Drill<'_> {
             };
             checks.add(name, passed, format!("{kind}: {detail}"));
         }
-        self.delete_namespaces(&cluster, &ns_type, &names, checks)
-            .await;
-        Ok(restored)
+        Ok(())
     }
 
     pub(crate) async fn delete_namespaces(
@@ -306,4 +234,146 @@ impl Drill<'_> {
             },
         );
     }
+}
+
+/// The scratch namespace of each namespace the export's objects live in.
+fn scratch_mapping(id: &str, objects: &[kr::Exported]) -> BTreeMap<String, String> {
+    let sources: Vec<String> = objects
+        .iter()
+        .filter_map(|e| kr::home_namespace(&e.obj).map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    scratch::scratch_names(id, &sources)
+}
+
+/// The drill's target: each scratch namespace with the namespace it
+/// stands for, on which cluster.
+fn describe_target(mapping: &BTreeMap<String, String>, cluster: &Cluster) -> String {
+    format!(
+        "scratch namespaces {} on {} (context {})",
+        mapping
+            .iter()
+            .map(|(from, to)| format!("{to} (from {from})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cluster.server,
+        cluster.context
+    )
+}
+
+/// Connects to the source's cluster and discovers its types, the
+/// Namespace type among them.
+async fn connect(
+    k: &crate::kinds::kubernetes::config::KubernetesSource,
+) -> Result<(Cluster, Discovery, ResourceType), String> {
+    let cluster = Cluster::connect(&ConnectOptions::from_source(k))
+        .await
+        .map_err(|e| e.to_string())?;
+    let discovery = cluster.discover().await.map_err(|e| e.to_string())?;
+    let ns_type = scratch::namespace_type(&discovery).map_err(|e| e.to_string())?;
+    Ok((cluster, discovery, ns_type))
+}
+
+/// The "restore" check from the restore's report; true when no object
+/// failed.
+fn restore_check(report: &kr::Report, checks: &mut Checks) -> bool {
+    let count = |o: kr::Outcome| report.count(o);
+    let failed: Vec<String> = report
+        .objects
+        .iter()
+        .filter(|o| o.outcome == kr::Outcome::Failed)
+        .take(5)
+        .map(|o| {
+            format!(
+                "{} {}/{}: {}",
+                o.kind,
+                o.namespace.as_deref().unwrap_or("-"),
+                o.name,
+                o.detail
+            )
+        })
+        .collect();
+    checks.add(
+        "restore",
+        failed.is_empty(),
+        if failed.is_empty() {
+            format!(
+                "{} objects created, {} updated, {} unchanged, {} skipped ({}), {} not selected (cluster-scoped) in {}",
+                count(kr::Outcome::Created),
+                count(kr::Outcome::Updated),
+                count(kr::Outcome::Unchanged),
+                count(kr::Outcome::Skipped),
+                kr::describe_skips(&report.skipped_by_reason()),
+                report.not_selected,
+                report::human_seconds(report.seconds)
+            )
+        } else {
+            format!("{} objects failed: {}", count(kr::Outcome::Failed), failed.join("; "))
+        },
+    );
+    failed.is_empty()
+}
+
+/// Reads every applied object back from the server: the objects found,
+/// counted per kind, and those missing.
+async fn read_back(
+    cluster: &Cluster,
+    discovery: &Discovery,
+    report: &kr::Report,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for o in &report.objects {
+        if !matches!(
+            o.outcome,
+            kr::Outcome::Created | kr::Outcome::Updated | kr::Outcome::Unchanged
+        ) {
+            continue;
+        }
+        let Some(rt) = discovery.find(&o.api_version, &o.kind) else {
+            missing.push(format!(
+                "{} {} (type unknown to the server)",
+                o.kind, o.name
+            ));
+            continue;
+        };
+        match cluster.get(rt, o.namespace.as_deref(), &o.name).await {
+            Ok(Some(_)) => *kinds.entry(o.kind.clone()).or_default() += 1,
+            Ok(None) => missing.push(format!(
+                "{} {}/{}",
+                o.kind,
+                o.namespace.as_deref().unwrap_or("-"),
+                o.name
+            )),
+            Err(e) => missing.push(format!("{} {}: {e}", o.kind, o.name)),
+        }
+    }
+    (kinds, missing)
+}
+
+/// The "objects" check from the read-back; true when none is missing.
+fn objects_check(kinds: &BTreeMap<String, usize>, missing: &[String], checks: &mut Checks) -> bool {
+    let total: usize = kinds.values().sum();
+    checks.add(
+        "objects",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!(
+                "{total} objects read back: {}",
+                kinds
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "{} missing after the restore: {}",
+                missing.len(),
+                missing.join("; ")
+            )
+        },
+    );
+    missing.is_empty()
 }

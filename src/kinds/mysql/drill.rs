@@ -2,12 +2,15 @@
 
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use crate::drill::{
     interruptible, inventory_detail, judge, report, skip_user_checks, Checks, Drill, DrillError,
     Restored,
 };
 use crate::kinds::mysql::restore as my_restore;
 use crate::kinds::mysql::scratch;
+use crate::kinds::mysql::source::MyConn;
 
 impl Drill<'_> {
     /// A MySQL/MariaDB dump: a new server, the dump loaded and compared
@@ -18,7 +21,6 @@ impl Drill<'_> {
         my_source: &crate::kinds::mysql::config::MysqlSource,
         checks: &mut Checks,
     ) -> Result<Restored, DrillError> {
-        let manifest = self.manifest;
         let started = interruptible(
             &self.opts.cancel,
             scratch::ScratchMariaDb::start(
@@ -50,19 +52,49 @@ impl Drill<'_> {
         ));
         checks.add("scratch target", true, restored.target.clone());
         let bin_dir = my_source.bin_dir.as_deref();
+        let databases = match self.load_dump(&server.conn, bin_dir, checks).await? {
+            Some(databases) => databases,
+            None => {
+                skip_rest(checks, 1, "the restore failed");
+                remove_mariadb(server, checks).await;
+                return Ok(restored);
+            }
+        };
+        let point = match self
+            .binlogs(my_source, &server.conn, bin_dir, checks)
+            .await?
+        {
+            Binlogs::Reached(point) => point,
+            Binlogs::ReplayFailed => {
+                remove_mariadb(server, checks).await;
+                return Ok(restored);
+            }
+        };
+        restored.usable(self.clock, point);
+        for c in self.user_checks {
+            let (passed, detail) =
+                interruptible(&self.opts.cancel, mysql_check(&server.conn, c, &databases)).await?;
+            checks.add(format!("check: {}", c.name), passed, detail);
+        }
+        remove_mariadb(server, checks).await;
+        Ok(restored)
+    }
+
+    /// Loads the dump into the scratch server: the "restore" and
+    /// "inventory" checks. The restored databases, or None (after a failed
+    /// "restore" check) when the dump could not be loaded.
+    async fn load_dump(
+        &self,
+        conn: &MyConn,
+        bin_dir: Option<&std::path::Path>,
+        checks: &mut Checks,
+    ) -> Result<Option<Vec<String>>, DrillError> {
         let loaded = interruptible(&self.opts.cancel, async {
-            let plan = my_restore::plan(manifest, &server.conn, false).await?;
-            my_restore::execute(
-                self.repo,
-                plan,
-                &server.conn,
-                self.opts.identities.clone(),
-                bin_dir,
-            )
-            .await
+            let plan = my_restore::plan(self.manifest, conn, false).await?;
+            my_restore::execute(self.repo, plan, conn, self.opts.identities.clone(), bin_dir).await
         })
         .await?;
-        let databases = match loaded {
+        Ok(match loaded {
             Ok(r) => {
                 checks.add(
                     "restore",
@@ -77,17 +109,28 @@ impl Drill<'_> {
                 );
                 let (passed, detail) = inventory_detail(&r.inventory);
                 checks.add("inventory", passed, detail);
-                r.plan.databases
+                Some(r.plan.databases)
             }
             Err(e) => {
                 checks.add("restore", false, e.to_string());
-                skip_rest(checks, 1, "the restore failed");
-                remove_mariadb(server, checks).await;
-                return Ok(restored);
+                None
             }
-        };
+        })
+    }
+
+    /// The "binlog archive" and "binlog replay" checks: the archived
+    /// binlogs planned and replayed onto the loaded dump, when there are
+    /// any to expect.
+    async fn binlogs(
+        &self,
+        my_source: &crate::kinds::mysql::config::MysqlSource,
+        conn: &MyConn,
+        bin_dir: Option<&std::path::Path>,
+        checks: &mut Checks,
+    ) -> Result<Binlogs, DrillError> {
+        let manifest = self.manifest;
         // Without binlogs the data is as of the dump's snapshot.
-        let mut point = manifest.started_at;
+        let point = manifest.started_at;
         // Binlogs are expected when the policy archives them or the
         // archive holds some (an archiver run by hand).
         let archived = interruptible(
@@ -119,65 +162,7 @@ impl Drill<'_> {
             checks.add("binlog archive", false, e.to_string());
             checks.skip("binlog replay", "the binlog archive cannot be read");
         } else {
-            let policy = self.policy.name.as_str();
-            let reader = my_restore::EndReader {
-                identities: &self.opts.identities,
-            };
-            let planned = interruptible(
-                &self.opts.cancel,
-                my_restore::plan_replay(
-                    self.repo,
-                    policy,
-                    self.source_name,
-                    manifest,
-                    &my_restore::MyTarget::Latest,
-                    Some(reader),
-                ),
-            )
-            .await?;
-            let describe = |p: &my_restore::ReplayPlan| {
-                format!(
-                    "{} files from {}:{} on, newest copied {}{}",
-                    p.files.len(),
-                    p.from.file,
-                    p.from.position,
-                    p.last_archived_at()
-                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                        .unwrap_or_else(|| "never".into()),
-                    p.end
-                        .as_ref()
-                        .and_then(|e| e.newest_event)
-                        .map(|t| format!(
-                            ", newest archived event stamped {}",
-                            t.format("%Y-%m-%d %H:%M:%S UTC")
-                        ))
-                        .unwrap_or_default()
-                )
-            };
-            let planned = match planned {
-                Ok(p) => {
-                    checks.add("binlog archive", true, describe(&p));
-                    Ok(p)
-                }
-                // A hole: the check fails, and the replay goes on up to it.
-                Err(e @ my_restore::ReplayError::Gap(_)) => {
-                    checks.add("binlog archive", false, e.to_string());
-                    interruptible(
-                        &self.opts.cancel,
-                        my_restore::plan_replay(
-                            self.repo,
-                            policy,
-                            self.source_name,
-                            manifest,
-                            &my_restore::MyTarget::LatestReachable,
-                            Some(reader),
-                        ),
-                    )
-                    .await?
-                }
-                Err(e) => Err(e),
-            };
-            match planned {
+            match self.plan_binlog_replay(checks).await? {
                 Err(e) => {
                     if !checks.0.iter().any(|c| c.name == "binlog archive") {
                         checks.add("binlog archive", false, e.to_string());
@@ -185,69 +170,147 @@ impl Drill<'_> {
                     checks.skip("binlog replay", "no binlog to replay");
                 }
                 Ok(plan) => {
-                    let began = Instant::now();
-                    let replayed = interruptible(
-                        &self.opts.cancel,
-                        my_restore::replay(
-                            self.repo,
-                            &plan,
-                            &server.conn,
-                            self.opts.identities.clone(),
-                            bin_dir,
-                        ),
-                    )
-                    .await?;
-                    match replayed {
-                        Ok(newest_event) => {
-                            checks.add(
-                                "binlog replay",
-                                true,
-                                format!(
-                                    "{} files replayed ({}) in {}; newest event {}",
-                                    plan.files.len(),
-                                    plan.files
-                                        .iter()
-                                        .map(|(f, whole)| if *whole {
-                                            f.clone()
-                                        } else {
-                                            format!("{f} (in progress)")
-                                        })
-                                        .collect::<Vec<_>>()
-                                        .join(", "),
-                                    report::human_seconds(began.elapsed().as_secs_f64()),
-                                    newest_event
-                                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                                        .unwrap_or_else(|| "none".into())
-                                ),
-                            );
-                            // The newest event replayed, as for WAL: the
-                            // copy's own time would claim events it lacks.
-                            // No later than that copy, though: the source's
-                            // clock may run ahead of lifeboat's.
-                            if let Some(at) = newest_event {
-                                let at = plan.last_archived_at().map_or(at, |c| at.min(c));
-                                point = point.max(at);
-                            }
-                        }
-                        Err(e) => {
-                            checks.add("binlog replay", false, e.to_string());
-                            skip_user_checks(self.user_checks, checks, "the binlog replay failed");
-                            remove_mariadb(server, checks).await;
-                            return Ok(restored);
-                        }
-                    }
+                    return self
+                        .replay_binlogs(&plan, conn, bin_dir, point, checks)
+                        .await
                 }
             }
         }
-        restored.usable(self.clock, point);
-        for c in self.user_checks {
-            let (passed, detail) =
-                interruptible(&self.opts.cancel, mysql_check(&server.conn, c, &databases)).await?;
-            checks.add(format!("check: {}", c.name), passed, detail);
-        }
-        remove_mariadb(server, checks).await;
-        Ok(restored)
+        Ok(Binlogs::Reached(point))
     }
+
+    /// Plans the replay to the newest archived event: a passed "binlog
+    /// archive" check, or, on a hole, a failed one and the plan up to it.
+    async fn plan_binlog_replay(
+        &self,
+        checks: &mut Checks,
+    ) -> Result<Result<my_restore::ReplayPlan, my_restore::ReplayError>, DrillError> {
+        let manifest = self.manifest;
+        let policy = self.policy.name.as_str();
+        let reader = my_restore::EndReader {
+            identities: &self.opts.identities,
+        };
+        let planned = interruptible(
+            &self.opts.cancel,
+            my_restore::plan_replay(
+                self.repo,
+                policy,
+                self.source_name,
+                manifest,
+                &my_restore::MyTarget::Latest,
+                Some(reader),
+            ),
+        )
+        .await?;
+        let describe = |p: &my_restore::ReplayPlan| {
+            format!(
+                "{} files from {}:{} on, newest copied {}{}",
+                p.files.len(),
+                p.from.file,
+                p.from.position,
+                p.last_archived_at()
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_else(|| "never".into()),
+                p.end
+                    .as_ref()
+                    .and_then(|e| e.newest_event)
+                    .map(|t| format!(
+                        ", newest archived event stamped {}",
+                        t.format("%Y-%m-%d %H:%M:%S UTC")
+                    ))
+                    .unwrap_or_default()
+            )
+        };
+        Ok(match planned {
+            Ok(p) => {
+                checks.add("binlog archive", true, describe(&p));
+                Ok(p)
+            }
+            // A hole: the check fails, and the replay goes on up to it.
+            Err(e @ my_restore::ReplayError::Gap(_)) => {
+                checks.add("binlog archive", false, e.to_string());
+                interruptible(
+                    &self.opts.cancel,
+                    my_restore::plan_replay(
+                        self.repo,
+                        policy,
+                        self.source_name,
+                        manifest,
+                        &my_restore::MyTarget::LatestReachable,
+                        Some(reader),
+                    ),
+                )
+                .await?
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Replays the planned binlogs: the "binlog replay" check. On a
+    /// failure the user checks are skipped.
+    async fn replay_binlogs(
+        &self,
+        plan: &my_restore::ReplayPlan,
+        conn: &MyConn,
+        bin_dir: Option<&std::path::Path>,
+        mut point: DateTime<Utc>,
+        checks: &mut Checks,
+    ) -> Result<Binlogs, DrillError> {
+        let began = Instant::now();
+        let replayed = interruptible(
+            &self.opts.cancel,
+            my_restore::replay(self.repo, plan, conn, self.opts.identities.clone(), bin_dir),
+        )
+        .await?;
+        match replayed {
+            Ok(newest_event) => {
+                checks.add(
+                    "binlog replay",
+                    true,
+                    format!(
+                        "{} files replayed ({}) in {}; newest event {}",
+                        plan.files.len(),
+                        plan.files
+                            .iter()
+                            .map(|(f, whole)| if *whole {
+                                f.clone()
+                            } else {
+                                format!("{f} (in progress)")
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        report::human_seconds(began.elapsed().as_secs_f64()),
+                        newest_event
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                );
+                // The newest event replayed, as for WAL: the
+                // copy's own time would claim events it lacks.
+                // No later than that copy, though: the source's
+                // clock may run ahead of lifeboat's.
+                if let Some(at) = newest_event {
+                    let at = plan.last_archived_at().map_or(at, |c| at.min(c));
+                    point = point.max(at);
+                }
+                Ok(Binlogs::Reached(point))
+            }
+            Err(e) => {
+                checks.add("binlog replay", false, e.to_string());
+                skip_user_checks(self.user_checks, checks, "the binlog replay failed");
+                Ok(Binlogs::ReplayFailed)
+            }
+        }
+    }
+}
+
+/// Where the binlog steps leave the restored data.
+enum Binlogs {
+    /// Usable, holding data up to this point (the dump's own when no
+    /// binlog was replayed).
+    Reached(DateTime<Utc>),
+    /// The replay failed (its check added, the user checks skipped).
+    ReplayFailed,
 }
 
 /// Stops and removes the scratch MariaDB server, as a check.

@@ -15,6 +15,10 @@ use crate::kinds::postgres::scratch::ScratchPostgres;
 use crate::repository::{Manifest, Repository};
 use crate::storage::StorageError;
 
+/// A failed step of a base-backup drill: the index in `base`'s list of
+/// checks from which the rest are skipped, and why.
+type SkipFrom = (usize, &'static str);
+
 impl Drill<'_> {
     /// A dump: a new cluster, roles, then every database, each compared
     /// with the inventory taken at backup time.
@@ -224,6 +228,65 @@ impl Drill<'_> {
         ));
         checks.add("scratch target", true, restored.target.clone());
         let datadir = cluster.data_dir();
+        let (plan, gap) = match self.plan_base_wal(&cluster, &datadir, checks).await? {
+            Ok(p) => p,
+            Err((from, why)) => {
+                skip_rest(checks, from, why);
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        let wal_dir = match self.stage_base_wal(&cluster, &plan, gap, checks).await? {
+            Ok(dir) => dir,
+            Err((from, why)) => {
+                skip_rest(checks, from, why);
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        let restored_base = self
+            .restore_base(&cluster, &plan, &datadir, &wal_dir, checks)
+            .await?;
+        if let Err((from, why)) = restored_base {
+            skip_rest(checks, from, why);
+            remove(cluster, checks).await;
+            return Ok(restored);
+        }
+        let recovered = self
+            .recover_base(&mut cluster, &plan, &pg_source.user, &mut restored, checks)
+            .await?;
+        let databases = match recovered {
+            Ok(databases) => databases,
+            Err((from, why)) => {
+                skip_rest(checks, from, why);
+                remove(cluster, checks).await;
+                return Ok(restored);
+            }
+        };
+        let amcheck = interruptible(&self.opts.cancel, amcheck(&cluster)).await?;
+        match amcheck {
+            Some((passed, detail)) => checks.add("pg_amcheck", passed, detail),
+            None => checks.skip("pg_amcheck", "not installed"),
+        }
+        let pairs: Vec<(String, String)> =
+            databases.iter().map(|d| (d.clone(), d.clone())).collect();
+        self.user_checks(&cluster.conn, &pairs, true, checks)
+            .await?;
+        remove(cluster, checks).await;
+        Ok(restored)
+    }
+
+    /// Plans the recovery to the newest archived point. A hole in the
+    /// archive fails the "WAL archive" check and the plan goes to the
+    /// point before it (the bool: a hole was found). The error: the
+    /// checks to skip.
+    async fn plan_base_wal(
+        &self,
+        cluster: &ScratchPostgres,
+        datadir: &std::path::Path,
+        checks: &mut Checks,
+    ) -> Result<Result<(pitr::PitrPlan, bool), SkipFrom>, DrillError> {
+        let manifest = self.manifest;
         let policy_name = self.policy.name.as_str();
         let source = self.pg_source_name();
         // The newest point the archive reaches; a hole in it fails the
@@ -241,7 +304,7 @@ impl Drill<'_> {
                 source,
                 pitr::Target::Latest,
                 Some(&manifest.id),
-                &datadir,
+                datadir,
                 Some(reader),
             ),
         )
@@ -261,7 +324,7 @@ impl Drill<'_> {
                         source,
                         pitr::Target::LatestReachable,
                         Some(&manifest.id),
-                        &datadir,
+                        datadir,
                         Some(reader),
                     ),
                 )
@@ -273,19 +336,29 @@ impl Drill<'_> {
             Ok(p) => p,
             Err(e) => {
                 checks.add("WAL archive", false, e.to_string());
-                skip_rest(
-                    checks,
+                return Ok(Err((
                     1,
                     "the WAL archive cannot make the backup consistent",
-                );
-                remove(cluster, checks).await;
-                return Ok(restored);
+                )));
             }
         };
+        Ok(Ok((plan, gap)))
+    }
+
+    /// Fetches the WAL the plan needs into the scratch folder: the "WAL
+    /// archive" check (unless a hole already failed it). The error: the
+    /// checks to skip.
+    async fn stage_base_wal(
+        &self,
+        cluster: &ScratchPostgres,
+        plan: &pitr::PitrPlan,
+        gap: bool,
+        checks: &mut Checks,
+    ) -> Result<Result<PathBuf, SkipFrom>, DrillError> {
         // Fetched and checked against their hashes here; the server copies
         // them from the scratch folder.
-        let staged = interruptible(&self.opts.cancel, self.stage_wal(&cluster, &plan)).await?;
-        let wal_dir = match staged {
+        let staged = interruptible(&self.opts.cancel, self.stage_wal(cluster, plan)).await?;
+        Ok(match staged {
             Ok((dir, n)) => {
                 if !gap {
                     checks.add(
@@ -306,7 +379,7 @@ impl Drill<'_> {
                         ),
                     );
                 }
-                dir
+                Ok(dir)
             }
             Err(e) => {
                 if !gap {
@@ -314,11 +387,22 @@ impl Drill<'_> {
                 } else {
                     tracing::error!(error = %e, "fetching the WAL before the hole failed too");
                 }
-                skip_rest(checks, 1, "the WAL could not be fetched");
-                remove(cluster, checks).await;
-                return Ok(restored);
+                Err((1, "the WAL could not be fetched"))
             }
-        };
+        })
+    }
+
+    /// Unpacks the base backup into the scratch data directory and checks
+    /// it with `pg_verifybackup`: the "restore base" and "pg_verifybackup"
+    /// checks. The error: the checks to skip.
+    async fn restore_base(
+        &self,
+        cluster: &ScratchPostgres,
+        plan: &pitr::PitrPlan,
+        datadir: &std::path::Path,
+        wal_dir: &std::path::Path,
+        checks: &mut Checks,
+    ) -> Result<Result<(), SkipFrom>, DrillError> {
         let popts = pitr::PitrOptions {
             exe: PathBuf::new(),
             policy_file: PathBuf::new(),
@@ -328,14 +412,14 @@ impl Drill<'_> {
             timeout: RECOVERY_TIMEOUT,
             bin_dir: cluster.tools.bin_dir.clone(),
             no_archive: true,
-            restore_command: Some(format!("cp {}/%f %p", pitr::command_arg(&wal_dir))),
+            restore_command: Some(format!("cp {}/%f %p", pitr::command_arg(wal_dir))),
         };
         let executed = interruptible(
             &self.opts.cancel,
-            pitr::execute(&plan, self.repo, self.opts.identities.clone(), &popts),
+            pitr::execute(plan, self.repo, self.opts.identities.clone(), &popts),
         )
         .await?;
-        match executed {
+        Ok(match executed {
             Ok(r) => {
                 checks.add(
                     "restore base",
@@ -355,6 +439,7 @@ impl Drill<'_> {
                 } else {
                     checks.skip("pg_verifybackup", "not installed");
                 }
+                Ok(())
             }
             Err(pitr::PitrError::VerifyBackup(detail)) => {
                 checks.add(
@@ -363,46 +448,39 @@ impl Drill<'_> {
                     format!("unpacked into {}", datadir.display()),
                 );
                 checks.add("pg_verifybackup", false, detail);
-                skip_rest(checks, 3, "pg_verifybackup failed");
-                remove(cluster, checks).await;
-                return Ok(restored);
+                Err((3, "pg_verifybackup failed"))
             }
             Err(e) => {
                 checks.add("restore base", false, e.to_string());
-                skip_rest(checks, 2, "the restore failed");
-                remove(cluster, checks).await;
-                return Ok(restored);
+                Err((2, "the restore failed"))
             }
-        }
-        let recovered = interruptible(
-            &self.opts.cancel,
-            self.recover(&mut cluster, &plan, &pg_source.user),
-        )
-        .await?;
-        let databases = match recovered {
+        })
+    }
+
+    /// Recovers the restored base backup and promotes it: the "recovery"
+    /// check; the target is usable from here. The databases, or the
+    /// checks to skip.
+    async fn recover_base(
+        &self,
+        cluster: &mut ScratchPostgres,
+        plan: &pitr::PitrPlan,
+        backup_user: &str,
+        restored: &mut Restored,
+        checks: &mut Checks,
+    ) -> Result<Result<Vec<String>, SkipFrom>, DrillError> {
+        let recovered =
+            interruptible(&self.opts.cancel, self.recover(cluster, plan, backup_user)).await?;
+        Ok(match recovered {
             Ok((detail, point, databases)) => {
                 checks.add("recovery", true, detail);
                 restored.usable(self.clock, point);
-                databases
+                Ok(databases)
             }
             Err(e) => {
                 checks.add("recovery", false, e.to_string());
-                skip_rest(checks, 4, "recovery failed");
-                remove(cluster, checks).await;
-                return Ok(restored);
+                Err((4, "recovery failed"))
             }
-        };
-        let amcheck = interruptible(&self.opts.cancel, amcheck(&cluster)).await?;
-        match amcheck {
-            Some((passed, detail)) => checks.add("pg_amcheck", passed, detail),
-            None => checks.skip("pg_amcheck", "not installed"),
-        }
-        let pairs: Vec<(String, String)> =
-            databases.iter().map(|d| (d.clone(), d.clone())).collect();
-        self.user_checks(&cluster.conn, &pairs, true, checks)
-            .await?;
-        remove(cluster, checks).await;
-        Ok(restored)
+        })
     }
 
     pub(super) fn pg_source_name(&self) -> &str {
