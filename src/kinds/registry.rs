@@ -159,15 +159,13 @@ macro_rules! label {
     };
 }
 
-/// Makes the kinds' modules, [`Source`], [`SourceKind`] and
-/// [`ManifestKind`] from the list of kinds in `kinds/mod.rs`.
+/// Makes [`Source`], [`SourceKind`] and [`ManifestKind`] from the list of
+/// kinds in `kinds/mod.rs`.
 macro_rules! kinds {
     ($(
         $(#[$doc:meta])*
         $field:ident: $Variant:ident($Config:ty) => [$($Manifest:ident = $string:literal $(as $label:literal)?),+ $(,)?]
     ),+ $(,)?) => {
-        $(pub mod $field;)+
-
         /// One protected system: its name and exactly one kind block.
         #[derive(Debug, Clone, serde::Deserialize)]
         #[serde(deny_unknown_fields)]

@@ -217,12 +217,23 @@ mod tests {
     #[test]
     fn empty_commands_are_refused_with_an_example() {
         let e = source(&[], &["cat"], None).validate().unwrap_err();
-        assert!(e.contains("`command.backup` is empty") && e.contains("[tar, -cf, -, /srv/data]"), "{e}");
+        assert!(
+            e.contains("`command.backup` is empty") && e.contains("[tar, -cf, -, /srv/data]"),
+            "{e}"
+        );
         let e = source(&["tar"], &[" "], None).validate().unwrap_err();
-        assert!(e.contains("`command.restore` starts with an empty program name"), "{e}");
-        let e = source(&["tar"], &["cat"], Some(&[])).validate().unwrap_err();
+        assert!(
+            e.contains("`command.restore` starts with an empty program name"),
+            "{e}"
+        );
+        let e = source(&["tar"], &["cat"], Some(&[]))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("`command.check` is empty"), "{e}");
-        assert_eq!(source(&["tar"], &["cat"], Some(&["true"])).validate(), Ok(()));
+        assert_eq!(
+            source(&["tar"], &["cat"], Some(&["true"])).validate(),
+            Ok(())
+        );
     }
 
     #[test]
@@ -239,7 +250,10 @@ mod tests {
         let no_output = CommandError::NoOutput { backup: "b".into() };
         assert_eq!(no_output.outcome(), Outcome::Integrity);
         let wrapped = crate::kinds::Failure::new(not_empty);
-        assert_eq!(crate::outcome::Classify::outcome(&wrapped), Outcome::Refused);
+        assert_eq!(
+            crate::outcome::Classify::outcome(&wrapped),
+            Outcome::Refused
+        );
         assert!(wrapped.to_string().contains("Give another --to-dir"));
     }
 }

@@ -132,8 +132,11 @@ pub async fn restore_into(
     let (mut child, _, _) =
         process::spawn_with_stdin(cmd, &program, std::process::Stdio::from(reader), false)
             .map_err(failed)?;
-    let ticker =
-        crate::progress::ProgressTicker::start(manifest.source.clone(), ARTIFACT.into(), "restored");
+    let ticker = crate::progress::ProgressTicker::start(
+        manifest.source.clone(),
+        ARTIFACT.into(),
+        "restored",
+    );
     let counter = ticker.counter();
     let (into_copy, from_decode) = tokio::io::duplex(1 << 20);
     let bridge = tokio_util::io::SyncIoBridge::new(from_decode);

@@ -50,7 +50,12 @@ pub(crate) async fn backup_postgres(
 }
 
 /// A failed dump tool, with the server it ran against.
-fn dump_err(conn: &PgConn, what: &'static str, database: &str, source: ProcessError) -> BackupError {
+fn dump_err(
+    conn: &PgConn,
+    what: &'static str,
+    database: &str,
+    source: ProcessError,
+) -> BackupError {
     BackupError::Dump {
         what,
         database: database.to_string(),
