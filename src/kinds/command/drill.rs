@@ -18,11 +18,23 @@ pub(super) async fn drill(
         checks,
         "a command source is checked by its `check:` command",
     );
+    // Made here, exclusively and private (0700), under a name the sweep of
+    // other drills' leftovers does not touch; removed only if made here.
     let dir = drill
         .opts
         .scratch_dir
-        .join(format!("lifeboat-drill-{}", drill.id));
+        .join(format!("lifeboat-command-drill-{}", drill.id));
     let target = format!("scratch folder {}", dir.display());
+    if let Err(e) = make_private(&dir) {
+        checks.add(
+            "scratch target",
+            false,
+            format!("cannot create {}: {e}", dir.display()),
+        );
+        checks.skip("restore", "no scratch folder");
+        checks.skip("check command", "no scratch folder");
+        return Ok(Restored::nothing(target));
+    }
     let restored = crate::kinds::command::restore_into(
         drill.repo,
         drill.manifest,
@@ -46,9 +58,11 @@ pub(super) async fn drill(
             );
             out.usable(drill.clock, drill.manifest.started_at);
             let result = match &source.check {
-                Some(check) => interruptible(&drill.opts.cancel, run_check(source, check, &dir))
-                    .await
-                    .map(Some),
+                Some(check) => {
+                    interruptible(&drill.opts.cancel, run_check(source, drill, check, &dir))
+                        .await
+                        .map(Some)
+                }
                 None => Ok(None),
             };
             match result {
@@ -80,6 +94,7 @@ pub(super) async fn drill(
 /// the tail of its output is the detail.
 async fn run_check(
     source: &CommandSource,
+    drill: &Drill<'_>,
     check: &[String],
     dir: &std::path::Path,
 ) -> (bool, String) {
@@ -88,6 +103,8 @@ async fn run_check(
     cmd.args(&check[1..])
         .current_dir(dir)
         .envs(&source.env)
+        .env("LIFEBOAT_SOURCE", &drill.manifest.source)
+        .env("LIFEBOAT_BACKUP_ID", &drill.manifest.id)
         .env("LIFEBOAT_RESTORE_DIR", dir);
     let shown = check.join(" ");
     let child = match process::spawn(cmd, &program, false, true) {
@@ -121,6 +138,15 @@ async fn run_check(
         Ok(_) => (true, format!("`{shown}` exited 0: {tail}")),
         Err(e) => (false, format!("`{shown}`: {e}")),
     }
+}
+
+/// Creates `dir` (not its parent) new, readable by this user only.
+fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)
 }
 
 /// Removes the scratch folder; a failure is logged (the folder is named

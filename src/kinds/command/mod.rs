@@ -84,6 +84,12 @@ pub enum CommandError {
         read: u64,
         size: u64,
     },
+    #[error("reading backup {backup} failed: {error}. {dir} holds what the restore command made of the part it got, not the backup: delete it before restoring again")]
+    Incomplete {
+        backup: String,
+        dir: String,
+        error: Box<crate::pipeline::PipelineError>,
+    },
     #[error("{dir} is not empty; a restore goes into a new or empty folder so nothing of the backup mixes with what is there. Give another --to-dir")]
     NotEmpty { dir: String },
     #[error("cannot use {dir}: {error}")]
@@ -102,6 +108,7 @@ impl Classify for CommandError {
             | Self::Restore { .. }
             | Self::StoppedReading { .. }
             | Self::Folder { .. } => Outcome::Failure,
+            Self::Incomplete { error, .. } => error.outcome(),
             Self::NotEmpty { .. } => Outcome::Refused,
             Self::NoOutput { .. } => Outcome::Integrity,
         }

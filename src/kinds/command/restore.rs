@@ -2,9 +2,11 @@
 //! the restore command, which runs in a new or empty folder.
 //!
 //! Success with other data is ruled out on every path: a damaged object
-//! stops the command before the end (the pipeline checks sizes and hashes
-//! as it streams), and a command that exits before reading the whole
-//! backup fails the restore even if its exit status is 0.
+//! fails the restore (age authenticates every chunk as it streams, and the
+//! whole size and hash are checked at the end, by which time the command
+//! may have finished: its folder is then not the backup, and the error
+//! says so), and a command that exits before reading the whole backup
+//! fails it even if its exit status is 0.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -112,6 +114,10 @@ pub async fn restore_into(
         .ok_or_else(|| CommandError::NoOutput {
             backup: manifest.id.clone(),
         })?;
+    let dir = &std::path::absolute(dir).map_err(|error| CommandError::Folder {
+        dir: dir.display().to_string(),
+        error,
+    })?;
     prepare(dir)?;
     let dir_text = dir.display().to_string();
     let failed = |error| CommandError::Restore {
@@ -128,10 +134,79 @@ pub async fn restore_into(
     let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| failed(spawn_error(e.into())))?;
     let writer = std::fs::File::from(writer);
-    let mut watch = Some(reader.try_clone().map_err(|e| failed(spawn_error(e)))?);
-    let (mut child, _, _) =
+    let watch = reader.try_clone().map_err(|e| failed(spawn_error(e)))?;
+    let (child, _, _) =
         process::spawn_with_stdin(cmd, &program, std::process::Stdio::from(reader), false)
             .map_err(failed)?;
+    let piped = pipe_backup(
+        repo,
+        manifest,
+        artifact,
+        identities,
+        (child, writer, watch),
+        cancel,
+    )
+    .await
+    .map_err(|e| match e {
+        RestoreFailed::Pipeline(error) => CommandError::Incomplete {
+            backup: manifest.id.clone(),
+            dir: dir_text.clone(),
+            error: Box::new(error),
+        }
+        .into(),
+        other => other,
+    })?;
+    let (child, written, unread) = (piped.child, piped.written, piped.unread);
+    // It has exited; its stderr may still be held open by a child of its own.
+    let status = tokio::select! {
+        r = child.wait() => r,
+        _ = cancel.cancelled() => return Err(RestoreFailed::Interrupted),
+    };
+    if written != Some(artifact.plaintext.size) || unread > 0 {
+        let sent = written.unwrap_or(piped.sent);
+        return Err(match status {
+            Err(e) => failed(e).into(),
+            Ok(_) => CommandError::StoppedReading {
+                backup: manifest.id.clone(),
+                dir: dir_text,
+                read: sent.saturating_sub(unread),
+                size: artifact.plaintext.size,
+            }
+            .into(),
+        });
+    }
+    status.map_err(failed)?;
+    Ok(Restored {
+        backup: manifest.id.clone(),
+        dir: dir_text,
+        bytes: artifact.plaintext.size,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What piping a backup into the restore command left.
+struct Piped {
+    child: process::Child,
+    /// Bytes written into the pipe, if all writing ended without an error.
+    written: Option<u64>,
+    /// Decoded bytes handed on (what `written` would be).
+    sent: u64,
+    /// Bytes left in the pipe once the command exited: never read.
+    unread: u64,
+}
+
+/// Decodes the artifact into the pipe (a blocking thread writes, closing
+/// the write end when all is in) and waits for the command to exit. A
+/// damaged object kills the command before the rest reaches it.
+async fn pipe_backup(
+    repo: &Repository,
+    manifest: &Manifest,
+    artifact: &crate::repository::Artifact,
+    identities: Arc<Identities>,
+    (mut child, writer, watch): (process::Child, std::fs::File, std::os::fd::OwnedFd),
+    cancel: &CancellationToken,
+) -> Result<Piped, RestoreFailed> {
+    let mut watch = Some(watch);
     let ticker = crate::progress::ProgressTicker::start(
         manifest.source.clone(),
         ARTIFACT.into(),
@@ -140,7 +215,6 @@ pub async fn restore_into(
     let counter = ticker.counter();
     let (into_copy, from_decode) = tokio::io::duplex(1 << 20);
     let bridge = tokio_util::io::SyncIoBridge::new(from_decode);
-    // Blocking writes into the pipe; the write end closes when all is in.
     let copy = tokio::task::spawn_blocking(move || {
         let (mut from, mut to) = (bridge, writer);
         std::io::copy(&mut from, &mut to)
@@ -167,11 +241,22 @@ pub async fn restore_into(
     let (decoded, copied) = tokio::select! {
         fed = &mut feed => fed,
         _ = child.exited() => {
-            // It exited before everything was written: what it left in the
-            // pipe it never read. Letting go of the read end then fails a
-            // write still waiting for room.
-            unread = Some(pipe_holds(watch.take()));
-            feed.await
+            // It exited before everything was written. Whatever is in the
+            // pipe now, and whatever is still written, it never read:
+            // lifeboat reads it off and counts it, which also lets the
+            // writing finish.
+            let drained = drain(watch.take());
+            let both = async { tokio::join!(feed, drained) };
+            tokio::select! {
+                (fed, n) = both => {
+                    unread = Some(n);
+                    fed
+                }
+                _ = cancel.cancelled() => {
+                    child.kill().await;
+                    return Err(RestoreFailed::Interrupted);
+                }
+            }
         }
         _ = cancel.cancelled() => {
             child.kill().await;
@@ -180,7 +265,7 @@ pub async fn restore_into(
     };
     drop(ticker);
     match decoded {
-        // The command stopped reading: judged below, with what it left.
+        // The command stopped reading: judged by the caller, with what it left.
         Ok(()) | Err(PipelineError::Output { .. }) => {}
         Err(e) => {
             // A damaged object: the command must not finish with part of it.
@@ -201,39 +286,51 @@ pub async fn restore_into(
             pipe_holds(watch.take())
         }
     };
-    let status = child.wait().await;
-    let written = match copied {
-        Some(Ok(Ok(n))) => Some(n),
-        _ => None,
-    };
-    if written != Some(artifact.plaintext.size) || unread > 0 {
-        let sent = written.unwrap_or_else(|| counter.load(std::sync::atomic::Ordering::Relaxed));
-        return Err(match status {
-            Err(e) => failed(e).into(),
-            Ok(_) => CommandError::StoppedReading {
-                backup: manifest.id.clone(),
-                dir: dir_text,
-                read: sent.saturating_sub(unread),
-                size: artifact.plaintext.size,
-            }
-            .into(),
-        });
-    }
-    status.map_err(failed)?;
-    Ok(Restored {
-        backup: manifest.id.clone(),
-        dir: dir_text,
-        bytes: artifact.plaintext.size,
-        seconds: started.elapsed().as_secs_f64(),
+    Ok(Piped {
+        child,
+        written: match copied {
+            Some(Ok(Ok(n))) => Some(n),
+            _ => None,
+        },
+        sent: counter.load(std::sync::atomic::Ordering::Relaxed),
+        unread,
     })
 }
 
+/// Reads lifeboat's end of the pipe to its end (the write end closes when
+/// all is written), counting the bytes: the command, gone, read none of
+/// them. A read error counts as everything unread.
+async fn drain(watch: Option<std::os::fd::OwnedFd>) -> u64 {
+    let Some(watch) = watch else { return 0 };
+    let read = tokio::task::spawn_blocking(move || {
+        std::io::copy(&mut std::fs::File::from(watch), &mut std::io::sink())
+    })
+    .await;
+    match read {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read what the restore command left in its input; failing the restore");
+            u64::MAX
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading what the restore command left in its input failed; failing the restore");
+            u64::MAX
+        }
+    }
+}
+
 /// Bytes still in the pipe (never read by the command), then lets go of
-/// lifeboat's read end.
+/// lifeboat's read end. If the kernel cannot say, every byte counts as
+/// unread: the restore fails rather than guess.
 fn pipe_holds(watch: Option<std::os::fd::OwnedFd>) -> u64 {
-    watch
-        .map(|w| rustix::io::ioctl_fionread(&w).unwrap_or(0))
-        .unwrap_or(0)
+    match watch.map(|w| rustix::io::ioctl_fionread(&w)) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell whether the restore command read all of its input (FIONREAD failed); failing the restore");
+            u64::MAX
+        }
+    }
 }
 
 /// `lifeboat restore` of a command source: `--to-dir DIR`.
