@@ -285,12 +285,13 @@ pub(super) async fn probe_loop(policy: Arc<Policy>, repo: Repository, ctx: Ctx) 
 /// in progress.
 pub(super) const HELPER_STOP: Duration = Duration::from_secs(30);
 
-/// Keeps a source's binlog archiver running: restarted with backoff (1 s
-/// doubling to 5 min, reset after 10 min of health) when it stops.
-pub(super) async fn supervise_binlog(
+/// Keeps a source's continuous archiver (its kind's, e.g. MySQL binlogs)
+/// running: restarted with backoff (1 s doubling to 5 min, reset after 10
+/// min of health) when it stops.
+pub(super) async fn supervise_archive(
     policy: Arc<Policy>,
     source_name: String,
-    my: crate::kinds::mysql::config::MysqlSource,
+    archive: &'static str,
     repo: Repository,
     ctx: Ctx,
 ) {
@@ -301,37 +302,33 @@ pub(super) async fn supervise_binlog(
     loop {
         let began = std::time::Instant::now();
         let result = async {
-            let my = &my;
-            let recipients = policy.encryption.all_recipients()?;
-            let archiver = crate::kinds::mysql::binlog::Archiver {
+            let source = policy.source(s)?;
+            let run = crate::kinds::ArchiveRun {
                 repo: &repo,
-                policy: p.to_string(),
-                source: s.to_string(),
-                conn: crate::kinds::mysql::source::MyConn::from_source(my)?,
-                bin_dir: my.bin_dir.clone(),
-                settings: crate::pipeline::EncodeSettings {
-                    compression: policy.compression,
-                    recipients: Arc::new(recipients.clone()),
-                    workers: 1,
-                },
-                recipients: recipients.iter().map(|r| r.to_string()).collect(),
-                interval: my.binlog_interval.0,
-                scanned: Default::default(),
+                policy: &policy,
+                source_name: s,
                 cancel: ctx.cancel.clone(),
+                started: Box::new(move || {
+                    shared.metrics.archiver(p, s, archive, true, restarted);
+                    tracing::info!(source = %s, "{archive} archiver started");
+                }),
             };
-            shared.metrics.archiver(p, s, "binlog", true, restarted);
-            tracing::info!(source = %s, "binlog archiver started");
-            archiver.run().await.map_err(anyhow::Error::from)
+            source
+                .kind()
+                .imp()
+                .archive_continuously(run)
+                .await
+                .map_err(anyhow::Error::from)
         }
         .await;
         if ctx.cancel.is_cancelled() {
             return;
         }
-        shared.metrics.archiver(p, s, "binlog", false, false);
+        shared.metrics.archiver(p, s, archive, false, false);
         match result {
-            Ok(()) => tracing::warn!(source = %s, "binlog archiver stopped"),
+            Ok(()) => tracing::warn!(source = %s, "{archive} archiver stopped"),
             Err(e) => {
-                tracing::error!(source = %s, error = format!("{e:#}"), retry_in = ?backoff, "binlog archiver failed; restarting")
+                tracing::error!(source = %s, error = format!("{e:#}"), retry_in = ?backoff, "{archive} archiver failed; restarting")
             }
         }
         if began.elapsed() > Duration::from_secs(600) {

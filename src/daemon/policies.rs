@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::jobs::{drill_schedule, probe_loop, run_policy, supervise_binlog};
+use super::jobs::{drill_schedule, probe_loop, run_policy, supervise_archive};
 use super::{load_folder, schedule, Ctx, Shared};
-use crate::policy::{Policy, PolicyError, SourceKind};
+use crate::policy::{Policy, PolicyError};
 use crate::repository::Repository;
 
 /// One running policy.
@@ -216,27 +216,23 @@ pub(super) fn start_policy(
         ));
     }
     for source in &policy.sources {
-        if let SourceKind::Mysql(my) = source.kind() {
-            if !my.archive_binlogs {
-                continue;
+        let Some(archive) = source.kind().imp().continuous_archive() else {
+            continue;
+        };
+        let policy = Arc::clone(&policy);
+        let ctx = ctx.clone();
+        let source_name = source.name.to_string();
+        let mut repo_rx = repo_rx.clone();
+        helpers.push(tokio::spawn(
+            async move {
+                let Ok(repo) = repo_rx.wait_for(|r| r.is_some()).await.map(|r| r.clone()) else {
+                    return;
+                };
+                let repo = repo.expect("waited for Some");
+                supervise_archive(policy, source_name, archive, repo, ctx).await
             }
-            let policy = Arc::clone(&policy);
-            let ctx = ctx.clone();
-            let source_name = source.name.to_string();
-            let my = my.clone();
-            let mut repo_rx = repo_rx.clone();
-            helpers.push(tokio::spawn(
-                async move {
-                    let Ok(repo) = repo_rx.wait_for(|r| r.is_some()).await.map(|r| r.clone())
-                    else {
-                        return;
-                    };
-                    let repo = repo.expect("waited for Some");
-                    supervise_binlog(policy, source_name, my, repo, ctx).await
-                }
-                .instrument(span.clone()),
-            ));
-        }
+            .instrument(span.clone()),
+        ));
     }
     (
         name,

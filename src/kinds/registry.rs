@@ -86,6 +86,19 @@ pub trait Kind: Send + Sync {
         cancel: &'a CancellationToken,
     ) -> LocalBoxFuture<'a, anyhow::Result<ExitCode>>;
 
+    /// The name of the continuous archive `lifeboat run` keeps running for
+    /// this source (`binlog`), if the source asks for one; `None` when the
+    /// archive is fed from elsewhere (PostgreSQL's `archive_command`) or
+    /// there is none.
+    fn continuous_archive(&self) -> Option<&'static str>;
+
+    /// Runs that archiver until it stops or `run.cancel` fires; the daemon
+    /// restarts it with backoff.
+    fn archive_continuously<'a>(
+        &'a self,
+        run: ArchiveRun<'a>,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+
     /// The continuous archive of the source (WAL, binlogs), if it has one,
     /// for `lifeboat status`.
     fn archive_status<'a>(
@@ -136,6 +149,19 @@ impl crate::outcome::Classify for Failure {
     fn outcome(&self) -> crate::outcome::Outcome {
         self.0.outcome()
     }
+}
+
+/// What a continuous archiver the daemon runs is given.
+pub struct ArchiveRun<'a> {
+    pub repo: &'a Repository,
+    pub policy: &'a Policy,
+    pub source_name: &'a str,
+    /// Fires at the daemon's shutdown: the archiver stores what it holds
+    /// and returns.
+    pub cancel: CancellationToken,
+    /// Called once the archiver is set up and about to run (the daemon's
+    /// metrics and log).
+    pub started: Box<dyn FnOnce() + Send + 'a>,
 }
 
 /// What the status methods of [`Kind`] are asked about.

@@ -185,6 +185,17 @@ impl crate::kinds::Kind for CommandSource {
         Box::pin(restore::cli(self, args, policy, cancel))
     }
 
+    fn continuous_archive(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn archive_continuously<'a>(
+        &'a self,
+        _run: crate::kinds::ArchiveRun<'a>,
+    ) -> crate::kinds::BoxFuture<'a, Result<(), crate::kinds::Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn archive_status<'a>(
         &'a self,
         _query: crate::kinds::StatusQuery<'a>,

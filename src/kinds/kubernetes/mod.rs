@@ -107,6 +107,17 @@ impl Kind for KubernetesSource {
         })
     }
 
+    fn continuous_archive(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn archive_continuously<'a>(
+        &'a self,
+        _run: crate::kinds::ArchiveRun<'a>,
+    ) -> crate::kinds::BoxFuture<'a, Result<(), crate::kinds::Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn archive_status<'a>(
         &'a self,
         _query: StatusQuery<'a>,

@@ -88,6 +88,17 @@ impl Kind for MysqlSource {
         })
     }
 
+    fn continuous_archive(&self) -> Option<&'static str> {
+        self.archive_binlogs.then_some("binlog")
+    }
+
+    fn archive_continuously<'a>(
+        &'a self,
+        run: crate::kinds::ArchiveRun<'a>,
+    ) -> BoxFuture<'a, Result<(), crate::kinds::Failure>> {
+        Box::pin(binlog::archive_continuously(self, run))
+    }
+
     fn archive_status<'a>(
         &'a self,
         query: StatusQuery<'a>,

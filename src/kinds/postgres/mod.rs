@@ -108,6 +108,17 @@ impl Kind for PostgresSource {
         Box::pin(crate::cli::restore::postgres(args, policy, self, cancel))
     }
 
+    fn continuous_archive(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn archive_continuously<'a>(
+        &'a self,
+        _run: crate::kinds::ArchiveRun<'a>,
+    ) -> crate::kinds::BoxFuture<'a, Result<(), crate::kinds::Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn archive_status<'a>(
         &'a self,
         query: StatusQuery<'a>,

@@ -209,6 +209,38 @@ pub struct Archiver<'a> {
     pub cancel: tokio_util::sync::CancellationToken,
 }
 
+/// `lifeboat run`'s binlog archiver of `my` (`archive_binlogs: true`):
+/// set up from the policy, then run until it stops or `run.cancel` fires.
+pub(crate) async fn archive_continuously(
+    my: &crate::kinds::mysql::config::MysqlSource,
+    run: crate::kinds::ArchiveRun<'_>,
+) -> Result<(), crate::kinds::Failure> {
+    use crate::kinds::Failure;
+    let recipients = run
+        .policy
+        .encryption
+        .all_recipients()
+        .map_err(Failure::new)?;
+    let archiver = Archiver {
+        repo: run.repo,
+        policy: run.policy.name.to_string(),
+        source: run.source_name.to_string(),
+        conn: MyConn::from_source(my).map_err(Failure::new)?,
+        bin_dir: my.bin_dir.clone(),
+        settings: EncodeSettings {
+            compression: run.policy.compression,
+            recipients: std::sync::Arc::new(recipients.clone()),
+            workers: 1,
+        },
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        interval: my.binlog_interval.0,
+        scanned: Default::default(),
+        cancel: run.cancel,
+    };
+    (run.started)();
+    archiver.run().await.map_err(Failure::new)
+}
+
 /// The end of the last whole event in the first `size` bytes of a binlog
 /// file, walking event headers from `from` (a known boundary, or 0). A
 /// partial copy cut there replays cleanly.
