@@ -320,7 +320,17 @@ impl Policy {
         }
     }
 
+    /// Checks what the types cannot: each part in turn, the first problem
+    /// named with the file.
     fn validate(&self) -> Result<(), PolicyError> {
+        self.validate_repository()?;
+        self.validate_encoding()?;
+        self.validate_sources()?;
+        self.validate_drill()
+    }
+
+    /// The repository's settings.
+    fn validate_repository(&self) -> Result<(), PolicyError> {
         let invalid = |message: String| PolicyError::Invalid {
             path: self.path.clone(),
             message,
@@ -382,6 +392,15 @@ impl Policy {
                 repo.parts_in_flight
             )));
         }
+        Ok(())
+    }
+
+    /// Encryption, compression and retention.
+    fn validate_encoding(&self) -> Result<(), PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: self.path.clone(),
+            message,
+        };
         if self.encryption.recipients.is_empty() && self.encryption.recipients_file.is_none() {
             return Err(invalid(
                 "encryption: no recipients; add `recipients: [age1...]` (run `lifeboat keygen --out lifeboat.key` to make one)".into(),
@@ -413,6 +432,15 @@ impl Policy {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The sources: names, exactly one kind block each, the kind's checks.
+    fn validate_sources(&self) -> Result<(), PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: self.path.clone(),
+            message,
+        };
         if self.sources.is_empty() {
             return Err(invalid(
                 "sources is empty; add at least one source (see policies/ for examples)".into(),
@@ -448,6 +476,15 @@ impl Policy {
                 return Err(invalid(format!("source '{}': {message}", s.name)));
             }
         }
+        Ok(())
+    }
+
+    /// The drill section and its checks.
+    fn validate_drill(&self) -> Result<(), PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: self.path.clone(),
+            message,
+        };
         if let Some(sa) = &self.drill.kubernetes.service_account {
             let ok = sa.split_once('/').is_some_and(|(ns, name)| {
                 !ns.is_empty() && !name.is_empty() && !name.contains('/')
